@@ -1,0 +1,3 @@
+"""placeholder: media module being written"""
+def probe(path): raise NotImplementedError
+def require(*a, **k): raise NotImplementedError
