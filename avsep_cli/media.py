@@ -1,3 +1,674 @@
-"""placeholder: media module being written"""
-def probe(path): raise NotImplementedError
-def require(*a, **k): raise NotImplementedError
+"""All media input and output: probing, streamed decoding of audio and frames, and writing WAV/FLAC
+files and videos, with PyAV (FFmpeg) for containers and soundfile for plain audio files.
+
+Decoding is streamed so that a long video never sits in memory: audio arrives in chunks through
+FFmpeg's resampler and frames are picked one at a time by timestamp. Every time given to or returned
+by this module is in seconds from the file's common origin, the earliest start of its audio and video
+streams, so audio and frames decoded separately stay in sync even when one stream starts late. Every
+problem with an input file becomes a one-line `MediaError` naming the file; every problem writing an
+output becomes an `OutputError`; writes are atomic (see `fsio.atomic_path`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import av
+import numpy as np
+import soundfile as sf
+
+from avsep_cli import fsio
+from avsep_cli.errors import MediaError, OutputError
+
+SAMPLE_RATE = 11025
+DEFAULT_FPS = 8.0
+
+log = logging.getLogger("avsep.media")
+
+# A frame whose timestamp is within this of a target time counts as "at" it (pts are rounded to the
+# stream time base, e.g. 1/12800 s).
+_EPS = 1e-6
+# Decoding forward is cheaper than seeking for gaps shorter than this (seconds) in `frames_at`.
+_SEEK_GAP = 2.0
+# A stream that ends this much before its declared end is reported as truncated.
+_TRUNCATION_TOLERANCE = 1.0
+
+_DEFAULT_ACODEC = {".mp4": "aac", ".m4v": "aac", ".mov": "aac", ".mkv": "flac", ".webm": "libopus", ".avi": "pcm_s16le"}
+_DEFAULT_VCODEC = {".webm": "libvpx-vp9", ".avi": "mpeg4"}
+_OPUS_RATES = (48000, 24000, 16000, 12000, 8000)
+_PCM_SUBTYPES = {"PCM_16", "PCM_24", "PCM_32", "PCM_S8", "PCM_U8"}
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What `probe` learns from a file's header. `duration` runs from the common origin to the end of
+    the longest stream; `audio_start` / `video_start` are each stream's start after the origin."""
+
+    path: Path
+    duration: float
+    has_audio: bool
+    has_video: bool
+    sample_rate: int | None
+    channels: int | None
+    fps: float | None
+    width: int | None
+    height: int | None
+    audio_start: float
+    video_start: float
+
+
+# --------------------------------------------------------------------------------------------- probing
+
+
+def _open(path: str | os.PathLike) -> av.container.InputContainer:
+    """Open `path` for reading, turning every way it can fail into one `MediaError` line."""
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"{path}: no such file")
+    if path.is_dir():
+        raise MediaError(f"{path}: is a folder, not a media file")
+    try:
+        return av.open(str(path), mode="r")
+    except PermissionError:
+        raise MediaError(f"{path}: permission denied") from None
+    except av.error.InvalidDataError:
+        raise MediaError(f"{path}: not a media file FFmpeg can read, or truncated/corrupt") from None
+    except (av.error.FFmpegError, OSError) as e:
+        raise MediaError(f"{path}: cannot open: {_reason(e)}") from None
+
+
+def _reason(e: BaseException) -> str:
+    return getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
+def _streams(container) -> tuple[av.audio.stream.AudioStream | None, av.video.stream.VideoStream | None]:
+    """The first audio stream and the first real video stream (cover art is not video)."""
+    audio = next(iter(container.streams.audio), None)
+    video = None
+    for s in container.streams.video:
+        if not (s.disposition & av.stream.Disposition.attached_pic):
+            video = s
+            break
+    return audio, video
+
+
+def _stream_start(stream) -> float | None:
+    if stream is None or stream.start_time is None:
+        return None
+    return float(stream.start_time * stream.time_base)
+
+
+def _timing(container, audio, video) -> tuple[float, float, dict]:
+    """(origin, duration from origin, {stream index: declared end in absolute seconds})."""
+    starts = [t for t in (_stream_start(audio), _stream_start(video)) if t is not None]
+    origin = min(starts) if starts else 0.0
+    container_end = None
+    if container.duration is not None:
+        c_start = container.start_time / av.time_base if container.start_time is not None else origin
+        container_end = c_start + container.duration / av.time_base
+    ends = {}
+    for s in (audio, video):
+        if s is None:
+            continue
+        if s.duration is not None:
+            ends[s.index] = (_stream_start(s) or 0.0) + float(s.duration * s.time_base)
+        elif container_end is not None:
+            ends[s.index] = container_end
+    if ends:
+        duration = max(ends.values()) - origin
+    elif container_end is not None:
+        duration = container_end - origin
+    else:
+        duration = 0.0
+    return origin, max(duration, 0.0), ends
+
+
+def probe(path: str | os.PathLike) -> MediaInfo:
+    """Read a file's header: streams, duration, rates and sizes. Raises `MediaError` for anything that
+    is not a readable audio/video file."""
+    path = Path(path)
+    with _open(path) as c:
+        audio, video = _streams(c)
+        if audio is None and video is None:
+            raise MediaError(f"{path}: has no audio or video stream")
+        origin, duration, _ = _timing(c, audio, video)
+        fps = None
+        if video is not None:
+            rate = video.average_rate or video.guessed_rate or video.base_rate
+            fps = float(rate) if rate else None
+        return MediaInfo(
+            path=path,
+            duration=duration,
+            has_audio=audio is not None,
+            has_video=video is not None,
+            sample_rate=audio.codec_context.sample_rate if audio is not None else None,
+            channels=audio.codec_context.layout.nb_channels if audio is not None else None,
+            fps=fps,
+            width=video.codec_context.width if video is not None else None,
+            height=video.codec_context.height if video is not None else None,
+            audio_start=(_stream_start(audio) or origin) - origin if audio is not None else 0.0,
+            video_start=(_stream_start(video) or origin) - origin if video is not None else 0.0,
+        )
+
+
+def require(info: MediaInfo, *, audio: bool = True, video: bool = False, min_duration: float = 1.0) -> None:
+    """Raise `MediaError` if `info` lacks a stream the caller needs or is shorter than `min_duration`."""
+    if audio and not info.has_audio:
+        raise MediaError(f"{info.path} has no audio stream")
+    if video and not info.has_video:
+        raise MediaError(f"{info.path} has no video stream (frames are needed)")
+    if info.duration < min_duration:
+        raise MediaError(f"{info.path} is {info.duration:.2f} s long; at least {min_duration:.1f} s is needed")
+
+
+# --------------------------------------------------------------------------------------------- audio
+
+
+def _decode(container, stream, path: Path) -> Iterator:
+    """Decoded frames of `stream`; a decoder or demuxer failure becomes a `MediaError`."""
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+            frames = packet.decode()
+        except StopIteration:
+            return
+        except av.error.FFmpegError as e:
+            raise MediaError(f"{path}: decoding failed (truncated or corrupt file?): {_reason(e)}") from None
+        yield from frames
+
+
+def _expected_end(declared_end: float | None, origin: float, start: float, duration: float | None) -> float | None:
+    """Where decoding should get to (absolute seconds): the declared end, or the requested end if sooner."""
+    if declared_end is None:
+        return None
+    return declared_end if duration is None else min(declared_end, origin + start + duration)
+
+
+def _check_complete(path: Path, kind: str, reached: float, expected_end: float | None) -> None:
+    """Raise if a stream hit end-of-file well before `expected_end` (both absolute seconds)."""
+    if expected_end is not None and reached < expected_end - _TRUNCATION_TOLERANCE:
+        raise MediaError(
+            f"{path}: {kind} ends at {reached:.2f} s, before {expected_end:.2f} s (truncated or corrupt file?)"
+        )
+
+
+def iter_audio(
+    path: str | os.PathLike,
+    sr: int = SAMPLE_RATE,
+    *,
+    chunk_seconds: float = 30.0,
+    start: float = 0.0,
+    duration: float | None = None,
+) -> Iterator[np.ndarray]:
+    """Decode the first audio stream as float32 mono chunks of about `chunk_seconds` at rate `sr`.
+
+    Channels are averaged; sample 0 is at `start` seconds after the common origin, so a stream that
+    starts late is preceded by zeros. With `duration` the output stops after round(duration * sr)
+    samples (it may be shorter if the file ends first; `load_audio` pads). Raises `MediaError` if the
+    stream cannot be decoded to its declared end.
+    """
+    path = Path(path)
+    chunk = max(1, int(round(chunk_seconds * sr)))
+    limit = None if duration is None else max(0, int(round(duration * sr)))
+    with _open(path) as c:
+        audio, video = _streams(c)
+        if audio is None:
+            raise MediaError(f"{path} has no audio stream")
+        origin, _, ends = _timing(c, audio, video)
+        if start > 0:
+            # Backward seek lands at or before the target; samples before it are dropped below.
+            try:
+                c.seek(int((origin + start) / audio.time_base), stream=audio, backward=True)
+            except av.error.FFmpegError:
+                c.seek(0, stream=audio)  # unseekable: decode from the top and drop
+        resampler = av.AudioResampler(format="fltp", rate=sr)
+        pending: list[np.ndarray] = []
+        n_pending = 0
+        emitted = 0
+        skip = None  # samples to drop (>0) or zeros to insert (<0) before the first decoded sample
+        reached = origin
+
+        def take(x: np.ndarray) -> Iterator[np.ndarray]:
+            nonlocal n_pending, emitted
+            if limit is not None:
+                x = x[: max(0, limit - emitted - n_pending)]
+            if len(x):
+                pending.append(x)
+                n_pending += len(x)
+            while n_pending >= chunk:
+                buf = np.concatenate(pending)
+                out, rest = buf[:chunk], buf[chunk:]
+                pending[:] = [rest] if len(rest) else []
+                n_pending = len(rest)
+                emitted += len(out)
+                yield out
+
+        def resampled(frame) -> Iterator[np.ndarray]:
+            for f in resampler.resample(frame):
+                yield f.to_ndarray().mean(axis=0, dtype=np.float32)
+
+        done = False
+        for frame in _decode(c, audio, path):
+            if frame.time is not None:
+                reached = frame.time + frame.samples / frame.sample_rate
+            if skip is None:
+                first = frame.time if frame.time is not None else origin
+                skip = int(round((start - (first - origin)) * sr))
+                if skip < 0:
+                    yield from take(np.zeros(-skip, np.float32))
+                    skip = 0
+            for x in resampled(frame):
+                if skip:
+                    drop = min(skip, len(x))
+                    x, skip = x[drop:], skip - drop
+                yield from take(x)
+            if limit is not None and emitted + n_pending >= limit:
+                done = True
+                break
+        if not done:
+            for x in resampled(None):
+                if skip:
+                    drop = min(skip, len(x))
+                    x, skip = x[drop:], skip - drop
+                yield from take(x)
+            _check_complete(path, "audio", reached, _expected_end(ends.get(audio.index), origin, start, duration))
+        if n_pending:
+            emitted += n_pending
+            yield np.concatenate(pending)
+
+
+def load_audio(
+    path: str | os.PathLike, sr: int = SAMPLE_RATE, *, start: float = 0.0, duration: float | None = None
+) -> np.ndarray:
+    """The whole of `iter_audio` as one float32 array; exactly round(duration * sr) samples when
+    `duration` is given (zero-padded if the file ends first)."""
+    parts = list(iter_audio(path, sr, start=start, duration=duration))
+    wav = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    if duration is not None:
+        n = max(0, int(round(duration * sr)))
+        wav = np.pad(wav[:n], (0, max(0, n - len(wav))))
+    return wav.astype(np.float32, copy=False)
+
+
+def read_audio_file(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Read a WAV/FLAC file (e.g. a ground-truth stem) as float32 mono at rate `sr`."""
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"{path}: no such file")
+    if path.is_dir():
+        raise MediaError(f"{path}: is a folder, not an audio file")
+    try:
+        data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)  # (n, channels)
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise MediaError(f"{path}: not an audio file soundfile can read: {_reason(e)}") from None
+    wav = data.mean(axis=1, dtype=np.float32)
+    if file_sr != sr:
+        import torch
+        import torchaudio.functional as AF
+
+        wav = AF.resample(torch.from_numpy(wav), file_sr, sr).numpy()
+    return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------- frames
+
+
+def _video_stream(c, path: Path):
+    _, video = _streams(c)
+    if video is None:
+        raise MediaError(f"{path} has no video stream (frames are needed)")
+    video.thread_type = "AUTO"
+    return video
+
+
+def _rgb(frame, size: tuple[int, int] | None) -> np.ndarray:
+    if size is None:
+        return frame.to_ndarray(format="rgb24")
+    w, h = size
+    return frame.reformat(width=int(w), height=int(h), format="rgb24", interpolation="AREA").to_ndarray()
+
+
+def _frame_time(frame, prev_time: float | None, step: float) -> float:
+    if frame.time is not None:
+        return float(frame.time)
+    return 0.0 if prev_time is None else prev_time + step
+
+
+def iter_frames(
+    path: str | os.PathLike,
+    fps: float = DEFAULT_FPS,
+    *,
+    start: float = 0.0,
+    duration: float | None = None,
+    size: tuple[int, int] | None = None,
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield (t, HxWx3 uint8 RGB) for t = start + k / fps: the latest decoded frame whose timestamp is
+    at or before t, so variable-frame-rate video is sampled by time. Before the first frame the first
+    frame is used. Without `duration` it stops at the end of the video; with it, exactly the times
+    below start + duration are yielded, holding the last frame if the video ends first. `size=(w, h)`
+    resizes. Holds at most two decoded frames.
+    """
+    if fps <= 0:
+        raise ValueError("fps must be positive")
+    path = Path(path)
+    n_max = None if duration is None else int(math.ceil(duration * fps - 1e-9))
+    with _open(path) as c:
+        video = _video_stream(c, path)
+        audio, _ = _streams(c)
+        origin, _, ends = _timing(c, audio, video)
+        step = 1.0 / float(video.average_rate or video.guessed_rate or 25)
+        if start > 0:
+            try:
+                c.seek(int((origin + start) / video.time_base), stream=video, backward=True)
+            except av.error.FFmpegError:
+                c.seek(0, stream=video)
+        k = 0
+        prev = None  # (time from origin, VideoFrame, cached RGB or None)
+        t_prev = None
+        for frame in _decode(c, video, path):
+            ft = _frame_time(frame, t_prev, step) - origin
+            t_prev = ft + origin
+            while n_max is None or k < n_max:
+                t = start + k / fps
+                if t + _EPS >= ft:
+                    break
+                # The new frame is after t: t belongs to the previous frame (or to this one if first).
+                holder = prev if prev is not None else (ft, frame, None)
+                if holder[2] is None:
+                    holder = (holder[0], holder[1], _rgb(holder[1], size))
+                if prev is not None:
+                    prev = holder
+                yield t, holder[2]
+                k += 1
+            if n_max is not None and k >= n_max:
+                return
+            prev = (ft, frame, None)
+        if prev is None:
+            return
+        _check_complete(path, "video", prev[0] + origin, _expected_end(ends.get(video.index), origin, start, duration))
+        if duration is None:
+            last_end = prev[0] + (float(frame.duration * video.time_base) if frame.duration else step)
+        else:
+            last_end = math.inf
+        rgb = prev[2]
+        while n_max is None or k < n_max:
+            t = start + k / fps
+            if t + _EPS >= last_end:
+                break
+            if rgb is None:
+                rgb = _rgb(prev[1], size)
+            yield t, rgb
+            k += 1
+
+
+def frames_at(path: str | os.PathLike, times: Sequence[float], size: tuple[int, int] | None = None) -> np.ndarray:
+    """(N, H, W, 3) uint8 frames at `times` (seconds from the origin, any order): for each, the latest
+    frame at or before it. Seeks to the keyframe before each time unless it is a short way ahead."""
+    path = Path(path)
+    times = [float(t) for t in times]
+    if not times:
+        raise ValueError("frames_at needs at least one time")
+    order = sorted(range(len(times)), key=times.__getitem__)
+    out: list[np.ndarray | None] = [None] * len(times)
+    with _open(path) as c:
+        video = _video_stream(c, path)
+        audio, _ = _streams(c)
+        origin, _, _ = _timing(c, audio, video)
+        step = 1.0 / float(video.average_rate or video.guessed_rate or 25)
+        frames = None
+        prev = cur = None  # (time from origin, VideoFrame)
+        exhausted = False
+        for i in order:
+            t = times[i]
+            if frames is None or (cur is not None and t - cur[0] > _SEEK_GAP):
+                try:
+                    c.seek(int((origin + max(t, 0.0)) / video.time_base), stream=video, backward=True)
+                except av.error.FFmpegError:
+                    c.seek(0, stream=video)
+                frames = _decode(c, video, path)
+                prev = cur = None
+                exhausted = False
+            # Advance until the newest decoded frame is after t (or the stream ends).
+            while not exhausted and (cur is None or cur[0] <= t + _EPS):
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    exhausted = True
+                    break
+                prev, cur = cur, (_frame_time(frame, cur[0] + origin if cur else None, step) - origin, frame)
+            if cur is None:
+                raise MediaError(f"{path}: no video frame could be decoded")
+            if cur[0] <= t + _EPS or prev is None:
+                chosen = cur[1]
+            else:
+                chosen = prev[1]
+            out[i] = _rgb(chosen, size)
+    return np.stack(out)
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+
+def _as_channels(wav: np.ndarray) -> np.ndarray:
+    """(n,) or (c, n) float → (c, n) float32."""
+    wav = np.asarray(wav, dtype=np.float32)
+    if wav.ndim == 1:
+        return wav[None]
+    if wav.ndim == 2 and wav.shape[0] <= 16:
+        return wav
+    raise ValueError(f"audio must have shape (n,) or (channels, n); got {wav.shape}")
+
+
+def _clip(wav: np.ndarray, path: Path) -> np.ndarray:
+    peak = float(np.max(np.abs(wav))) if wav.size else 0.0
+    if peak > 1.0:
+        log.warning("%s: audio peaks at %.2f and was clipped to [-1, 1]", path, peak)
+        return np.clip(wav, -1.0, 1.0)
+    return wav
+
+
+def _write_sound(path: Path, wav: np.ndarray, sr: int, fmt: str, subtype: str | None) -> Path:
+    x = _as_channels(wav)
+    if subtype is None:
+        subtype = sf.default_subtype(fmt)
+    if subtype.upper() in _PCM_SUBTYPES or fmt == "FLAC":
+        x = _clip(x, path)
+    if not sf.check_format(fmt, subtype):
+        raise ValueError(f"soundfile cannot write {fmt} with subtype {subtype}")
+    try:
+        with fsio.atomic_path(path) as tmp:
+            sf.write(str(tmp), x.T, int(sr), subtype=subtype, format=fmt)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {_reason(e)}") from None
+    except sf.LibsndfileError as e:
+        raise OutputError(f"cannot write {path}: {e}") from None
+    return path
+
+
+def write_wav(path: str | os.PathLike, wav: np.ndarray, sr: int = SAMPLE_RATE, *, subtype: str = "PCM_16") -> Path:
+    """Write (n,) or (c, n) float audio as WAV, atomically; PCM subtypes clip to [-1, 1] (with a
+    warning when that changes anything). `subtype`: PCM_16, PCM_24 or FLOAT."""
+    if subtype not in ("PCM_16", "PCM_24", "FLOAT"):
+        raise ValueError(f"write_wav subtype must be PCM_16, PCM_24 or FLOAT, not {subtype!r}")
+    return _write_sound(Path(path), wav, sr, "WAV", subtype)
+
+
+def write_audio(path: str | os.PathLike, wav: np.ndarray, sr: int, *, subtype: str | None = None) -> Path:
+    """Write audio in the format named by the suffix (.wav, .flac, .ogg ...), atomically; `subtype`
+    defaults to soundfile's for that format (PCM_16 for WAV and FLAC)."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").upper()
+    if fmt not in sf.available_formats():
+        raise OutputError(f"cannot write {path}: unknown audio format {path.suffix!r}")
+    return _write_sound(path, wav, sr, fmt, subtype)
+
+
+def _audio_rate(codec: str, sr: int) -> int:
+    if codec in ("libopus", "opus") and sr not in _OPUS_RATES:
+        return 48000
+    return sr
+
+
+def _add_audio_stream(out, codec: str, sr: int, channels: int):
+    rate = _audio_rate(codec, sr)
+    stream = out.add_stream(codec, rate=rate, layout="mono" if channels == 1 else "stereo" if channels == 2 else f"{channels}c")
+    if codec == "aac":
+        stream.bit_rate = 96000 * channels
+    elif codec in ("libopus", "opus"):
+        stream.bit_rate = 128000 * channels
+    return stream
+
+
+class _AudioFeeder:
+    """Feeds (c, n) float audio to an encoder piecewise, so it can be interleaved with video."""
+
+    def __init__(self, out, stream, wav: np.ndarray, sr: int, pts0: int = 0):
+        self.out, self.stream, self.wav, self.sr = out, stream, wav, sr
+        self.layout = "mono" if wav.shape[0] == 1 else "stereo" if wav.shape[0] == 2 else f"{wav.shape[0]}c"
+        self.pos = 0
+        self.pts0 = pts0
+
+    def until(self, t: float) -> None:
+        """Encode the samples before time `t` (seconds of audio)."""
+        end = self.wav.shape[1] if math.isinf(t) else min(self.wav.shape[1], int(round(t * self.sr)))
+        while self.pos < end:
+            n = min(end - self.pos, 4096)
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(self.wav[:, self.pos : self.pos + n]), format="fltp", layout=self.layout)
+            frame.sample_rate = self.sr
+            frame.pts = self.pts0 + self.pos
+            frame.time_base = Fraction(1, self.sr)
+            self.out.mux(self.stream.encode(frame))
+            self.pos += n
+
+    def finish(self) -> None:
+        self.until(math.inf)
+        self.out.mux(self.stream.encode(None))
+
+
+def _container_suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if not suffix:
+        raise OutputError(f"cannot write {path}: no file suffix to choose a container (.mp4, .mkv, ...)")
+    return suffix
+
+
+def _open_output(tmp: Path, path: Path):
+    try:
+        return av.open(str(tmp), mode="w")
+    except ValueError:
+        raise OutputError(f"cannot write {path}: FFmpeg has no muxer for {path.suffix!r}") from None
+    except (av.error.FFmpegError, OSError) as e:
+        raise OutputError(f"cannot write {path}: {_reason(e)}") from None
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    fps: float,
+    *,
+    audio: np.ndarray | None = None,
+    sr: int = SAMPLE_RATE,
+    vcodec: str | None = None,
+    acodec: str | None = None,
+    crf: int = 18,
+    pix_fmt: str = "yuv420p",
+) -> Path:
+    """Encode HxWx3 uint8 RGB `frames` at a constant `fps` (and optional (n,) or (c, n) float `audio`
+    at rate `sr`) into the container named by the suffix, atomically; frames are consumed one at a
+    time. Codecs default by container: video libx264 (webm libvpx-vp9, avi mpeg4); audio aac for
+    mp4/mov (flac allowed), flac for mkv, libopus for webm, pcm_s16le for avi."""
+    path = Path(path)
+    suffix = _container_suffix(path)
+    vcodec = vcodec or _DEFAULT_VCODEC.get(suffix, "libx264")
+    wav = None
+    if audio is not None:
+        wav = _clip(_as_channels(audio), path)
+        acodec = acodec or _DEFAULT_ACODEC.get(suffix, "aac")
+    rate = Fraction(fps).limit_denominator(100000)
+    try:
+        with fsio.atomic_path(path) as tmp, _open_output(tmp, path) as out:
+            vstream = None
+            feeder = None
+            n = 0
+            for img in frames:
+                img = np.asarray(img)
+                if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+                    raise ValueError(f"frames must be HxWx3 uint8; got {img.shape} {img.dtype}")
+                if vstream is None:
+                    h, w = img.shape[:2]
+                    if pix_fmt in ("yuv420p", "yuv422p", "nv12") and (w % 2 or h % 2):
+                        raise ValueError(f"{pix_fmt} needs even frame sizes; got {w}x{h}")
+                    vstream = out.add_stream(vcodec, rate=rate)
+                    vstream.width, vstream.height, vstream.pix_fmt = w, h, pix_fmt
+                    vstream.options = _video_options(vcodec, crf)
+                    if vcodec == "mpeg4":
+                        vstream.bit_rate = max(1_000_000, w * h * 30)
+                    if wav is not None:
+                        feeder = _AudioFeeder(out, _add_audio_stream(out, acodec, sr, wav.shape[0]), wav, sr)
+                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                frame.pts = n
+                frame.time_base = 1 / rate
+                out.mux(vstream.encode(frame))
+                n += 1
+                if feeder is not None:
+                    feeder.until(n / rate)
+            if vstream is None:
+                raise ValueError("write_video needs at least one frame")
+            out.mux(vstream.encode(None))
+            if feeder is not None:
+                feeder.finish()
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {_reason(e)}") from None
+    return path
+
+
+def _video_options(vcodec: str, crf: int) -> dict[str, str]:
+    if vcodec in ("libx264", "libx265"):
+        return {"crf": str(crf), "preset": "medium"}
+    if vcodec in ("libvpx-vp9", "libvpx"):
+        return {"crf": str(crf), "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}
+    return {}
+
+
+def mux_audio(
+    video_path: str | os.PathLike, audio: np.ndarray, sr: int, out_path: str | os.PathLike, *, acodec: str | None = None
+) -> Path:
+    """Copy `video_path`'s video stream (packets, no re-encode) into `out_path` with `audio` ((n,) or
+    (c, n) float at rate `sr`, sample 0 at the common origin) as its only audio, atomically."""
+    video_path, out_path = Path(video_path), Path(out_path)
+    suffix = _container_suffix(out_path)
+    acodec = acodec or _DEFAULT_ACODEC.get(suffix, "aac")
+    wav = _clip(_as_channels(audio), out_path)
+    with _open(video_path) as c:
+        in_audio, in_video = _streams(c)
+        if in_video is None:
+            raise MediaError(f"{video_path} has no video stream (frames are needed)")
+        origin, _, _ = _timing(c, in_audio, in_video)
+        try:
+            with fsio.atomic_path(out_path) as tmp, _open_output(tmp, out_path) as out:
+                try:
+                    vstream = out.add_stream_from_template(in_video)
+                except ValueError as e:
+                    raise OutputError(f"cannot write {out_path}: {e}") from None
+                astream = _add_audio_stream(out, acodec, sr, wav.shape[0])
+                feeder = _AudioFeeder(out, astream, wav, sr, pts0=int(round(origin * sr)))
+                for packet in c.demux(in_video):
+                    if packet.dts is None and packet.pts is None:
+                        continue  # the demuxer's end-of-stream flush packet
+                    t = float((packet.pts if packet.pts is not None else packet.dts) * in_video.time_base)
+                    feeder.until(t - origin + 0.5)
+                    packet.stream = vstream
+                    out.mux(packet)
+                feeder.finish()
+        except av.error.FFmpegError as e:
+            raise MediaError(f"{video_path}: cannot copy the video stream: {_reason(e)}") from None
+        except OSError as e:
+            raise OutputError(f"cannot write {out_path}: {_reason(e)}") from None
+    return out_path
