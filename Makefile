@@ -1,0 +1,27 @@
+# The two set-up paths of the README, plus helpers. VENV may point anywhere (CI uses a fresh one).
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+
+.PHONY: demo test install system-deps assets
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+install: $(PY)
+	$(PY) -m pip install -q -e ".[test,data]"
+
+# System libraries the tests need (FluidSynth for the corpus generator), installed only when missing.
+system-deps:
+	bash scripts/system-deps.sh
+
+# The asset packages of the full corpus (SoundFonts, pictures): see docs/corpus.md.
+assets:
+	bash scripts/install-assets.sh
+
+demo: install
+	$(VENV)/bin/avsep --help
+
+test: system-deps install
+	$(PY) -m pytest -q
