@@ -36,6 +36,13 @@ log = logging.getLogger("avsep.media")
 _EPS = 1e-6
 # Decoding forward is cheaper than seeking for gaps shorter than this (seconds) in `frames_at`.
 _SEEK_GAP = 2.0
+# Audio before this start (seconds) is decoded and dropped rather than seeked over: counting decoded
+# samples is exact, while a seek relies on packet timestamps (1 ms steps in Matroska/WebM).
+_AUDIO_SEEK_AFTER = 60.0
+_AUDIO_PREROLL = 0.5
+# Decoded audio past the stream's declared end, up to this long (seconds), is codec padding (AAC
+# fills its last frame) and is dropped; more than that means the declared end was wrong.
+_PADDING_MAX = 0.25
 # A stream that ends this much before its declared end is reported as truncated.
 _TRUNCATION_TOLERANCE = 1.0
 
@@ -207,12 +214,15 @@ def iter_audio(
     start: float = 0.0,
     duration: float | None = None,
 ) -> Iterator[np.ndarray]:
-    """Decode the first audio stream as float32 mono chunks of about `chunk_seconds` at rate `sr`.
+    """Decode the first audio stream as float32 mono chunks of `chunk_seconds` (the last one shorter)
+    at rate `sr`.
 
     Channels are averaged; sample 0 is at `start` seconds after the common origin, so a stream that
-    starts late is preceded by zeros. With `duration` the output stops after round(duration * sr)
-    samples (it may be shorter if the file ends first; `load_audio` pads). Raises `MediaError` if the
-    stream cannot be decoded to its declared end.
+    starts late is preceded by zeros. Output samples sit on the grid k / sr from the origin whatever
+    `start` is, so windows cut from the same file line up with each other. Codec padding past the
+    stream's declared end (AAC fills its last frame) is dropped. With `duration` the output
+    stops after round(duration * sr) samples (sooner if the file ends first; `load_audio` pads).
+    Raises `MediaError` if the stream cannot be decoded to where it should end.
     """
     path = Path(path)
     chunk = max(1, int(round(chunk_seconds * sr)))
@@ -222,18 +232,48 @@ def iter_audio(
         if audio is None:
             raise MediaError(f"{path} has no audio stream")
         origin, _, ends = _timing(c, audio, video)
-        if start > 0:
-            # Backward seek lands at or before the target; samples before it are dropped below.
+        in_sr = audio.codec_context.sample_rate or sr
+        # Input and output samples coincide every `grid` input samples (1/gcd(in_sr, sr) seconds).
+        # Starting the resampler on such a point puts its output on the k / sr grid.
+        grid = in_sr // math.gcd(in_sr, sr)
+        seeked = start > _AUDIO_SEEK_AFTER
+        if seeked:
+            # Land early enough to reach a grid point before `start` and to let the decoder warm up
+            # (AAC overlaps frames); what comes before is dropped below.
+            back = _AUDIO_PREROLL + grid / in_sr
             try:
-                c.seek(int((origin + start) / audio.time_base), stream=audio, backward=True)
+                c.seek(int((origin + start - back) / audio.time_base), stream=audio, backward=True)
             except av.error.FFmpegError:
                 c.seek(0, stream=audio)  # unseekable: decode from the top and drop
-        resampler = av.AudioResampler(format="fltp", rate=sr)
+        to_float = av.AudioResampler(format="fltp")  # keeps rate and layout
+        resampler = av.AudioResampler(format="fltp", layout="mono", rate=sr)
+        target = int(math.floor(start * in_sr + 1e-6))  # `start` in input samples from the origin
+        drop_in = None  # input samples to drop (> 0) or zeros to insert (< 0); set by the first frame
+        drop_out = 0  # output samples before `start`; set by the first frame
+        declared_end = ends.get(audio.index)
+        cap = None if declared_end is None else max(0, int(round((declared_end - origin - start) * sr)))
+        tail: list[np.ndarray] = []  # output past `cap`, held until it is known to be padding or not
+        n_tail = 0
+        passed = 0  # samples passed on by `gate`
         pending: list[np.ndarray] = []
         n_pending = 0
         emitted = 0
-        skip = None  # samples to drop (>0) or zeros to insert (<0) before the first decoded sample
         reached = origin
+
+        def gate(x: np.ndarray) -> Iterator[np.ndarray]:
+            nonlocal cap, n_tail, passed
+            if cap is not None:
+                room = max(0, cap - passed)
+                if len(x) > room:
+                    tail.append(x[room:])
+                    n_tail += len(x) - room
+                    x = x[:room]
+                if n_tail > _PADDING_MAX * sr:  # real audio past the declared end: keep it all
+                    x = np.concatenate([x, *tail])
+                    tail.clear()
+                    cap = None
+            passed += len(x)
+            yield from take(x)
 
         def take(x: np.ndarray) -> Iterator[np.ndarray]:
             nonlocal n_pending, emitted
@@ -244,40 +284,53 @@ def iter_audio(
                 n_pending += len(x)
             while n_pending >= chunk:
                 buf = np.concatenate(pending)
-                out, rest = buf[:chunk], buf[chunk:]
-                pending[:] = [rest] if len(rest) else []
-                n_pending = len(rest)
-                emitted += len(out)
-                yield out
+                pending[:] = [buf[chunk:]] if len(buf) > chunk else []
+                n_pending = len(buf) - chunk
+                emitted += chunk
+                yield buf[:chunk]
 
-        def resampled(frame) -> Iterator[np.ndarray]:
+        def resample(mono: np.ndarray | None) -> Iterator[np.ndarray]:
+            nonlocal drop_out
+            frame = None
+            if mono is not None:
+                frame = av.AudioFrame.from_ndarray(mono[None], format="fltp", layout="mono")
+                frame.sample_rate = in_sr
             for f in resampler.resample(frame):
-                yield f.to_ndarray().mean(axis=0, dtype=np.float32)
+                x = f.to_ndarray()[0]
+                if drop_out > 0:
+                    cut = min(drop_out, len(x))
+                    x, drop_out = x[cut:], drop_out - cut
+                yield from gate(x)
 
         done = False
         for frame in _decode(c, audio, path):
             if frame.time is not None:
                 reached = frame.time + frame.samples / frame.sample_rate
-            if skip is None:
-                first = frame.time if frame.time is not None else origin
-                skip = int(round((start - (first - origin)) * sr))
-                if skip < 0:
-                    yield from take(np.zeros(-skip, np.float32))
-                    skip = 0
-            for x in resampled(frame):
-                if skip:
-                    drop = min(skip, len(x))
-                    x, skip = x[drop:], skip - drop
-                yield from take(x)
+            for f in to_float.resample(frame):
+                mono = f.to_ndarray().mean(axis=0, dtype=np.float32)  # (channels, n) -> (n,)
+                if drop_in is None:
+                    first = frame.time if frame.time is not None else origin
+                    p = int(round((first - origin) * in_sr))  # first decoded sample, from the origin
+                    if seeked:  # start on real samples only: the first grid point after p
+                        q = -(-p // grid) * grid
+                        q = q if q <= target else (target // grid) * grid
+                    else:  # everything from the stream's start goes through, as in a full decode
+                        q = (min(p, target) // grid) * grid
+                    drop_in = q - p
+                    drop_out = int(round(start * sr)) - q * sr // in_sr
+                    if drop_in < 0:
+                        mono = np.concatenate([np.zeros(-drop_in, np.float32), mono])
+                        drop_in = 0
+                if drop_in > 0:
+                    cut = min(drop_in, len(mono))
+                    mono, drop_in = mono[cut:], drop_in - cut
+                if len(mono):
+                    yield from resample(mono)
             if limit is not None and emitted + n_pending >= limit:
                 done = True
                 break
         if not done:
-            for x in resampled(None):
-                if skip:
-                    drop = min(skip, len(x))
-                    x, skip = x[drop:], skip - drop
-                yield from take(x)
+            yield from resample(None)
             _check_complete(path, "audio", reached, _expected_end(ends.get(audio.index), origin, start, duration))
         if n_pending:
             emitted += n_pending
@@ -370,42 +423,38 @@ def iter_frames(
             except av.error.FFmpegError:
                 c.seek(0, stream=video)
         k = 0
-        prev = None  # (time from origin, VideoFrame, cached RGB or None)
-        t_prev = None
-        for frame in _decode(c, video, path):
-            ft = _frame_time(frame, t_prev, step) - origin
-            t_prev = ft + origin
+        held = None  # [time from origin, VideoFrame, its RGB once converted]: the frame times map to
+
+        def emit_until(limit: float) -> Iterator[tuple[float, np.ndarray]]:
+            """Yield `held` for every target time before `limit`."""
+            nonlocal k
             while n_max is None or k < n_max:
                 t = start + k / fps
-                if t + _EPS >= ft:
-                    break
-                # The new frame is after t: t belongs to the previous frame (or to this one if first).
-                holder = prev if prev is not None else (ft, frame, None)
-                if holder[2] is None:
-                    holder = (holder[0], holder[1], _rgb(holder[1], size))
-                if prev is not None:
-                    prev = holder
-                yield t, holder[2]
+                if t + _EPS >= limit:
+                    return
+                if held[2] is None:
+                    held[2] = _rgb(held[1], size)
+                yield t, held[2]
                 k += 1
+
+        last = None
+        for frame in _decode(c, video, path):
+            ft = _frame_time(frame, None if last is None else last + origin, step) - origin
+            last = ft
+            if held is None:
+                held = [ft, frame, None]
+            yield from emit_until(ft)
             if n_max is not None and k >= n_max:
                 return
-            prev = (ft, frame, None)
-        if prev is None:
+            if held[1] is not frame:
+                held = [ft, frame, None]
+        if held is None:
             return
-        _check_complete(path, "video", prev[0] + origin, _expected_end(ends.get(video.index), origin, start, duration))
-        if duration is None:
-            last_end = prev[0] + (float(frame.duration * video.time_base) if frame.duration else step)
+        _check_complete(path, "video", held[0] + origin, _expected_end(ends.get(video.index), origin, start, duration))
+        if duration is None:  # the last frame lasts its own duration
+            yield from emit_until(held[0] + (float(held[1].duration * video.time_base) if held[1].duration else step))
         else:
-            last_end = math.inf
-        rgb = prev[2]
-        while n_max is None or k < n_max:
-            t = start + k / fps
-            if t + _EPS >= last_end:
-                break
-            if rgb is None:
-                rgb = _rgb(prev[1], size)
-            yield t, rgb
-            k += 1
+            yield from emit_until(math.inf)
 
 
 def frames_at(path: str | os.PathLike, times: Sequence[float], size: tuple[int, int] | None = None) -> np.ndarray:
@@ -420,7 +469,7 @@ def frames_at(path: str | os.PathLike, times: Sequence[float], size: tuple[int, 
     with _open(path) as c:
         video = _video_stream(c, path)
         audio, _ = _streams(c)
-        origin, _, _ = _timing(c, audio, video)
+        origin, _, ends = _timing(c, audio, video)
         step = 1.0 / float(video.average_rate or video.guessed_rate or 25)
         frames = None
         prev = cur = None  # (time from origin, VideoFrame)
@@ -445,6 +494,8 @@ def frames_at(path: str | os.PathLike, times: Sequence[float], size: tuple[int, 
                 prev, cur = cur, (_frame_time(frame, cur[0] + origin if cur else None, step) - origin, frame)
             if cur is None:
                 raise MediaError(f"{path}: no video frame could be decoded")
+            if exhausted:  # times past the declared end get the last frame; short of it means truncation
+                _check_complete(path, "video", cur[0] + origin, _expected_end(ends.get(video.index), origin, t, 0.0))
             if cur[0] <= t + _EPS or prev is None:
                 chosen = cur[1]
             else:
