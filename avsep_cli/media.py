@@ -630,6 +630,7 @@ def write_video(
     acodec: str | None = None,
     crf: int = 18,
     pix_fmt: str = "yuv420p",
+    preset: str = "medium",
 ) -> Path:
     """Encode HxWx3 uint8 RGB `frames` at a constant `fps` (and optional (n,) or (c, n) float `audio`
     at rate `sr`) into the container named by the suffix, atomically; frames are consumed one at a
@@ -658,7 +659,7 @@ def write_video(
                         raise ValueError(f"{pix_fmt} needs even frame sizes; got {w}x{h}")
                     vstream = out.add_stream(vcodec, rate=rate)
                     vstream.width, vstream.height, vstream.pix_fmt = w, h, pix_fmt
-                    vstream.options = _video_options(vcodec, crf)
+                    vstream.options = _video_options(vcodec, crf, preset)
                     if vcodec == "mpeg4":
                         vstream.bit_rate = max(1_000_000, w * h * 30)
                     if wav is not None:
@@ -680,9 +681,9 @@ def write_video(
     return path
 
 
-def _video_options(vcodec: str, crf: int) -> dict[str, str]:
+def _video_options(vcodec: str, crf: int, preset: str = "medium") -> dict[str, str]:
     if vcodec in ("libx264", "libx265"):
-        return {"crf": str(crf), "preset": "medium"}
+        return {"crf": str(crf), "preset": preset}
     if vcodec in ("libvpx-vp9", "libvpx"):
         return {"crf": str(crf), "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}
     return {}

@@ -8,3 +8,19 @@ import tempfile
 sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="avsep-yolo-cfg-"))
 os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """The tiny corpus (20 clips), generated once per test session with TimGM6mb and our procedural
+    drawings only, so it does not depend on which asset packages the machine has."""
+    from avsep_cli.corpus import classes as C
+    from avsep_cli.corpus import generate as G
+
+    root = tmp_path_factory.mktemp("tiny-corpus") / "corpus"
+    G.generate(root, workers=2, seed=0, cache_dir=tmp_path_factory.mktemp("synth-cache"), size="tiny",
+               soundfonts=[C.timgm6mb_path()], licences=["drawings-only"], assets=None)
+    return root

@@ -1,21 +1,105 @@
-"""Score a separation method on fixed, seeded test mixtures with BSS Eval (SDR, SIR, SAR).
+"""Score separation methods on fixed, seeded test mixtures with BSS Eval (SDR, SIR, SAR).
 
-Arrives with issue 4.
+`avsep eval --mix 2 --method NAME --data ROOT` builds N-source test mixtures from solo clips of different
+classes (same seed, same mixtures), also scores the corpus' duet clips against their stems, and prints
+mean, median and 95% CI per metric and per class. `--method all` compares every registered method in one
+run. The protocol is written down in docs/evaluation.md.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.table import Table
 
+from avsep_cli import evaluate
 from avsep_cli.cli import common
+from avsep_cli.errors import AvsepError
+from avsep_cli.methods import available, get_method
 
 
 def eval_(
-    method: str = typer.Option(..., "--method", "-m", help="mixture, oracle-ibm, oracle-irm, ... or all."),
+    method: str = typer.Option(..., "--method", "-m", help="A registered method name, or 'all'."),
     mix: int = typer.Option(2, "--mix", help="Sources per test mixture (2 or 3)."),
-    data: Optional[str] = typer.Option(None, "--data", help="Corpus or MUSIC root."),
+    data: Path = typer.Option(..., "--data", help="Corpus or MUSIC root."),
+    split: str = typer.Option("test", "--split", help="Split to score (train, val or test)."),
+    num: int = typer.Option(200, "--num", help="Number of synthetic test mixtures."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the test mixtures."),
+    window: str = typer.Option("65535", "--window", help="Window: samples (65535) or seconds (10s)."),
+    duets: bool = typer.Option(True, "--duets/--no-duets", help="Also score the corpus' duet clips."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write every figure as JSON."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write every per-source figure as CSV."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for spectrogram PNGs."),
+    plots_num: int = typer.Option(4, "--plots-num", help="How many mixtures to plot per method."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Mixtures per batch."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Checkpoint of a learned method (from avsep train)."),
+    force: bool = common.ForceOption,
     device: str = common.DeviceOption,
 ) -> None:
-    raise common.not_yet("avsep eval", 4, "evaluation metrics and avsep eval")
+    dev = common.resolve_device(device)
+    names = available(with_learned=weights is not None) if method == "all" else [m.strip() for m in method.split(",")]
+    methods = [get_method(n, weights=weights, device=dev) for n in names]  # unknown names fail here, before any work
+    win = evaluate.parse_window(window)
+    if num < 1 or batch_size < 1:
+        raise AvsepError("--num and --batch-size must be at least 1")
+    outputs = [p for p in (json_path, csv_path) if p is not None]
+    for p in outputs:
+        from avsep_cli.fsio import prepare_output_dir, refuse_existing
+
+        prepare_output_dir(p.parent if str(p.parent) else Path("."))
+        refuse_existing([p], force)
+    items = evaluate.build_test_set(data, mix=mix, split=split, num=num, seed=seed, window=win, duets=duets)
+
+    reports = []
+    with common.progress() as bar:
+        for m in methods:
+            task = bar.add_task(f"eval {m.name}", total=len(items))
+            report, kept = evaluate.evaluate(m, items, window=win, batch_size=batch_size, device=dev,
+                                             on_batch=lambda n, t=task: bar.advance(t, n), keep=plots_num if plots else 0)
+            reports.append(report)
+            if plots:
+                evaluate.write_plots(plots, m.name, kept)
+
+    setup = {"data": str(data), "split": split, "mix": mix, "num": num, "seed": seed, "window": win,
+             "duets": duets, "items": [i.key for i in items]}
+    _print_tables(reports, setup)
+    if json_path:
+        evaluate.write_json(json_path, evaluate.report_json(reports, setup))
+    if csv_path:
+        evaluate.write_csv(csv_path, reports)
+
+
+def _fmt(s: dict) -> str:
+    if not s["n"]:
+        return "-"
+    return f"{s['mean']:.2f} ±{(s['ci_high'] - s['ci_low']) / 2:.2f}"
+
+
+def _print_tables(reports: list, setup: dict) -> None:
+    from rich.console import Console
+
+    out = Console(width=max(Console().width, 132))
+    for kind, title in (("mix", f"{setup['mix']}-mix test mixtures"), ("duet", "corpus duet clips")):
+        if not any(s.kind == kind for r in reports for s in r.scores):
+            continue
+        t = Table(title=f"{title} ({setup['split']} split, seed {setup['seed']}): mean ±95% CI half-width")
+        for col in ("method", "n", "SDR", "SDR med", "SIR", "SAR", "SDRi", "skipped", "s / 6-s clip"):
+            t.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
+        for r in reports:
+            sm = r.summary(kind)
+            per_clip = r.seconds / max(r.audio_seconds, 1e-9) * 6.0
+            t.add_row(r.method, str(sm["sdr"]["n"]), _fmt(sm["sdr"]), f"{sm['sdr']['median']:.2f}" if sm["sdr"]["n"] else "-",
+                      _fmt(sm["sir"]), _fmt(sm["sar"]), _fmt(sm["sdri"]),
+                      f"{r.skipped_clips} clips / {r.skipped_sources} src", f"{per_clip:.3f}")
+        out.print(t)
+    classes = sorted({c for r in reports for c in r.per_class("mix")})
+    if classes:
+        t = Table(title="mean SDR per class (test mixtures)")
+        t.add_column("class")
+        for r in reports:
+            t.add_column(r.method, justify="right")
+        for c in classes:
+            t.add_row(c, *[(f"{r.per_class('mix')[c]['sdr_mean']:.2f}" if r.per_class("mix").get(c, {}).get("n") else "-") for r in reports])
+        out.print(t)

@@ -1,0 +1,293 @@
+"""Training and validation data: Mix-and-Separate, mixtures of mixtures, RCoP pairs.
+
+Every dataset draws from a corpus in the MUSIC layout (`layout.open_corpus`) and reads clips through
+`ClipReader`, which uses the cache made by `avsep data index` when it exists and decodes the video
+otherwise. All randomness of an item is a pure function of (seed, epoch, index), so an epoch can be
+replayed exactly (the trainer's `--resume` relies on it) and several processes agree without sharing
+state. Audio is mono 11025 Hz; frames are uint8 RGB (K, 3, H, W), normalised inside the models.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from avsep_cli import dsp, media
+from avsep_cli.errors import AvsepError
+from avsep_cli.layout import Clip, open_corpus
+
+FPS = 8.0  # frame rate of the cache and of the papers' frame sampling
+CACHE_DIR = ".avsep-cache"
+
+
+def cache_paths(root: Path, clip: Clip) -> tuple[Path, Path]:
+    """Where `avsep data index` keeps a clip's decoded audio and frames."""
+    rel = clip.video.relative_to(root).with_suffix("")
+    base = root / CACHE_DIR / rel
+    return base.with_name(base.name + ".audio.npy"), base.with_name(base.name + ".frames.npy")
+
+
+class ClipReader:
+    """Audio, frames and boxes of corpus clips, from the cache when present; a small LRU of decoded
+    audio keeps repeated draws of one clip cheap."""
+
+    def __init__(self, root: Path, keep: int = 64):
+        self.root = Path(root)
+        self._audio: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._meta: dict[str, dict] = {}
+        self.keep = keep
+
+    def audio(self, clip: Clip) -> np.ndarray:
+        """(L,) float32 at 11025 Hz: the clip's own audio track."""
+        key = str(clip.video)
+        if key in self._audio:
+            self._audio.move_to_end(key)
+            return self._audio[key]
+        apath, _ = cache_paths(self.root, clip)
+        wav = np.load(apath) if apath.exists() else media.load_audio(clip.video)
+        self._audio[key] = wav
+        if len(self._audio) > self.keep:
+            self._audio.popitem(last=False)
+        return wav
+
+    def stem(self, clip: Clip, cls: str) -> np.ndarray:
+        return media.read_audio_file(clip.stems[cls])
+
+    def frames(self, clip: Clip, times: list[float]) -> np.ndarray:
+        """(K, H, W, 3) uint8 frames at `times` (seconds)."""
+        _, fpath = cache_paths(self.root, clip)
+        if fpath.exists():
+            arr = np.load(fpath, mmap_mode="r")  # (N, H, W, 3) at 8 fps
+            idx = [min(len(arr) - 1, max(0, int(round(t * FPS)))) for t in times]
+            return np.ascontiguousarray(arr[idx])
+        return media.frames_at(clip.video, times)
+
+    def meta(self, clip: Clip) -> dict:
+        key = str(clip.video)
+        if key not in self._meta:
+            self._meta[key] = json.loads(clip.sidecar.read_text()) if clip.sidecar and clip.sidecar.exists() else {}
+        return self._meta[key]
+
+    def boxes(self, clip: Clip, times: list[float]) -> list[tuple[str, np.ndarray]]:
+        """Per player of the clip: its class and (K, 4) boxes x0, y0, x1, y1 in pixels at `times`."""
+        m = self.meta(clip)
+        if not m.get("players"):
+            raise AvsepError(f"{clip.video}: no boxes (sidecar missing or without players)")
+        fps = float(m.get("fps", FPS))
+        out = []
+        for p in m["players"]:
+            bx = np.asarray(p["boxes"], dtype=np.float32)
+            idx = [min(len(bx) - 1, max(0, int(round(t * fps)))) for t in times]
+            out.append((p["class"], bx[idx]))
+        return out
+
+
+def window(wav: np.ndarray, start: int, length: int) -> np.ndarray:
+    """`length` samples from `start`, zero-padded past the end."""
+    out = np.zeros(length, dtype=np.float32)
+    seg = wav[start : start + length]
+    out[: len(seg)] = seg
+    return out
+
+
+def frame_times(start_s: float, length: int, k: int, gap_frames: int) -> list[float]:
+    """K frame times `gap_frames` apart at 8 fps, centred on the audio window (AVPC: 3 frames, 24 apart)."""
+    centre = start_s + length / dsp.SAMPLE_RATE / 2
+    return [max(0.0, centre + (j - (k - 1) / 2) * gap_frames / FPS) for j in range(k)]
+
+
+def augment_frames(frames: torch.Tensor, rng: np.random.Generator, size: int, train: bool) -> torch.Tensor:
+    """(K, 3, H, W) uint8 -> (K, 3, size, size) uint8; in training a random scale (1-1.15x), crop and
+    horizontal flip shared by the K frames of one source."""
+    x = frames.float()
+    if train:
+        scale = rng.uniform(1.0, 1.15)
+        big = int(round(size * scale))
+        x = F.interpolate(x, size=(big, big), mode="bilinear", align_corners=False)
+        y0, x0 = (int(rng.integers(0, big - size + 1)) for _ in range(2))
+        x = x[..., y0 : y0 + size, x0 : x0 + size]
+        if rng.random() < 0.5:
+            x = x.flip(-1)
+    elif x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+def square_crop(frame: np.ndarray, box, size: int, pad: float = 0.1) -> np.ndarray:
+    """A square crop (H, W, 3) -> (size, size, 3) around box x0, y0, x1, y1, padded by `pad` of its
+    longer side; parts outside the frame are filled with grey."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * pad)
+    side = max(side, 8.0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    t = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
+    h, w = frame.shape[:2]
+    # affine grid sampling: the square [cx +- side/2] x [cy +- side/2] onto size x size
+    theta = torch.tensor([[[side / w, 0, (2 * cx / w) - 1], [0, side / h, (2 * cy / h) - 1]]], dtype=torch.float32)
+    grid = F.affine_grid(theta, (1, 3, size, size), align_corners=False)
+    out = F.grid_sample(t - 128.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 128.0
+    return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+class _Base(torch.utils.data.Dataset):
+    def __init__(self, root, split: str, *, length: int, seed: int, segment: int, n_frames: int, frame_gap: int,
+                 frame_size: int, train: bool, gain_db: float):
+        self.root = Path(root)
+        self.corpus = open_corpus(self.root)
+        self.split, self.length, self.seed = split, length, seed
+        self.segment, self.n_frames, self.frame_gap, self.frame_size = segment, n_frames, frame_gap, frame_size
+        self.train, self.gain_db = train, gain_db
+        self.epoch = 0
+        self.reader = ClipReader(self.root)
+        self.classes = list(self.corpus.classes)
+        self.class_index = {c: i for i, c in enumerate(self.classes)}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch if self.train else 0, index])
+
+    def _gain(self, rng: np.random.Generator) -> float:
+        return float(10 ** (rng.uniform(-self.gain_db, self.gain_db) / 20)) if self.train and self.gain_db else 1.0
+
+    def _start(self, rng: np.random.Generator, n: int) -> int:
+        return int(rng.integers(0, max(1, n - self.segment + 1)))
+
+    def _frames(self, clip: Clip, start: int, rng: np.random.Generator) -> torch.Tensor:
+        times = frame_times(start / dsp.SAMPLE_RATE, self.segment, self.n_frames, self.frame_gap)
+        fr = torch.from_numpy(self.reader.frames(clip, times)).permute(0, 3, 1, 2)  # (K, 3, H, W)
+        return augment_frames(fr, rng, self.frame_size, self.train)
+
+
+class MixSeparate(_Base):
+    """N solo clips of N different classes, aligned windows, summed (Mix-and-Separate, N = 2, 3, 4).
+
+    Item: mixture (L,), stems (N, L) (each source's own audio), frames (N, K, 3, H, W) uint8, labels (N,).
+    """
+
+    def __init__(self, root, split: str = "train", *, mix: int = 2, length: int = 1000, seed: int = 0,
+                 segment: int = dsp.SEGMENT, n_frames: int = 3, frame_gap: int = 24, frame_size: int = 224,
+                 train: bool = True, gain_db: float = 3.0):
+        super().__init__(root, split, length=length, seed=seed, segment=segment, n_frames=n_frames,
+                         frame_gap=frame_gap, frame_size=frame_size, train=train, gain_db=gain_db)
+        self.mix = mix
+        self.by_class: dict[str, list[Clip]] = {}
+        for c in sorted(self.corpus.clips(split=split, kind="solo"), key=lambda c: (c.classes, c.id)):
+            self.by_class.setdefault(c.classes[0], []).append(c)
+        if len(self.by_class) < mix:
+            raise AvsepError(f"--mix {mix} needs solo clips of {mix} different classes in split {split!r}; "
+                             f"{root} has {len(self.by_class)}")
+        self.pool = sorted(self.by_class)
+
+    def __getitem__(self, index: int) -> dict:
+        rng = self._rng(index)
+        chosen = [self.pool[k] for k in rng.choice(len(self.pool), size=self.mix, replace=False)]
+        stems, frames = [], []
+        for cls in chosen:
+            clip = self.by_class[cls][int(rng.integers(len(self.by_class[cls])))]
+            wav = self.reader.audio(clip)
+            start = self._start(rng, len(wav))
+            stems.append(window(wav, start, self.segment) * self._gain(rng))
+            frames.append(self._frames(clip, start, rng))
+        stems_t = torch.from_numpy(np.stack(stems))  # (N, L)
+        return {"mixture": stems_t.sum(0), "stems": stems_t, "frames": torch.stack(frames),
+                "labels": torch.tensor([self.class_index[c] for c in chosen])}
+
+
+class MixtureOfMixtures(_Base):
+    """Two clips (solo or duet) summed; the model gets the mixture and the objects (crops) of both clips,
+    and each clip's own mixture is the only audio target (unsupervised, IAL-CMS).
+
+    Item: mixture (L,), clip_mixtures (2, L) targets, crops (O, K, 3, h, w) uint8 with O = 2 * max objects
+    per clip, object_clip (O,) 0/1, object_valid (O,) bool, labels (O,). Ground-truth stems, for
+    evaluation only, are added under `eval_stems` (O, L) when `with_eval_stems` is set; training code
+    drops every `eval_` key before the loss sees the batch.
+    """
+
+    max_objects = 2  # per clip: solos have 1, duets 2
+
+    def __init__(self, root, split: str = "train", *, length: int = 1000, seed: int = 0, segment: int = dsp.SEGMENT,
+                 n_frames: int = 3, frame_gap: int = 24, frame_size: int = 224, crop_size: int = 224,
+                 train: bool = True, gain_db: float = 3.0, with_eval_stems: bool = False):
+        super().__init__(root, split, length=length, seed=seed, segment=segment, n_frames=n_frames,
+                         frame_gap=frame_gap, frame_size=frame_size, train=train, gain_db=gain_db)
+        self.clips = sorted(self.corpus.clips(split=split), key=lambda c: (c.kind, c.classes, c.id))
+        if len(self.clips) < 2:
+            raise AvsepError(f"a mixture of mixtures needs at least 2 clips in split {split!r}")
+        self.crop_size, self.with_eval_stems = crop_size, with_eval_stems
+
+    def __getitem__(self, index: int) -> dict:
+        rng = self._rng(index)
+        a, b = rng.choice(len(self.clips), size=2, replace=False)
+        O = 2 * self.max_objects
+        crops = torch.zeros(O, self.n_frames, 3, self.crop_size, self.crop_size, dtype=torch.uint8)
+        obj_clip = torch.zeros(O, dtype=torch.long)
+        valid = torch.zeros(O, dtype=torch.bool)
+        labels = torch.full((O,), -1, dtype=torch.long)
+        eval_stems = torch.zeros(O, self.segment)
+        mixes = []
+        for ci, k in enumerate((a, b)):
+            clip = self.clips[int(k)]
+            wav = self.reader.audio(clip)
+            start = self._start(rng, len(wav))
+            gain = self._gain(rng)
+            mixes.append(window(wav, start, self.segment) * gain)
+            times = frame_times(start / dsp.SAMPLE_RATE, self.segment, self.n_frames, self.frame_gap)
+            frames = self.reader.frames(clip, times)  # (K, H, W, 3)
+            flip = self.train and rng.random() < 0.5
+            for j, (cls, boxes) in enumerate(self.reader.boxes(clip, times)):
+                o = ci * self.max_objects + j
+                cr = np.stack([square_crop(f, bx, self.crop_size, pad=0.1 + (0.1 * rng.random() if self.train else 0))
+                               for f, bx in zip(frames, boxes)])  # (K, h, w, 3)
+                t = torch.from_numpy(cr).permute(0, 3, 1, 2)
+                crops[o] = t.flip(-1) if flip else t
+                obj_clip[o], valid[o], labels[o] = ci, True, self.class_index.get(cls, -1)
+                if self.with_eval_stems and cls in clip.stems:
+                    eval_stems[o] = torch.from_numpy(window(self.reader.stem(clip, cls), start, self.segment) * gain)
+        clip_mixes = torch.from_numpy(np.stack(mixes))  # (2, L)
+        item = {"mixture": clip_mixes.sum(0), "clip_mixtures": clip_mixes, "crops": crops, "object_clip": obj_clip,
+                "object_valid": valid, "labels": labels}
+        if self.with_eval_stems:
+            item["eval_stems"] = eval_stems
+        return item
+
+
+class RCoPPairs(_Base):
+    """RCoP self-supervision: one clip's frames, its audio mixed into two different other clips' audio.
+
+    Item: frames (K, 3, H, W), mix1 (L,), mix2 (L,) (the shared source plus one other each), source (L,).
+    """
+
+    def __init__(self, root, split: str = "train", *, length: int = 1000, seed: int = 0, segment: int = dsp.SEGMENT,
+                 n_frames: int = 3, frame_gap: int = 24, frame_size: int = 224, train: bool = True, gain_db: float = 3.0):
+        super().__init__(root, split, length=length, seed=seed, segment=segment, n_frames=n_frames,
+                         frame_gap=frame_gap, frame_size=frame_size, train=train, gain_db=gain_db)
+        self.solos = sorted(self.corpus.clips(split=split, kind="solo"), key=lambda c: (c.classes, c.id))
+        if len({c.classes[0] for c in self.solos}) < 3:
+            raise AvsepError(f"RCoP pairs need solo clips of at least 3 classes in split {split!r}")
+
+    def __getitem__(self, index: int) -> dict:
+        rng = self._rng(index)
+        v = self.solos[int(rng.integers(len(self.solos)))]
+        others = [c for c in self.solos if c.classes[0] != v.classes[0]]
+        o1 = others[int(rng.integers(len(others)))]
+        rest = [c for c in others if c.classes[0] != o1.classes[0]]
+        o2 = rest[int(rng.integers(len(rest)))]
+        wav = self.reader.audio(v)
+        start = self._start(rng, len(wav))
+        src = window(wav, start, self.segment)
+        outs = []
+        for o in (o1, o2):
+            w = self.reader.audio(o)
+            outs.append(src + window(w, self._start(rng, len(w)), self.segment) * self._gain(rng))
+        return {"frames": self._frames(v, start, rng), "mix1": torch.from_numpy(outs[0]),
+                "mix2": torch.from_numpy(outs[1]), "source": torch.from_numpy(src)}

@@ -1,0 +1,321 @@
+"""Evaluation under the field's protocol: fixed, seeded test mixtures scored with BSS Eval.
+
+Test mixtures are N solo clips of different classes, each cut to an aligned window (65535 samples or
+10 s) at a seeded start and summed; the same seed always gives the same mixtures, so two runs give
+identical numbers. The corpus' duet clips are scored too, against their ground-truth stems. Every
+per-source figure is kept (JSON/CSV); the summary gives mean, median and a 95% confidence interval per
+metric and per class. Unreadable clips are skipped and counted, never fatal mid-run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from avsep_cli import dsp, media, metrics
+from avsep_cli.errors import AvsepError
+from avsep_cli.layout import Clip, open_corpus
+from avsep_cli.methods import Method, MixBatch
+
+log = logging.getLogger("avsep")
+
+METRICS = ("sdr", "sir", "sar")
+
+
+@dataclass(frozen=True)
+class TestItem:
+    """One scored mixture: which clips, from where, and whether it is a synthetic mix or a real duet."""
+
+    key: str
+    kind: str  # "mix" (N solos summed) or "duet" (a corpus duet against its stems)
+    clips: tuple[Clip, ...]
+    starts: tuple[float, ...]  # seconds, one per clip (duets: one)
+    classes: tuple[str, ...]
+
+
+def parse_window(text: str) -> int:
+    """'65535' (samples) or '10s' (seconds) -> samples at 11025 Hz."""
+    t = text.strip().lower()
+    try:
+        if t.endswith("s"):
+            return int(round(float(t[:-1]) * dsp.SAMPLE_RATE))
+        n = int(t)
+    except ValueError:
+        raise AvsepError(f"--window {text}: expected a sample count (65535) or seconds (10s)") from None
+    if n < dsp.SAMPLE_RATE:
+        raise AvsepError(f"--window {text}: at least 1 s ({dsp.SAMPLE_RATE} samples) is needed")
+    return n
+
+
+def build_test_set(root: str | Path, *, mix: int, split: str = "test", num: int = 200, seed: int = 0,
+                   window: int = dsp.SEGMENT, duets: bool = True) -> list[TestItem]:
+    """The fixed list of test mixtures for (root, split, mix, num, seed, window). Pure function of its
+    arguments and the corpus' file list: clips are sorted before any random choice."""
+    corpus = open_corpus(root)
+    solos = sorted(corpus.clips(split=split, kind="solo"), key=lambda c: (c.classes, c.id))
+    by_class: dict[str, list[Clip]] = {}
+    for c in solos:
+        by_class.setdefault(c.classes[0], []).append(c)
+    if mix < 2:
+        raise AvsepError(f"--mix {mix}: a test mixture needs at least 2 sources")
+    if len(by_class) < mix:
+        raise AvsepError(
+            f"--mix {mix} needs solo clips of at least {mix} different classes in split {split!r}; "
+            f"{root} has {len(by_class)} ({', '.join(sorted(by_class)) or 'none'})"
+        )
+    rng = np.random.default_rng(seed)
+    classes = sorted(by_class)
+    items: list[TestItem] = []
+    for i in range(num):
+        chosen = sorted(rng.choice(len(classes), size=mix, replace=False).tolist())
+        clips = tuple(by_class[classes[k]][rng.integers(len(by_class[classes[k]]))] for k in chosen)
+        starts = tuple(float(rng.random()) for _ in clips)  # a fraction of the free room, resolved on load
+        items.append(TestItem(f"mix{mix}-{i:04d}", "mix", clips, starts, tuple(c.classes[0] for c in clips)))
+    if duets:
+        for c in sorted(corpus.clips(split=split, kind="duet"), key=lambda c: c.id):
+            if len(c.stems) >= 2:
+                items.append(TestItem(f"duet-{c.id}", "duet", (c,), (0.0,), tuple(c.classes)))
+    return items
+
+
+def _load_window(path: Path, start_frac: float, window: int, reader: Callable) -> tuple[np.ndarray, float]:
+    """Read `window` samples at a start chosen by `start_frac` within the file's free room (zero-padded
+    when the file is shorter than the window). Returns (audio, start seconds)."""
+    full = reader(path)
+    room = max(0, len(full) - window)
+    start = int(math.floor(start_frac * room))
+    out = np.zeros(window, dtype=np.float32)
+    seg = full[start : start + window]
+    out[: len(seg)] = seg
+    return out, start / dsp.SAMPLE_RATE
+
+
+def load_item(item: TestItem, window: int) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """-> mixture (L,), references (S, L), window start (s) per clip. Solo clips supply their own audio
+    track as the source (as in MUSIC, where a solo video's sound is the source); duets supply their
+    mixture track and their ground-truth stems."""
+    if item.kind == "mix":
+        refs, starts = [], []
+        for clip, frac in zip(item.clips, item.starts):
+            audio, s = _load_window(clip.video, frac, window, lambda p: media.load_audio(p))
+            refs.append(audio)
+            starts.append(s)
+        refs_a = np.stack(refs)
+        return refs_a.sum(0), refs_a, starts
+    clip = item.clips[0]
+    mix, _ = _load_window(clip.video, 0.0, window, lambda p: media.load_audio(p))
+    refs = np.stack([_load_window(clip.stems[c], 0.0, window, media.read_audio_file)[0] for c in item.classes])
+    return mix, refs, [0.0]
+
+
+@dataclass
+class SourceScore:
+    item: str
+    kind: str
+    source: int
+    cls: str
+    clip: str
+    sdr: float | None
+    sir: float | None
+    sar: float | None
+    si_sdr: float | None
+    sdr_mixture: float | None
+    valid: bool
+
+
+@dataclass
+class MethodReport:
+    method: str
+    scores: list[SourceScore] = field(default_factory=list)
+    skipped_clips: int = 0
+    skipped_sources: int = 0
+    seconds: float = 0.0
+    audio_seconds: float = 0.0
+
+    def summary(self, kind: str | None = None) -> dict:
+        """Mean, median, 95% CI per metric over valid sources (optionally one kind: mix or duet)."""
+        rows = [s for s in self.scores if s.valid and (kind is None or s.kind == kind)]
+        cols = {m: [getattr(s, m) for s in rows] for m in METRICS + ("si_sdr",)}
+        cols["sdri"] = [s.sdr - s.sdr_mixture for s in rows]
+        return {m: _summary(v) for m, v in cols.items()}
+
+    def per_class(self, kind: str = "mix") -> dict[str, dict]:
+        classes = sorted({s.cls for s in self.scores if s.kind == kind})
+        res = {}
+        for c in classes:
+            vals = [s.sdr for s in self.scores if s.valid and s.kind == kind and s.cls == c]
+            res[c] = {"n": len(vals), "sdr_mean": float(np.mean(vals)) if vals else None}
+        return res
+
+
+def _summary(values: list[float]) -> dict:
+    """metrics.summarize as plain JSON-able numbers (None where there is nothing to summarise)."""
+    sm = asdict(metrics.summarize(torch.tensor(values, dtype=torch.float64)))
+    return {k: (v if k == "n" else _round(v)) for k, v in sm.items()}
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), 4)
+
+
+def evaluate(method: Method, items: list[TestItem], *, window: int, batch_size: int = 8,
+             device: torch.device = torch.device("cpu"), on_batch: Callable[[int], None] | None = None,
+             keep: int = 0) -> tuple[MethodReport, list[dict]]:
+    """Run `method` over `items` in batches and score every source. Returns the report and, for the
+    first `keep` items, the signals needed for plots."""
+    report = MethodReport(method.name)
+    kept: list[dict] = []
+    for b0 in range(0, len(items), batch_size):
+        chunk = items[b0 : b0 + batch_size]
+        loaded = []
+        for it in chunk:
+            try:
+                loaded.append((it, *load_item(it, window)))
+            except AvsepError as e:  # unreadable clip: count it, go on
+                log.warning("skipping %s: %s", it.key, e)
+                report.skipped_clips += 1
+        # items of one batch must share their source count (mix items do; duets have 2)
+        groups: dict[int, list] = {}
+        for row in loaded:
+            groups.setdefault(row[2].shape[0], []).append(row)
+        for rows in groups.values():
+            mixture = torch.from_numpy(np.stack([r[1] for r in rows])).to(device)  # (B, L)
+            stems = torch.from_numpy(np.stack([r[2] for r in rows])).to(device)  # (B, S, L)
+            batch = MixBatch(mixture=mixture, stems=stems, classes=[list(r[0].classes) for r in rows])
+            if method.frames_per_source:
+                batch.frames = _frames_for(method, rows, window)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                est = method.separate(batch).to(torch.float64)
+            report.seconds += time.perf_counter() - t0
+            report.audio_seconds += len(rows) * window / dsp.SAMPLE_RATE
+            ref = stems.to(torch.float64)
+            res = metrics.bss_eval(ref, est)
+            sdri, _ = metrics.sdr_improvement(ref, est, mixture.to(torch.float64))
+            si = metrics.si_sdr(ref, est)
+            for bi, r in enumerate(rows):
+                it = r[0]
+                for s in range(ref.shape[1]):
+                    ok = bool(res.valid[bi, s])
+                    report.skipped_sources += 0 if ok else 1
+                    clip = it.clips[s if it.kind == "mix" else 0]
+                    report.scores.append(SourceScore(
+                        item=it.key, kind=it.kind, source=s, cls=it.classes[s], clip=str(clip.id),
+                        sdr=_round(res.sdr[bi, s].item()) if ok else None,
+                        sir=_round(res.sir[bi, s].item()) if ok else None,
+                        sar=_round(res.sar[bi, s].item()) if ok else None,
+                        si_sdr=_round(si[bi, s].item()) if ok else None,
+                        sdr_mixture=_round((res.sdr[bi, s] - sdri[bi, s]).item()) if ok else None,
+                        valid=ok,
+                    ))
+                if len(kept) < keep:
+                    kept.append({"key": it.key, "mixture": mixture[bi].cpu(), "stems": stems[bi].cpu(),
+                                 "estimates": est[bi].float().cpu(), "classes": list(it.classes)})
+        if on_batch:
+            on_batch(len(chunk))
+    return report, kept
+
+
+def _frames_for(method: Method, rows: list, window: int) -> torch.Tensor:
+    """(B, S, K, 3, H, W) uint8 pictures of each source, K per source at times centred on the window
+    (AVPC: 3 frames 3 s apart). A solo source shows its own clip's frames; a duet source shows the square
+    crop around its player's box, since both players share one frame."""
+    from avsep_cli.datasets import ClipReader, augment_frames, square_crop
+
+    k, gap, size = method.frames_per_source, getattr(method, "frame_gap", 3.0), getattr(method, "frame_size", 224)
+    centre = window / dsp.SAMPLE_RATE / 2
+    out = []
+    for it, _mix, _refs, starts in rows:
+        reader = ClipReader(it.clips[0].video.parent)
+        per_source = []
+        for s in range(len(it.classes)):
+            clip = it.clips[s] if it.kind == "mix" else it.clips[0]
+            t0 = starts[s] if it.kind == "mix" else 0.0
+            times = [max(0.0, t0 + centre + (j - (k - 1) / 2) * gap) for j in range(k)]
+            frames = media.frames_at(clip.video, times)  # (K, H, W, 3)
+            if it.kind == "duet":
+                boxes = dict(reader.boxes(clip, times))[it.classes[s]]
+                frames = np.stack([square_crop(f, b, size) for f, b in zip(frames, boxes)])
+            t = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+            per_source.append(augment_frames(t, np.random.default_rng(0), size, train=False))
+        out.append(torch.stack(per_source))
+    return torch.stack(out)
+
+
+# --- reports -----------------------------------------------------------------------------------------
+
+
+def report_json(reports: list[MethodReport], setup: dict) -> dict:
+    """Deterministic JSON (no timings): the same inputs give byte-identical files."""
+    return {
+        "setup": setup,
+        "methods": {
+            r.method: {
+                "summary": {"mix": r.summary("mix"), "duet": r.summary("duet")},
+                "per_class": r.per_class("mix"),
+                "skipped_clips": r.skipped_clips,
+                "skipped_sources": r.skipped_sources,
+                "sources": [asdict(s) for s in r.scores],
+            }
+            for r in reports
+        },
+    }
+
+
+def write_json(path: Path, data: dict) -> None:
+    from avsep_cli.fsio import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def write_csv(path: Path, reports: list[MethodReport]) -> None:
+    from avsep_cli.fsio import atomic_path
+
+    fields = ["method"] + list(SourceScore.__dataclass_fields__)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in reports:
+            for s in r.scores:
+                w.writerow({"method": r.method, **asdict(s)})
+
+
+def write_plots(folder: Path, method: str, kept: Iterable[dict]) -> list[Path]:
+    """Spectrograms of mixture, estimates and references (log magnitude, log-frequency grid), one PNG
+    per kept mixture."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from avsep_cli.fsio import atomic_path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k in kept:
+        S = k["stems"].shape[0]
+        fig, axes = plt.subplots(2, S + 1, figsize=(3 * (S + 1), 5), squeeze=False)
+        show = lambda ax, wav, title: (ax.imshow(dsp.log_magnitude(dsp.LOG.warp(dsp.stft(wav.float()).abs())).numpy(), origin="lower", aspect="auto", vmin=-10, vmax=4, cmap="magma"), ax.set_title(title, fontsize=8), ax.axis("off"))  # noqa: E731
+        show(axes[0, 0], k["mixture"], "mixture")
+        axes[1, 0].axis("off")
+        for s in range(S):
+            show(axes[0, s + 1], k["estimates"][s], f"estimate: {k['classes'][s]}")
+            show(axes[1, s + 1], k["stems"][s], f"reference: {k['classes'][s]}")
+        fig.suptitle(f"{method} — {k['key']}", fontsize=9)
+        fig.tight_layout()
+        path = folder / f"{method}_{k['key']}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=80)
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -1,0 +1,66 @@
+"""One registry of separation methods, shared by `avsep eval` and (later) `avsep separate`.
+
+A method turns a batch of test mixtures into one estimate per source. Reference methods (the mixture
+floor and the oracle-mask ceilings) live in `reference.py`; learned methods register themselves the same
+way when their issues land. `get_method(name)` is the only way the CLI finds a method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+
+from avsep_cli.errors import AvsepError
+
+
+@dataclass
+class MixBatch:
+    """What a method may look at. Oracles alone read `stems`; learned methods get the mixture and the
+    visual guidance of each source (frames or crops), never the stems."""
+
+    mixture: torch.Tensor  # (B, L) float32
+    stems: torch.Tensor  # (B, S, L) references, for oracles and scoring only
+    classes: list[list[str]]  # B lists of S class names
+    frames: torch.Tensor | None = None  # (B, S, K, 3, H, W) uint8 when the method asks for frames
+    extra: dict = field(default_factory=dict)
+
+
+class Method(Protocol):
+    name: str
+    frames_per_source: int  # 0: needs no pictures
+
+    def separate(self, batch: MixBatch) -> torch.Tensor:
+        """-> (B, S, L) estimates in the order of batch.stems / batch.classes."""
+
+
+_REGISTRY: dict[str, Callable[..., Method]] = {}
+_LEARNED: set[str] = set()
+
+
+def register(name: str, factory: Callable[..., Method], learned: bool = False) -> None:
+    """Reference methods: factory() -> Method. Learned methods: factory(weights, device) -> Method."""
+    _REGISTRY[name] = factory
+    if learned:
+        _LEARNED.add(name)
+
+
+def available(with_learned: bool = True) -> list[str]:
+    _load_builtin()
+    return [n for n in _REGISTRY if with_learned or n not in _LEARNED]
+
+
+def get_method(name: str, *, weights: str | None = None, device="cpu") -> Method:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise AvsepError(f"unknown method {name!r}; available: {', '.join(_REGISTRY)}")
+    if name in _LEARNED:
+        if weights is None:
+            raise AvsepError(f"--method {name} needs --weights PATH (a checkpoint from avsep train)")
+        return _REGISTRY[name](weights, device)
+    return _REGISTRY[name]()
+
+
+def _load_builtin() -> None:
+    from avsep_cli.methods import learned, reference  # noqa: F401  (register on import)

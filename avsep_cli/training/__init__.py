@@ -1,0 +1,1 @@
+"""Training code, kept apart from the models: the shared trainer, its config, and one system per method."""

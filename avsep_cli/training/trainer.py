@@ -1,0 +1,301 @@
+"""The one trainer every method uses; it knows nothing about any method's model or loss.
+
+A method supplies a `System` (see `systems.py`): its model, its parameter groups, a training step that
+returns losses, and a validation that returns metrics. The trainer owns everything around them:
+optimiser and LR steps from the config, gradient clipping, AMP on CUDA, a deterministic sampler whose
+randomness is a pure function of (seed, epoch, index) so that `--resume` continues exactly, plain-data
+checkpoints every epoch plus the best by validation SDR, Ctrl-C handling, CSV/JSONL metrics and a PNG of
+the curves, and DistributedDataParallel when started under torchrun.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from avsep_cli import checkpoint
+from avsep_cli.errors import AvsepError
+from avsep_cli.fsio import atomic_path
+from avsep_cli.training.config import TrainConfig
+
+log = logging.getLogger("avsep")
+
+
+# --- distributed --------------------------------------------------------------------------------------
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside torchrun."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: torch.device) -> bool:
+    """Join the process group when started by torchrun (NCCL on GPUs, gloo on CPU)."""
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1 or dist.is_initialized():
+        return dist.is_initialized()
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+# --- sampling -----------------------------------------------------------------------------------------
+
+
+def epoch_batches(n_items: int, batch_size: int, seed: int, epoch: int, steps: int, rank: int = 0,
+                  world: int = 1) -> list[list[int]]:
+    """The index lists of one epoch for this rank: a seeded permutation (repeated if the epoch is longer
+    than the dataset), cut into global batches of batch_size * world, each split across ranks."""
+    rng = np.random.default_rng([seed, epoch, 0x5A3])
+    global_bs = batch_size * world
+    need = steps * global_bs
+    order = np.concatenate([rng.permutation(n_items) for _ in range(math.ceil(need / n_items))])[:need]
+    return [order[s * global_bs : (s + 1) * global_bs][rank::world].tolist() for s in range(steps)]
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack tensors, keep lists of everything else."""
+    out = {}
+    for k in samples[0]:
+        vals = [s[k] for s in samples]
+        out[k] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else vals
+    return out
+
+
+def _loader(dataset, batches: list[list[int]], num_workers: int) -> Iterator[dict]:
+    if num_workers <= 0:
+        for b in batches:
+            yield collate([dataset[i] for i in b])
+        return
+    dl = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate,
+                                     persistent_workers=False)
+    yield from dl
+
+
+def _move(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+# --- RNG state as plain data --------------------------------------------------------------------------
+
+
+def _rng_state() -> dict:
+    st = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_pos": random.getstate()[2]}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    random.setstate((3, tuple(st["python"]), st["python_pos"]))
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --- the trainer --------------------------------------------------------------------------------------
+
+
+class Interrupted(Exception):
+    """Raised after Ctrl-C once the checkpoint is safely written."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"interrupted; checkpoint saved to {path} (continue with --resume {path.parent})")
+        self.path = path
+
+
+class Trainer:
+    def __init__(self, system, cfg: TrainConfig, train_set, device: torch.device, run_dir: Path,
+                 on_step: Callable[[int, int, dict], None] | None = None):
+        self.system, self.cfg, self.train_set, self.device = system, cfg, train_set, device
+        self.run_dir = Path(run_dir)
+        self.on_step = on_step
+        self.rank, self.world = dist_info()
+        self.model = system.model.to(device)
+        self.ddp = None
+        if self.world > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+            system.forward_model = self.ddp
+        self.optimizer = self._optimizer()
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=list(cfg.lr_steps), gamma=cfg.lr_gamma)
+        self.amp = cfg.amp and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.best = -math.inf
+        self.history: list[dict] = []
+
+    # -- set-up --
+    def _optimizer(self) -> torch.optim.Optimizer:
+        groups = self.system.param_groups(self.cfg)
+        cfg = self.cfg
+        if cfg.optimizer == "adamw":
+            return torch.optim.AdamW(groups, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        if cfg.optimizer == "adam":
+            return torch.optim.Adam(groups, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(groups, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        raise AvsepError(f"unknown optimizer {cfg.optimizer!r}: expected adamw, adam or sgd")
+
+    @property
+    def steps_per_epoch(self) -> int:
+        if self.cfg.steps_per_epoch:
+            return self.cfg.steps_per_epoch
+        return max(1, len(self.train_set) // (self.cfg.batch_size * self.world))
+
+    # -- checkpoints --
+    def state(self) -> dict:
+        return {
+            **self.system.model_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": _rng_state(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "best": self.best if math.isfinite(self.best) else None,
+            "config": asdict(self.cfg),
+        }
+
+    def save(self, name: str) -> Path:
+        path = self.run_dir / name
+        if self.rank == 0:
+            checkpoint.save(path, self.state())
+        return path
+
+    def resume(self, path: Path) -> None:
+        data = checkpoint.load(path, map_location=self.device)
+        self.system.model.load_state_dict(data["state_dict"])
+        self.optimizer.load_state_dict(data["optimizer"])
+        self.scheduler.load_state_dict(data["scheduler"])
+        self.scaler.load_state_dict(data["scaler"])
+        _set_rng_state(data["rng"])
+        self.epoch, self.step_in_epoch, self.global_step = data["epoch"], data["step_in_epoch"], data["global_step"]
+        self.best = -math.inf if data["best"] is None else data["best"]
+        hist = self.run_dir / "metrics.jsonl"
+        if hist.exists():
+            self.history = [json.loads(line) for line in hist.read_text().splitlines() if line.strip()]
+            self.history = [h for h in self.history if h.get("epoch", 0) < self.epoch or h.get("type") == "step"]
+
+    # -- the loop --
+    def train_step(self, batch: dict) -> dict[str, float]:
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=self.device.type, enabled=self.amp):
+            losses = self.system.training_step(batch)
+        self.scaler.scale(losses["loss"]).backward()
+        if self.cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        out = {k: float(v.detach()) for k, v in losses.items()}
+        if self.world > 1:  # report the global mean
+            t = torch.tensor([out[k] for k in sorted(out)], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t)
+            out = {k: float(v) / self.world for k, v in zip(sorted(out), t)}
+        return out
+
+    def fit(self, validate: Callable[[], dict] | None = None) -> list[dict]:
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            while self.epoch < cfg.epochs:
+                if hasattr(self.train_set, "set_epoch"):
+                    self.train_set.set_epoch(self.epoch)
+                batches = epoch_batches(len(self.train_set), cfg.batch_size, cfg.seed, self.epoch, self.steps_per_epoch,
+                                        self.rank, self.world)[self.step_in_epoch :]
+                t_data = t_step = 0.0
+                sums: dict[str, float] = {}
+                tick = time.perf_counter()
+                for batch in _loader(self.train_set, batches, cfg.num_workers):
+                    t0 = time.perf_counter()
+                    t_data += t0 - tick
+                    losses = self.train_step(_move(batch, self.device))
+                    tick = time.perf_counter()
+                    t_step += tick - t0
+                    self.step_in_epoch += 1
+                    self.global_step += 1
+                    for k, v in losses.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    if self.on_step:
+                        self.on_step(self.step_in_epoch, self.steps_per_epoch, losses)
+                n = max(1, len(batches))
+                row = {"type": "epoch", "epoch": self.epoch, "step": self.global_step,
+                       **{f"train_{k}": v / n for k, v in sums.items()},
+                       "lr": self.optimizer.param_groups[0]["lr"],
+                       "data_s": round(t_data, 3), "step_s": round(t_step, 3),
+                       "data_fraction": round(t_data / max(t_data + t_step, 1e-9), 4)}
+                if validate is not None and (self.epoch + 1) % cfg.val_every == 0:
+                    row.update({f"val_{k}": v for k, v in validate().items()})
+                self.scheduler.step()
+                self.epoch += 1
+                self.step_in_epoch = 0
+                improved = "val_sdr" in row and row["val_sdr"] > self.best
+                if improved:
+                    self.best = row["val_sdr"]
+                self.history.append(row)
+                self.save("last.pt")
+                if improved:
+                    self.save("best.pt")
+                self._write_metrics()
+                log.info("epoch %d: %s", row["epoch"], {k: v for k, v in row.items() if k not in ("type",)})
+                if self.on_step:
+                    self.on_step(-1, self.steps_per_epoch, row)
+        except KeyboardInterrupt:
+            path = self.save("last.pt")
+            self._write_metrics()
+            raise Interrupted(path) from None
+        return self.history
+
+    def _write_metrics(self) -> None:
+        if self.rank != 0:
+            return
+        rows = [h for h in self.history if h["type"] == "epoch"]
+        with atomic_path(self.run_dir / "metrics.jsonl") as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        keys = sorted({k for r in rows for k in r})
+        with atomic_path(self.run_dir / "metrics.csv") as tmp:
+            tmp.write_text(",".join(keys) + "\n" + "".join(",".join(str(r.get(k, "")) for k in keys) + "\n" for r in rows))
+        _plot_curves(rows, self.run_dir / "curves.png")
+
+
+def _plot_curves(rows: list[dict], path: Path) -> None:
+    if not rows:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ep = [r["epoch"] + 1 for r in rows]
+    ax.plot(ep, [r.get("train_loss", float("nan")) for r in rows], "o-", label="train loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    if any("val_sdr" in r for r in rows):
+        ax2 = ax.twinx()
+        ax2.plot(ep, [r.get("val_sdr", float("nan")) for r in rows], "s-", color="tab:orange", label="val SDR")
+        ax2.set_ylabel("validation SDR (dB)")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80)
+    plt.close(fig)

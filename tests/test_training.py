@@ -1,0 +1,188 @@
+"""Datasets and the shared trainer: mixing, fixed evaluation sets, the unsupervised batch contract,
+exact resume, Ctrl-C, distributed training on gloo, and the `tiny` method end to end through the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avsep_cli import checkpoint, evaluate
+from avsep_cli.cli import main
+from avsep_cli.datasets import MixSeparate, MixtureOfMixtures, RCoPPairs
+from avsep_cli.training.config import TrainConfig
+from avsep_cli.training.run import train
+
+SEG = 8191  # 32 STFT frames: keeps CPU tests fast
+AVSEP = [sys.executable, "-m", "avsep_cli"]
+
+
+def small_cfg(root: Path, **kw) -> TrainConfig:
+    base = dict(method="tiny", root=str(root), epochs=2, batch_size=2, steps_per_epoch=2, segment=SEG, val_num=0,
+                model={"channels": 8, "visual_dim": 8, "frame_size": 32})
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("mix", [2, 3, 4])
+def test_mix_and_separate_items(tiny_corpus, mix):
+    ds = MixSeparate(tiny_corpus, "train", mix=mix, length=6, segment=SEG, frame_size=64)
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item["stems"].shape == (mix, SEG) and item["frames"].shape == (mix, 3, 3, 64, 64)
+        assert item["frames"].dtype == torch.uint8
+        torch.testing.assert_close(item["mixture"], item["stems"].sum(0))
+        assert len(set(item["labels"].tolist())) == mix  # classes in a mixture are distinct
+        assert (item["stems"].abs().amax(-1) > 0).all()
+    # a pure function of (seed, epoch, index)
+    again = MixSeparate(tiny_corpus, "train", mix=mix, length=6, segment=SEG, frame_size=64)
+    assert torch.equal(again[3]["mixture"], ds[3]["mixture"])
+    ds.set_epoch(1)
+    assert not torch.equal(again[3]["mixture"], ds[3]["mixture"])
+
+
+def test_fixed_evaluation_set_is_identical_across_runs(tiny_corpus):
+    a = evaluate.build_test_set(tiny_corpus, mix=2, split="test", num=10, seed=3)
+    b = evaluate.build_test_set(tiny_corpus, mix=2, split="test", num=10, seed=3)
+    c = evaluate.build_test_set(tiny_corpus, mix=2, split="test", num=10, seed=4)
+    assert a == b and a != c
+    for it in a:
+        if it.kind == "mix":
+            assert len(set(it.classes)) == 2
+    m1, r1, _ = evaluate.load_item(a[0], SEG)
+    m2, r2, _ = evaluate.load_item(b[0], SEG)
+    assert np.array_equal(m1, m2) and np.array_equal(r1, r2)
+    np.testing.assert_allclose(m1, r1.sum(0), atol=1e-6)
+
+
+def test_mixture_of_mixtures_carries_no_stems_into_training(tiny_corpus):
+    ds = MixtureOfMixtures(tiny_corpus, "train", length=8, segment=SEG, crop_size=64)
+    for i in range(len(ds)):
+        item = ds[i]
+        assert not any("stem" in k for k in item), sorted(item)  # only the two clips' own mixtures
+        torch.testing.assert_close(item["mixture"], item["clip_mixtures"].sum(0))
+        valid = item["object_valid"]
+        assert 2 <= int(valid.sum()) <= 4
+        assert set(item["object_clip"][valid].tolist()) == {0, 1}  # objects of both clips
+        assert (item["crops"][valid].float().std(dim=(1, 2, 3, 4)) > 1).all()  # real pictures, not blanks
+    ev = MixtureOfMixtures(tiny_corpus, "train", length=8, segment=SEG, crop_size=64, with_eval_stems=True)[0]
+    assert "eval_stems" in ev  # stems exist only under eval_ keys, for scoring
+
+
+def test_rcop_pairs_share_one_source(tiny_corpus):
+    ds = RCoPPairs(tiny_corpus, "train", length=4, segment=SEG, frame_size=64)
+    item = ds[0]
+    src = item["source"]
+    r1, r2 = item["mix1"] - src, item["mix2"] - src
+    assert r1.abs().max() > 0 and r2.abs().max() > 0 and not torch.allclose(r1, r2)
+    assert item["frames"].shape == (3, 3, 64, 64)
+
+
+def _weights(run: Path) -> dict:
+    return torch.load(run / "last.pt", weights_only=True)["state_dict"]
+
+
+def test_resume_continues_exactly(tiny_corpus, tmp_path):
+    dev = torch.device("cpu")
+    train(small_cfg(tiny_corpus), tmp_path / "straight", device=dev)
+    train(small_cfg(tiny_corpus, epochs=1), tmp_path / "split", device=dev)
+    train(None, tmp_path / "split", device=dev, resume=True, epochs=2)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ck = checkpoint.load(tmp_path / "split" / "last.pt")  # plain data: weights_only=True
+    assert ck["epoch"] == 2 and ck["model_name"] == "tiny"
+    assert (tmp_path / "split" / "config.json").exists() and (tmp_path / "split" / "curves.png").exists()
+    assert len((tmp_path / "split" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_one_training_step_lowers_the_loss_on_its_batch(tiny_corpus):
+    from avsep_cli.training.run import build_system
+    from avsep_cli.training.trainer import Trainer, collate, seed_everything
+
+    seed_everything(0)
+    cfg = small_cfg(tiny_corpus, lr={"default": 3e-3}, grad_clip=0.0)
+    system, data = build_system(cfg)
+    trainer = Trainer(system, cfg, data, torch.device("cpu"), Path("unused"))
+    batch = collate([data[i] for i in range(4)])
+    first = trainer.train_step(batch)["loss"]
+    for _ in range(4):
+        trainer.train_step(batch)
+    system.model.train()
+    with torch.no_grad():
+        after = float(system.training_step(batch)["loss"])
+    assert after < first
+
+
+def test_ctrl_c_leaves_a_loadable_checkpoint(tiny_corpus, tmp_path):
+    run = tmp_path / "run"
+    cmd = AVSEP + ["train", "--method", "tiny", "--root", str(tiny_corpus), "--run", str(run), "--epochs", "50",
+                   "--steps-per-epoch", "100", "--batch-size", "2", "--segment", str(SEG), "--val-num", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "config.json").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(3.0)  # some steps into the first epoch
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "checkpoint saved" in err
+    ck = checkpoint.load(run / "last.pt")
+    assert ck["epoch"] * 100 + ck["step_in_epoch"] > 0
+    # and the run continues from it
+    assert main(["train", "--resume", str(run), "--epochs", str(ck["epoch"] + 1)]) == 0
+
+
+def test_distributed_gloo_matches_single_process(tiny_corpus, tmp_path):
+    common = ["--method", "tiny", "--root", str(tiny_corpus), "--epochs", "1", "--steps-per-epoch", "1",
+              "--segment", str(SEG), "--val-num", "0", "--device", "cpu"]
+    assert main(["train", *common, "--batch-size", "4", "--run", str(tmp_path / "single")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531"]
+    proc = subprocess.run(torchrun + ["-m", "avsep_cli", "train", *common, "--batch-size", "2", "--run-dir",
+                                      str(tmp_path / "ddp")], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    l1 = json.loads((tmp_path / "single" / "metrics.jsonl").read_text())["train_loss"]
+    l2 = json.loads((tmp_path / "ddp" / "metrics.jsonl").read_text())["train_loss"]
+    assert abs(l1 - l2) < 1e-5 * max(1.0, abs(l1))
+    # Weights after the AdamW step. Its first update is lr * g / (|g| + eps), about lr * sign(g), so a
+    # gradient that is ~0 and differs in its last bits (summed in another order across processes) can
+    # move its weight by up to 2 lr differently. Everything else must agree: a DDP without gradient
+    # averaging (each rank on half the batch) changes most weights.
+    a, b = _weights(tmp_path / "single"), _weights(tmp_path / "ddp")
+    diff = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
+    assert diff.max() <= 2e-3 + 1e-6
+    assert (diff > 1e-5).float().mean() < 0.01, (diff > 1e-5).float().mean()
+
+
+def test_train_tiny_end_to_end_and_load_in_eval(tiny_corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--method", "tiny", "--root", str(tiny_corpus), "--run", str(run), "--epochs", "1",
+                 "--steps-per-epoch", "2", "--batch-size", "2", "--segment", str(SEG), "--val-num", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1: loss" in err and "val SDR" in err and "data" in err
+    assert (run / "best.pt").exists()
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--method", "tiny", "--weights", str(run / "best.pt"), "--data", str(tiny_corpus), "--num", "2",
+                 "--window", "1s", "--json", str(out)]) == 0
+    import json
+
+    data = json.loads(out.read_text())
+    assert len(data["methods"]["tiny"]["sources"]) >= 4
+
+
+def test_train_bad_input(tmp_path, capsys):
+    assert main(["train", "--method", "tiny", "--root", str(tmp_path)]) == 2
+    assert "not a corpus" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "no last.pt" in capsys.readouterr().err
