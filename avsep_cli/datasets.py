@@ -9,6 +9,7 @@ state. Audio is mono 11025 Hz; frames are uint8 RGB (K, 3, H, W), normalised ins
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import OrderedDict
 from pathlib import Path
@@ -59,11 +60,12 @@ class ClipReader:
         return media.read_audio_file(clip.stems[cls])
 
     def frames(self, clip: Clip, times: list[float]) -> np.ndarray:
-        """(K, H, W, 3) uint8 frames at `times` (seconds)."""
+        """(K, H, W, 3) uint8 frames at `times` (seconds): as `media.frames_at`, the latest frame at or
+        before each time. From the cache these are square at the cache's size (see `boxes`)."""
         _, fpath = cache_paths(self.root, clip)
         if fpath.exists():
-            arr = np.load(fpath, mmap_mode="r")  # (N, H, W, 3) at 8 fps
-            idx = [min(len(arr) - 1, max(0, int(round(t * FPS)))) for t in times]
+            arr = np.load(fpath, mmap_mode="r")  # (N, S, S, 3); frame n is the video's frame at n / 8 s
+            idx = [_frame_index(t, FPS, len(arr)) for t in times]
             return np.ascontiguousarray(arr[idx])
         return media.frames_at(clip.video, times)
 
@@ -74,17 +76,53 @@ class ClipReader:
         return self._meta[key]
 
     def boxes(self, clip: Clip, times: list[float]) -> list[tuple[str, np.ndarray]]:
-        """Per player of the clip: its class and (K, 4) boxes x0, y0, x1, y1 in pixels at `times`."""
+        """Per player of the clip: its class and (K, 4) boxes x0, y0, x1, y1 in pixels of the frames
+        `frames` returns at `times` (scaled to the cache's frame size when the cache is used)."""
         m = self.meta(clip)
         if not m.get("players"):
             raise AvsepError(f"{clip.video}: no boxes (sidecar missing or without players)")
         fps = float(m.get("fps", FPS))
+        scale = self._box_scale(clip)
         out = []
         for p in m["players"]:
             bx = np.asarray(p["boxes"], dtype=np.float32)
-            idx = [min(len(bx) - 1, max(0, int(round(t * fps)))) for t in times]
-            out.append((p["class"], bx[idx]))
+            idx = [_frame_index(t, fps, len(bx)) for t in times]
+            out.append((p["class"], bx[idx] * scale))
         return out
+
+    def _box_scale(self, clip: Clip) -> np.ndarray:
+        """(4,) factors from the video's pixels to the cached frames' (ones without a cache)."""
+        _, fpath = cache_paths(self.root, clip)
+        if not fpath.exists():
+            return np.ones(4, np.float32)
+        h, w = np.load(fpath, mmap_mode="r").shape[1:3]
+        m = self.meta(clip)
+        if m.get("frame_size"):  # the synthetic corpus' videos are frame_size x frame_size
+            vw = vh = int(m["frame_size"])
+        else:
+            info = media.probe(clip.video)
+            vw, vh = info.width, info.height
+        return np.array([w / vw, h / vh, w / vw, h / vh], np.float32)
+
+
+def _frame_index(t: float, fps: float, n: int) -> int:
+    """The frame shown at `t` seconds on a `fps` grid (the latest at or before t, as `media.frames_at`
+    picks it), clamped to the n frames there are."""
+    return min(n - 1, max(0, int(np.floor(t * fps + 1e-6))))
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Run torch ops on one intra-op thread inside the block, restoring the count after."""
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def window(wav: np.ndarray, start: int, length: int) -> np.ndarray:
@@ -153,6 +191,17 @@ class _Base(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def __getitem__(self, index: int) -> dict:
+        # An item is many small tensor ops on a few frames, where intra-op threads only add
+        # synchronisation: on the shared 2-core machine an item took 44 ms with torch's 2 threads and
+        # 3 ms with 1, a third of a tiny-model step. So items are built on one thread; the step keeps
+        # the rest. (DataLoader workers run on one thread already.)
+        with _one_thread():
+            return self._item(index)
+
+    def _item(self, index: int) -> dict:
+        raise NotImplementedError
+
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch if self.train else 0, index])
 
@@ -188,7 +237,7 @@ class MixSeparate(_Base):
                              f"{root} has {len(self.by_class)}")
         self.pool = sorted(self.by_class)
 
-    def __getitem__(self, index: int) -> dict:
+    def _item(self, index: int) -> dict:
         rng = self._rng(index)
         chosen = [self.pool[k] for k in rng.choice(len(self.pool), size=self.mix, replace=False)]
         stems, frames = [], []
@@ -225,7 +274,7 @@ class MixtureOfMixtures(_Base):
             raise AvsepError(f"a mixture of mixtures needs at least 2 clips in split {split!r}")
         self.crop_size, self.with_eval_stems = crop_size, with_eval_stems
 
-    def __getitem__(self, index: int) -> dict:
+    def _item(self, index: int) -> dict:
         rng = self._rng(index)
         a, b = rng.choice(len(self.clips), size=2, replace=False)
         O = 2 * self.max_objects
@@ -275,7 +324,7 @@ class RCoPPairs(_Base):
         if len({c.classes[0] for c in self.solos}) < 3:
             raise AvsepError(f"RCoP pairs need solo clips of at least 3 classes in split {split!r}")
 
-    def __getitem__(self, index: int) -> dict:
+    def _item(self, index: int) -> dict:
         rng = self._rng(index)
         v = self.solos[int(rng.integers(len(self.solos)))]
         others = [c for c in self.solos if c.classes[0] != v.classes[0]]

@@ -36,6 +36,13 @@ _DEN_FLOOR = 1e-30
 # Brute-force permutation search (like mir_eval) up to this many sources; beyond it a linear assignment
 # finds the same maximum of the mean SIR (ties may then resolve differently).
 _BRUTE_FORCE_MAX = 8
+# Levinson path checks (see `_levinson_energies`): the estimated error of every projection energy must be below
+# _LEVINSON_TOL times each energy difference a ratio is computed from (1e-4: below 0.0005 dB), differences below
+# _LEVINSON_REL_FLOOR * ||e||^2 (ratios beyond 100 dB) counting as that floor; prediction-error covariances must
+# keep eigenvalues above _LEVINSON_PD_FLOOR times the largest eigenvalue of R[0].
+_LEVINSON_TOL = 1e-4
+_LEVINSON_REL_FLOOR = 1e-10
+_LEVINSON_PD_FLOOR = 1e-13
 
 
 @dataclass
@@ -111,73 +118,68 @@ def _lu_energy(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     return (x * rhs).sum(-2)
 
 
-def _gram_and_rhs(ref: torch.Tensor, est: torch.Tensor, flen: int, use_numpy: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gram matrix of the delayed references and its right-hand sides, as mir_eval's `_project` builds them.
+def _correlations(ref: torch.Tensor, est: torch.Tensor, flen: int, use_numpy: bool):
+    """The correlations BSS Eval's Gram matrix and right-hand sides are made of.
 
-    ref (B, S, L), est (B, M, L) float64 -> gram (B, S*F, S*F), d (B, S*F, M), source-major (index i*F + a).
-    G[(i, a), (j, c)] = <s_i delayed by a, s_j delayed by c> = r_ij[c - a] with r_ij[k] = sum_t s_i[t+k] s_j[t];
-    D[(i, a), m] = <s_i delayed by a, e_m> = (s_i correlated with e_m)[-a]. Like mir_eval, signals are
-    zero-padded and correlated by FFT of length >= L + F - 1, so circular lags -(F-1)..F-1 are exact
-    linear ones. On CPU the FFTs and the Toeplitz fill run in NumPy (single-threaded pocketfft), which
-    is as fast as torch's and does not stall when the cores are shared; on CUDA they run in torch.
+    ref (B, S, L), est (B, M, L) float64 -> rr (B, S, S, 2F-1), xc (B, S, M, F); NumPy arrays with
+    `use_numpy`, otherwise torch tensors on the inputs' device:
+      rr[b, i, j, F-1+k] = r_ij[k] = sum_t s_i[t+k] s_j[t]       (k = -(F-1)..F-1),
+      xc[b, i, m, a]     = <s_i delayed by a, e_m>                 (a = 0..F-1).
+    Like mir_eval, signals are zero-padded and correlated by FFT of length >= L + F - 1, so the circular
+    lags are exact linear ones. Only the pairs i <= j are transformed back (r_ji[k] = r_ij[-k]). On CPU
+    NumPy's single-threaded pocketfft is as fast as torch's and does not stall when the cores are shared.
     """
     bsz, n_src, n_smp = ref.shape
-    n_est = est.shape[1]
     n_fft = _fft_len(n_smp + flen - 1)
     lags = np.concatenate([np.arange(n_fft - flen + 1, n_fft), np.arange(flen)])  # k = -(F-1)..F-1
-    neg = (-np.arange(flen)) % n_fft  # k = 0, -1, ..., -(F-1)
+    neg = (-np.arange(flen)) % n_fft  # k = 0, -1, ..., -(F-1): xc[a] = (s_i correlated with e_m)[-a]
+    iu, ju = np.triu_indices(n_src)
     if use_numpy:
-        r, e = ref.detach().numpy(), est.detach().numpy()
-        rf = np.fft.rfft(r, n=n_fft)  # (B, S, n_fft//2+1)
-        ef = np.fft.rfft(e, n=n_fft)  # (B, M, n_fft//2+1)
-        rr = np.fft.irfft(rf[:, :, None] * rf[:, None].conj(), n=n_fft)[..., lags]  # (B, S, S, 2F-1)
-        # Toeplitz block T[a, c] = rr[F-1-a+c]: the row-reversed Hankel window view, then one copy.
-        hankel = np.lib.stride_tricks.sliding_window_view(rr, flen, axis=-1)  # [..., q, c] = rr[..., q+c]
-        gram = np.ascontiguousarray(hankel[..., ::-1, :].transpose(0, 1, 3, 2, 4))  # (B, S, F, S, F)
+        rf = np.fft.rfft(ref.detach().numpy(), n=n_fft)  # (B, S, n_fft//2+1)
+        ef = np.fft.rfft(est.detach().numpy(), n=n_fft)  # (B, M, n_fft//2+1)
+        pairs = np.fft.irfft(rf[:, iu] * rf[:, ju].conj(), n=n_fft)[..., lags]  # (B, S(S+1)/2, 2F-1)
+        rr = np.empty((bsz, n_src, n_src, 2 * flen - 1))
+        rr[:, iu, ju] = pairs
+        rr[:, ju, iu] = pairs[..., ::-1]
         xc = np.fft.irfft(rf[:, :, None] * ef[:, None].conj(), n=n_fft)[..., neg]  # (B, S, M, F)
-        d = np.ascontiguousarray(xc.transpose(0, 1, 3, 2)).reshape(bsz, n_src * flen, n_est)
-        return torch.from_numpy(gram).view(bsz, n_src * flen, n_src * flen), torch.from_numpy(d)
+        return rr, xc
     dev = ref.device
     rf = torch.fft.rfft(ref, n=n_fft)
     ef = torch.fft.rfft(est, n=n_fft)
-    rr = torch.fft.irfft(rf[:, :, None] * rf[:, None].conj(), n=n_fft)[..., torch.from_numpy(lags).to(dev)]
-    gram = torch.empty(bsz, n_src, flen, n_src, flen, dtype=ref.dtype, device=dev)
-    gram.copy_(rr.unfold(-1, flen, 1).flip(-2).permute(0, 1, 3, 2, 4))  # same Toeplitz fill as above
+    iu_t, ju_t = torch.from_numpy(iu).to(dev), torch.from_numpy(ju).to(dev)
+    pairs = torch.fft.irfft(rf[:, iu_t] * rf[:, ju_t].conj(), n=n_fft)[..., torch.from_numpy(lags).to(dev)]
+    rr = torch.empty(bsz, n_src, n_src, 2 * flen - 1, dtype=ref.dtype, device=dev)
+    rr[:, iu_t, ju_t] = pairs
+    rr[:, ju_t, iu_t] = pairs.flip(-1)
     xc = torch.fft.irfft(rf[:, :, None] * ef[:, None].conj(), n=n_fft)[..., torch.from_numpy(neg).to(dev)]
-    d = xc.permute(0, 1, 3, 2).reshape(bsz, n_src * flen, n_est)
-    return gram.view(bsz, n_src * flen, n_src * flen), d
+    return rr, xc
 
 
-def _pairwise_energies(
-    ref: torch.Tensor, est: torch.Tensor, flen: int, backend: str | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Energies behind bss_eval_sources for every (estimate m, reference j) pair of every clip.
+def _dense_energies(rr: torch.Tensor, xc: torch.Tensor, silent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projection energies from the explicit Gram matrix, as mir_eval's `_project` builds it (the dense path).
 
-    `backend` ("numpy" or "torch") forces how the Gram matrix is built; by default NumPy on CPU, torch on
-    CUDA (tests use it to check the CUDA code path's arithmetic on CPU).
-
-    ref (B, S, L), est (B, M, L), float64, silent references already zeroed. Returns
-      p_one (B, M, S): ||P_j e_m||^2, projection of e_m onto the F delays of reference j (= s_true + e_spat),
-      p_all (B, M):    ||P e_m||^2, projection onto the delays of all references (= s_true + e_spat + e_interf),
-      e_tot (B, M):    ||e_m||^2.
-    mir_eval's decomposition then gives |e_interf|^2 = p_all - p_one and |e_artif|^2 = e_tot - p_all, and
-    |e_interf + e_artif|^2 = e_tot - p_one (Pythagoras: the projections are nested orthogonal ones).
+    rr (B, S, S, 2F-1), xc (B, S, M, F) from `_correlations` (torch), silent (B, S) bool -> p_one (B, M, S),
+    p_all (B, M) (see `_pairwise_energies`). The Gram matrix is source-major (index i*F + a):
+    G[(i, a), (j, c)] = r_ij[c - a], D[(i, a), m] = xc[i, m, a]. One Cholesky factorisation of the full
+    (S*F)^2 matrix per clip serves all estimates; its leading F x F block is the factor of reference 0's
+    own Gram block, so the reference-0 projection comes for free; the other references' blocks are
+    factorised separately. Used on CUDA and for clips the Levinson path rejects.
     """
-    bsz, n_src, _ = ref.shape
-    n_est = est.shape[1]
-    use_numpy = ref.device.type == "cpu" if backend is None else backend == "numpy"
-    gram, d = _gram_and_rhs(ref, est, flen, use_numpy)  # (B, S*F, S*F), (B, S*F, M)
+    bsz, n_src, _, n_lag = rr.shape
+    flen = (n_lag + 1) // 2
+    n_est = xc.shape[2]
+    # Toeplitz block T[a, c] = rr[F-1-a+c]: the row-reversed Hankel window view, then one copy.
+    gram = torch.empty(bsz, n_src, flen, n_src, flen, dtype=rr.dtype, device=rr.device)
+    gram.copy_(rr.unfold(-1, flen, 1).flip(-2).permute(0, 1, 3, 2, 4))
+    d = xc.permute(0, 1, 3, 2).reshape(bsz, n_src * flen, n_est)
     # A silent (zeroed) reference has all-zero rows and columns; an identity diagonal block keeps the
     # matrix positive definite without changing any projection (its D rows are zero, so are its filters).
-    silent = (ref == 0).all(-1)  # (B, S)
     if bool(silent.any()):
-        blocks = gram.view(bsz, n_src, flen, n_src, flen)
-        eye = torch.eye(flen, dtype=ref.dtype, device=ref.device)
+        eye = torch.eye(flen, dtype=rr.dtype, device=rr.device)
         for j in range(n_src):
-            blocks[:, j, :, j, :] += silent[:, j, None, None] * eye
+            gram[:, j, :, j, :] += silent[:, j, None, None] * eye
+    gram = gram.view(bsz, n_src * flen, n_src * flen)
 
-    # One Cholesky of the full Gram matrix per clip serves all estimates; its leading F x F block is the
-    # Cholesky factor of reference 0's own Gram block, so w[:F] gives the reference-0 projection for free.
     chol, info = torch.linalg.cholesky_ex(gram)
     w = torch.linalg.solve_triangular(chol, d, upper=False)  # (B, S*F, M)
     p_all = (w * w).sum(-2)  # (B, M)
@@ -189,14 +191,214 @@ def _pairwise_energies(
     if n_src == 1:
         # One source: the "all references" projection is the single-reference one; reuse it so that
         # e_interf is exactly zero (SIR = inf), as in mir_eval where both come from identical arithmetic.
-        p_one = p_all[:, :, None].clone()
+        return p_all[:, :, None].clone(), p_all
+    blocks = gram.view(bsz, n_src, flen, n_src, flen)
+    diag = torch.stack([blocks[:, j, :, j, :] for j in range(1, n_src)], 1)  # (B, S-1, F, F)
+    d_rest = d[:, flen:].reshape(bsz * (n_src - 1), flen, n_est)
+    p_rest = _quad_energy(diag.reshape(-1, flen, flen), d_rest).view(bsz, n_src - 1, n_est)
+    return torch.cat([p_first[:, None], p_rest], 1).transpose(1, 2), p_all  # (B, M, S), (B, M)
+
+
+def _levinson_block(n_problems: int, n_src: int, flen: int) -> int:
+    """Delays per Levinson step (q) for a batch of problems with S sources: F/q steps on K = q*S square blocks.
+
+    Larger blocks cost more arithmetic (O(q S^3 F^2) in all) but fewer steps, i.e. fewer Python-level NumPy
+    calls (about 20 per step, each looping over the problems). Measured on the 2-core development machine
+    (F = 512): K = 8 is fastest from 4 problems per call on, K = 16 for 1 or 2 problems. q must divide F.
+    """
+    want = max(1, (16 if n_problems <= 2 else 8) // n_src)
+    while flen % want:
+        want -= 1
+    return want
+
+
+def _block_levinson(rr: np.ndarray, xc: np.ndarray, q: int):
+    """Block Levinson-Whittle recursion for the Gram systems G x = d of P independent problems.
+
+    rr (P, S, S, 2F-1), xc (P, S, M, F) as from `_correlations` (any scaling). In delay-major order
+    (index a*S + i) G is block Toeplitz: block (a, c) = R[c-a], R[m]_ij = r_ij[m], R[-m] = R[m]^T.
+    Grouping q consecutive delays gives the same structure with K = q*S square blocks
+    Rq[m]_{(u,i),(v,j)} = r_ij[m q + v - u] and N = F/q block steps.
+
+    For n = 0..N-1 the recursion keeps the forward and backward predictors f_n, b_n ((n+1) blocks of
+    K x K) of the leading (n+1)-block section G_{n+1}: G_{n+1} f_n = [Pf_n; 0; ...], f_n[0] = I and
+    G_{n+1} b_n = [...; 0; Pb_n], b_n[n] = I, with Pf, Pb the forward/backward prediction-error
+    covariances (Schur complements, positive definite iff G is). With Delta_n = sum_c R[n+1-c]^T f_n[c],
+        f_{n+1} = [f_n; 0] - [0; b_n] Pb^-1 Delta,   Pf <- Pf - Delta^T Pb^-1 Delta,
+        b_{n+1} = [0; b_n] - [f_n; 0] Pf^-1 Delta^T, Pb <- Pb - Delta Pf^-1 Delta^T.
+    Since G_{n+1}^-1 = [G_n^-1 0; 0 0] + b_n Pb_n^-1 b_n^T (the block LDL^T factorisation of G^-1), the
+    right-hand sides ride along: e_n = b_n^T d (K x M) is the innovation of d at step n, the energy
+    d^T G^-1 d = sum_n e_n^T Pb_n^-1 e_n and x_{n+1} = [x_n; 0] + b_n Pb_n^-1 e_n.
+
+    Returns x (P, F, S, M) (delay-major solution), energy (P, M, S) (the energy split by the source of
+    the rows it is accumulated on: summing over S gives d^T G^-1 d; for block-diagonal R each part is a
+    separate per-source energy) and ratio (P,): the smallest eigenvalue of the last prediction-error
+    covariances (the smallest ones: they never grow) and, along the way, their smallest diagonal entry,
+    relative to the largest eigenvalue of R[0]; not positive (or NaN) means G is not numerically
+    positive definite.
+    """
+    n_prob, n_src, _, n_lag = rr.shape
+    flen = (n_lag + 1) // 2
+    n_est = xc.shape[2]
+    nb, k = flen // q, q * n_src
+    u = np.arange(q)
+    # R[0] (P, K, K): [(u, i), (v, j)] = r_ij[v - u]
+    r0 = rr[:, :, :, flen - 1 + u[None, :] - u[:, None]]  # (P, S, S, q, q) [i, j, u, v]
+    r0 = r0.transpose(0, 3, 1, 4, 2).reshape(n_prob, k, k)
+    # Qt[p, (u,i), t, (v,j)] = R[N-t]_{(v,j),(u,i)} = r_ji[(N-t) q + u - v] for t = 1..N-1 (t = 0 unused), so
+    # that Delta_n = sum_{c<=n} R[n+1-c]^T f_n[c] is one matrix product with the contiguous window t >= N-1-n.
+    lag = flen - 1 + (nb - np.arange(1, nb))[:, None, None] * q + u[None, :, None] - u[None, None, :]  # [t, u, v]
+    qt = np.zeros((n_prob, k, nb, k))
+    qt[:, :, 1:, :] = rr[:, :, :, lag].transpose(0, 4, 2, 3, 5, 1).reshape(n_prob, k, nb - 1, k)
+    # dT[p, m, c, (u,i)] = d[(c q + u, i), m]: the right-hand sides, laid out so that e_n^T is one product
+    dt = np.ascontiguousarray(xc.reshape(n_prob, n_src, n_est, nb, q).transpose(0, 2, 3, 4, 1)).reshape(n_prob, n_est, nb, k)
+
+    eye = np.eye(k)
+    f = np.zeros((n_prob, nb, k, k))  # f_n[c] at c
+    f[:, 0] = eye
+    bbuf = np.zeros((n_prob, nb, k, k))  # b_n[c] at N-1-n+c: [0; b_n] needs no copy when the order grows
+    bbuf[:, nb - 1] = eye
+    x = np.zeros((n_prob, nb, k, n_est))
+    pfb = np.stack([r0, r0])  # (2, P, K, K): Pf, Pb
+    energy = np.zeros((n_prob, n_est, k))
+    dmin = np.full(n_prob, np.inf)
+    for n in range(nb):
+        bw = bbuf[:, nb - 1 - n :].reshape(n_prob, (n + 1) * k, k)
+        e_t = dt[:, :, : n + 1].reshape(n_prob, n_est, (n + 1) * k) @ bw  # (P, M, K): e_n^T
+        inv = np.linalg.inv(pfb)  # Pf^-1, Pb^-1 (symmetric)
+        g_t = e_t @ inv[1]  # (P, M, K): (Pb^-1 e_n)^T
+        energy += e_t * g_t
+        x[:, : n + 1] += (bw @ g_t.transpose(0, 2, 1)).reshape(n_prob, n + 1, k, n_est)
+        if n == nb - 1:
+            break
+        fw = f[:, : n + 1].reshape(n_prob, (n + 1) * k, k)
+        delta = qt[:, :, nb - 1 - n :].reshape(n_prob, k, (n + 1) * k) @ fw  # (P, K, K)
+        kf = -(inv[1] @ delta)
+        kb = -(inv[0] @ delta.transpose(0, 2, 1))
+        tmp = fw @ kb  # [f_n; 0] Kb, before f changes
+        f[:, 1 : n + 2] += (bw @ kf).reshape(n_prob, n + 1, k, k)
+        bbuf[:, nb - 2 - n : nb - 1] += tmp.reshape(n_prob, n + 1, k, k)
+        pfb[0] += delta.transpose(0, 2, 1) @ kf
+        pfb[1] += delta @ kb
+        dmin = np.minimum(dmin, pfb.diagonal(0, -2, -1).min((0, 2)))
+    scale = np.linalg.eigvalsh(r0)[:, -1]
+    lam = np.linalg.eigvalsh(0.5 * (pfb + pfb.transpose(0, 1, 3, 2)))[..., 0].min(0)
+    ratio = np.minimum(lam, dmin) / scale
+    x = x.reshape(n_prob, flen, n_src, n_est)
+    energy = energy.reshape(n_prob, n_est, q, n_src).sum(2)
+    return x, energy, ratio
+
+
+def _toeplitz_residual(rr: np.ndarray, xc: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """x^T (G x - d) per source row, for the systems of `_block_levinson` (the first-order error of its energies).
+
+    rr (P, S, S, 2F-1), xc (P, S, M, F), x (P, F, S, M) -> (P, M, S). (G x)_i[a] = sum_j sum_k r_ij[k] x_j[a+k]
+    is a convolution of x_j with the lag-reversed r_ij, done by FFT of length >= 3F-2 (exact, no wrap).
+    If x = x_true + dx, then d^T x - x^T (G x - d) = d^T x_true - dx^T G dx: subtracting this term from
+    the Levinson energy removes its first-order error, and its size is the error estimate.
+    """
+    flen = xc.shape[-1]
+    n_fft = _fft_len(3 * flen - 2)
+    xs = x.transpose(0, 2, 3, 1)  # (P, S, M, F)
+    hf = np.fft.rfft(rr[..., ::-1], n=n_fft)  # (P, S, S, nf): H[u] = r[F-1-u]
+    xf = np.fft.rfft(xs, n=n_fft)  # (P, S, M, nf)
+    yf = np.einsum("pijf,pjmf->pimf", hf, xf)
+    resid = np.fft.irfft(yf, n=n_fft)[..., flen - 1 : 2 * flen - 1] - xc  # (P, S, M, F)
+    return np.einsum("psmf,psmf->pms", xs, resid)
+
+
+def _levinson_energies(rr: np.ndarray, xc: np.ndarray, silent: np.ndarray, e_tot: np.ndarray):
+    """Projection energies by block Levinson recursions (the fast path on CPU), with an error check per clip.
+
+    rr (B, S, S, 2F-1), xc (B, S, M, F), silent (B, S) bool, e_tot (B, M) -> p_one (B, M, S), p_all (B, M),
+    ok (B,) bool. One block recursion per clip for the projection onto all references, and one on the
+    block-diagonal R[m] = diag(r_jj[m]) (S independent scalar Toeplitz recursions) for the per-reference
+    projections; both are stacked into one batch of 2B problems so that each NumPy call serves all of them.
+
+    Checks (a clip fails if any fails; its energies are then computed by `_dense_energies` instead):
+      * every prediction-error covariance positive definite, its smallest eigenvalue above
+        _LEVINSON_PD_FLOOR times the largest of R[0] (otherwise G is numerically singular: pure tones);
+      * the first-order error estimate |x^T (G x - d)| (see `_toeplitz_residual`) of every energy below
+        _LEVINSON_TOL times each energy difference the ratios are made of (|e_interf|^2, |e_artif|^2,
+        |e_interf + e_artif|^2), or of _LEVINSON_REL_FLOOR * ||e||^2 for ratios beyond 100 dB, which no
+        float64 computation resolves better.
+    The reported energies include the first-order correction.
+    """
+    bsz, n_src, _, n_lag = rr.shape
+    flen = (n_lag + 1) // 2
+    rr = rr.copy()
+    bi, ji = np.nonzero(silent)
+    rr[bi, ji, ji, flen - 1] = 1.0  # identity block for a silent reference, as in the dense path
+    # Scale every reference to unit energy (R[0] gets a unit diagonal): projections do not change, and the
+    # recursion does not see sources of very different levels.
+    w = 1.0 / np.sqrt(rr[:, np.arange(n_src), np.arange(n_src), flen - 1])  # (B, S)
+    rr = rr * w[:, :, None, None] * w[:, None, :, None]
+    xc = xc * w[:, :, None, None]
+    x, energy, ratio = _block_levinson(rr, xc, _levinson_block(bsz, n_src, flen))
+    corr = _toeplitz_residual(rr, xc, x)  # (B, M, S)
+    p_all = (energy - corr).sum(-1)
+    err_all = np.abs(corr.sum(-1))
+    if n_src == 1:
+        p_one, err_one = p_all[:, :, None].copy(), err_all[:, :, None]
+        err_all = np.zeros_like(err_all)  # the same energy on both sides of |e_interf|^2 = p_all - p_one
     else:
-        blocks = gram.view(bsz, n_src, flen, n_src, flen)
-        diag = torch.stack([blocks[:, j, :, j, :] for j in range(1, n_src)], 1)  # (B, S-1, F, F)
-        d_rest = d[:, flen:].reshape(bsz * (n_src - 1), flen, n_est)
-        p_rest = _quad_energy(diag.reshape(-1, flen, flen), d_rest).view(bsz, n_src - 1, n_est)
-        p_one = torch.cat([p_first[:, None], p_rest], 1).transpose(1, 2)  # (B, M, S)
+        # per-reference problems: B*S scalar Toeplitz systems (S = 1), each with the M right-hand sides
+        idx = np.arange(n_src)
+        r1 = rr[:, idx, idx].reshape(bsz * n_src, 1, 1, n_lag)
+        x1c = xc.reshape(bsz * n_src, 1, -1, flen)
+        x1, energy1, ratio1 = _block_levinson(r1, x1c, _levinson_block(bsz * n_src, 1, flen))
+        corr1 = _toeplitz_residual(r1, x1c, x1)  # (B*S, M, 1)
+        p_one = (energy1 - corr1).reshape(bsz, n_src, -1).transpose(0, 2, 1)  # (B, M, S)
+        err_one = np.abs(corr1).reshape(bsz, n_src, -1).transpose(0, 2, 1)
+        ratio = np.minimum(ratio, ratio1.reshape(bsz, n_src).min(1))
+    e_tot_ = e_tot[:, :, None]
+    p_all_ = p_all[:, :, None]
+    dens = np.minimum(np.minimum(e_tot_ - p_one, p_all_ - p_one), e_tot_ - p_all_)
+    allowed = _LEVINSON_TOL * np.maximum(dens, _LEVINSON_REL_FLOOR * e_tot_)
+    with np.errstate(invalid="ignore"):
+        ok = (ratio > _LEVINSON_PD_FLOOR) & ((err_all[:, :, None] + err_one) <= allowed).all((1, 2))
+    return p_one, p_all, ok
+
+
+def _pairwise_energies(
+    ref: torch.Tensor, est: torch.Tensor, flen: int, backend: str | None = None, method: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Energies behind bss_eval_sources for every (estimate m, reference j) pair of every clip.
+
+    ref (B, S, L), est (B, M, L), float64, silent references already zeroed. Returns
+      p_one (B, M, S): ||P_j e_m||^2, projection of e_m onto the F delays of reference j (= s_true + e_spat),
+      p_all (B, M):    ||P e_m||^2, projection onto the delays of all references (= s_true + e_spat + e_interf),
+      e_tot (B, M):    ||e_m||^2.
+    mir_eval's decomposition then gives |e_interf|^2 = p_all - p_one and |e_artif|^2 = e_tot - p_all, and
+    |e_interf + e_artif|^2 = e_tot - p_one (Pythagoras: the projections are nested orthogonal ones).
+
+    `method`: "levinson" (block Levinson recursions in NumPy, clips failing its checks redone densely),
+    "dense" (Cholesky of the explicit Gram matrix), or None: Levinson on CPU, dense on CUDA.
+    `backend` ("numpy" or "torch") forces how the correlations are computed; by default NumPy on CPU,
+    torch on CUDA (tests use it to check the CUDA code path's arithmetic on CPU).
+    """
+    use_numpy = ref.device.type == "cpu" if backend is None else backend == "numpy"
+    if method is None:
+        method = "levinson" if ref.device.type == "cpu" else "dense"
+    rr, xc = _correlations(ref, est, flen, use_numpy)
+    silent = (ref == 0).all(-1)  # (B, S)
     e_tot = (est * est).sum(-1)
+    if method == "dense":
+        if use_numpy:
+            rr, xc = torch.from_numpy(rr), torch.from_numpy(xc)
+        p_one, p_all = _dense_energies(rr, xc, silent)
+        return p_one, p_all, e_tot
+    if method != "levinson":
+        raise ValueError(f"unknown method {method!r}")
+    rr_np = rr if use_numpy else rr.cpu().numpy()
+    xc_np = xc if use_numpy else xc.cpu().numpy()
+    p_one, p_all, ok = _levinson_energies(rr_np, xc_np, silent.cpu().numpy(), e_tot.cpu().numpy())
+    p_one, p_all = torch.from_numpy(p_one).to(ref.device), torch.from_numpy(p_all).to(ref.device)
+    bad = torch.from_numpy(~ok).to(ref.device)
+    if bool(bad.any()):
+        rr_t, xc_t = torch.from_numpy(rr_np), torch.from_numpy(xc_np)
+        idx = torch.from_numpy(np.flatnonzero(~ok))
+        p_one[bad], p_all[bad] = (v.to(ref.device) for v in _dense_energies(rr_t[idx], xc_t[idx], silent.cpu()[idx]))
     return p_one, p_all, e_tot
 
 

@@ -45,7 +45,7 @@ def test_entry_points_run_as_processes(argv):
 @pytest.mark.parametrize(
     "args,issue",
     [
-        (["train", "--method", "avpc"], "issue 6"),
+        (["train", "--method", "ialcms"], "issue 7"),
         (["info", "--method", "avpc"], "issue 6"),
         (["weights", "list"], "issue 9"),
         (["weights", "verify"], "issue 9"),

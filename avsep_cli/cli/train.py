@@ -18,6 +18,10 @@ from avsep_cli.cli import common
 from avsep_cli.errors import AvsepError
 
 
+# methods still to come: (issue, title)
+PLANNED = {"visual-trunk": (6, "the visual trunk pre-training"), "ialcms": (7, "IAL-CMS"), "detector": (8, "the detector")}
+
+
 def train(
     method: Optional[str] = typer.Option(None, "--method", "-m", help="tiny (more with issues 6-8)."),
     dataset: str = typer.Option("synth", "--dataset", help="synth (our corpus) or music (MUSIC in our layout)."),
@@ -32,10 +36,12 @@ def train(
     val_num: int = typer.Option(32, "--val-num", help="Validation mixtures (0: no validation)."),
     num_workers: int = typer.Option(0, "--num-workers", help="Data-loading worker processes."),
     segment: int = typer.Option(65535, "--segment", help="Samples per training window."),
+    preset: str = typer.Option("paper", "--preset", help="Model preset: paper or cpu (smaller, for CPU training)."),
+    visual_weights: Optional[Path] = typer.Option(None, "--visual-weights", help="ResNet-18 weights for the visual trunk (a torchvision state dict)."),
     device: str = common.DeviceOption,
 ) -> None:
     from avsep_cli.training.config import TrainConfig
-    from avsep_cli.training.run import METHODS
+    from avsep_cli.training.run import METHOD_DEFAULTS, METHODS
     from avsep_cli.training.run import train as run_training
     from avsep_cli.training.trainer import Interrupted
 
@@ -44,7 +50,9 @@ def train(
         if method is None:
             raise AvsepError("--method is required (or --resume RUN)")
         if method not in METHODS:
-            raise common.not_yet(f"training --method {method}", 6, "AVPC, Sound-of-Pixels (then 7: IAL-CMS, 8: detector)")
+            if method not in PLANNED:
+                raise AvsepError(f"unknown --method {method}; available: {', '.join(METHODS)}")
+            raise common.not_yet(f"training --method {method}", *PLANNED[method])
         if dataset not in ("synth", "music"):
             raise AvsepError(f"--dataset {dataset}: expected synth or music")
         if root is None:
@@ -53,7 +61,9 @@ def train(
             raise AvsepError(f"--mix {mix}: expected 2, 3 or 4")
         cfg = TrainConfig(method=method, dataset=dataset, root=str(root), epochs=epochs or 10, batch_size=batch_size,
                           steps_per_epoch=steps_per_epoch, mix=mix, seed=seed, val_num=val_num, num_workers=num_workers,
-                          segment=segment)
+                          segment=segment, preset=preset, **METHOD_DEFAULTS[method])
+        if preset not in ("paper", "cpu"):
+            raise AvsepError(f"--preset {preset}: expected paper or cpu")
         run_dir = run or Path("runs") / method
     else:
         cfg, run_dir = None, resume
@@ -71,6 +81,7 @@ def train(
 
         try:
             run_training(cfg, run_dir, device=dev, resume=resume is not None, on_step=on_step,
+                         visual_weights=str(visual_weights) if visual_weights else None,
                          epochs=epochs if resume is not None else None)
         except Interrupted as e:
             common.stderr.print(f"avsep: {e}")

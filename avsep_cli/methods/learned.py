@@ -14,4 +14,5 @@ def _mask_method(name: str):
     return factory
 
 
-register("tiny", _mask_method("tiny"), learned=True)
+for _name in ("tiny", "avpc", "sop"):
+    register(_name, _mask_method(_name), learned=True)

@@ -21,33 +21,66 @@ from avsep_cli.training.trainer import Trainer, dist_info, init_distributed, see
 
 log = logging.getLogger("avsep")
 
-METHODS = ("tiny",)
+METHODS = ("tiny", "avpc", "sop")
+
+# per-method learning rates and optimiser settings (AVPC: AdamW, sound net 1e-3, frame head 1e-4,
+# weight decay 1e-2; Sound-of-Pixels trained the same way under our protocol)
+METHOD_DEFAULTS = {
+    "tiny": {"lr": {"default": 1e-3}},
+    "avpc": {"lr": {"sound_net": 1e-3, "frame_net": 1e-4, "default": 1e-3}, "optimizer": "adamw", "weight_decay": 1e-2},
+    "sop": {"lr": {"sound_net": 1e-3, "frame_net": 1e-4, "default": 1e-3}, "optimizer": "adamw", "weight_decay": 1e-2},
+}
 
 
-def build_system(cfg: TrainConfig):
+def model_config(method: str, preset: str, overrides: dict) -> dict:
+    """The model config dict of a method at a preset (paper|cpu), with explicit overrides."""
+    if method == "tiny":
+        from avsep_cli.models.tiny import TinyConfig
+
+        return {**asdict(TinyConfig()), **overrides}
+    if method == "avpc":
+        from avsep_cli.models.avpc import AVPCConfig
+
+        return {**asdict(AVPCConfig.preset(preset)), **overrides}
+    if method == "sop":
+        from avsep_cli.models.sop import SoPConfig
+
+        return {**asdict(SoPConfig.preset(preset)), **overrides}
+    raise AvsepError(f"unknown training method {method!r}; available: {', '.join(METHODS)}")
+
+
+def build_system(cfg: TrainConfig, visual_weights: str | None = None):
     """The system (model + loss) and the training dataset of a method."""
+    from avsep_cli import checkpoint
     from avsep_cli.datasets import MixSeparate
+    from avsep_cli.training.systems import MaskSystem
 
-    if cfg.method == "tiny":
-        from avsep_cli.models.tiny import TinyConfig, TinyNet
-        from avsep_cli.training.systems import MaskSystem
+    if cfg.method not in METHODS:
+        raise AvsepError(f"unknown training method {cfg.method!r}; available: {', '.join(METHODS)}")
+    cfg.model = model_config(cfg.method, cfg.preset, cfg.model)
+    checkpoint._load_builtin_models()
+    model = checkpoint.MODELS[cfg.method](**cfg.model)
+    if visual_weights is not None:
+        from avsep_cli.models.resnet import load_trunk_weights
 
-        args = {**asdict(TinyConfig()), **cfg.model}
-        cfg.model = args
-        model = TinyNet(**args)
-        system = MaskSystem(model, "tiny", args)
-        length = max(cfg.batch_size * max(cfg.steps_per_epoch, 1), 64)
-        data = MixSeparate(cfg.root, "train", mix=cfg.mix, length=length, seed=cfg.seed, segment=cfg.segment,
-                           frame_size=args["frame_size"])
-        return system, data
-    raise AvsepError(f"unknown training method {cfg.method!r}; available: {', '.join(METHODS)}")
+        log.info("visual trunk from %s", load_trunk_weights(model.frame_net.trunk, visual_weights))
+    from avsep_cli.training.systems import FIXED_SEGMENT
+
+    if cfg.method in FIXED_SEGMENT and cfg.segment != FIXED_SEGMENT[cfg.method]:
+        raise AvsepError(f"--method {cfg.method} works on {FIXED_SEGMENT[cfg.method]}-sample windows (256 STFT frames); "
+                         f"--segment {cfg.segment} does not fit its 7 down-sampling levels")
+    system = MaskSystem(model, cfg.method, cfg.model)
+    length = max(cfg.batch_size * max(cfg.steps_per_epoch, 1), 64)
+    data = MixSeparate(cfg.root, "train", mix=cfg.mix, length=length, seed=cfg.seed, segment=cfg.segment,
+                       frame_size=cfg.model["frame_size"])
+    return system, data
 
 
 def make_validation(cfg: TrainConfig, system, device: torch.device) -> Callable[[], dict] | None:
     """Validation SDR on the fixed, seeded val mixtures `avsep eval --split val` would score."""
     if cfg.val_num <= 0:
         return None
-    from avsep_cli.training.systems import MaskMethod
+    from avsep_cli.training.systems import FIXED_SEGMENT, MaskMethod
 
     try:
         items = evaluate.build_test_set(cfg.root, mix=cfg.mix, split="val", num=cfg.val_num, seed=cfg.seed,
@@ -57,7 +90,8 @@ def make_validation(cfg: TrainConfig, system, device: torch.device) -> Callable[
         return None
 
     def validate() -> dict:
-        method = MaskMethod(system.model, cfg.method, frame_size=cfg.model.get("frame_size", 224))
+        method = MaskMethod(system.model, cfg.method, frame_size=cfg.model.get("frame_size", 224),
+                            segment=FIXED_SEGMENT.get(cfg.method))
         report, _ = evaluate.evaluate(method, items, window=cfg.segment, batch_size=cfg.batch_size, device=device)
         system.model.train()
         sm = report.summary("mix")
@@ -67,7 +101,7 @@ def make_validation(cfg: TrainConfig, system, device: torch.device) -> Callable[
 
 
 def train(cfg: TrainConfig | None, run_dir: Path, *, device: torch.device, resume: bool = False,
-          epochs: int | None = None, on_step: Callable | None = None) -> list[dict]:
+          epochs: int | None = None, on_step: Callable | None = None, visual_weights: str | None = None) -> list[dict]:
     """Train `cfg.method`; with `resume`, continue the run in `run_dir` from its last checkpoint (its own
     config, optionally with more `epochs`)."""
     run_dir = Path(run_dir)
@@ -83,7 +117,7 @@ def train(cfg: TrainConfig | None, run_dir: Path, *, device: torch.device, resum
     elif (run_dir / "last.pt").exists():
         raise AvsepError(f"run folder {run_dir} already holds a run; use --resume {run_dir} or another --run")
     seed_everything(cfg.seed)
-    system, data = build_system(cfg)
+    system, data = build_system(cfg, visual_weights)
     trainer = Trainer(system, cfg, data, device, run_dir, on_step=on_step)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)

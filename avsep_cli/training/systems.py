@@ -68,26 +68,41 @@ class MaskSystem:
 
 class MaskMethod:
     """A trained mask net as an evaluation/separation method: binary mask at 0.5 on the log grid, warped
-    back to the linear grid and applied with the mixture phase (AVPC's test-time rule)."""
+    back to the linear grid and applied with the mixture phase (AVPC's test-time rule). Nets built for
+    a fixed window (AVPC and Sound-of-Pixels: 65535 samples, 256 frames) see the audio in consecutive
+    windows of that length, the last one zero-padded."""
 
     def __init__(self, model: torch.nn.Module, name: str, frames_per_source: int = 3, frame_gap: float = 3.0,
-                 frame_size: int = 224, binary: bool = True):
+                 frame_size: int = 224, binary: bool = True, segment: int | None = None):
         self.model, self.name = model.eval(), name
         self.frames_per_source, self.frame_gap, self.frame_size, self.binary = frames_per_source, frame_gap, frame_size, binary
+        self.segment = segment
 
     @torch.no_grad()
     def separate(self, batch: MixBatch) -> torch.Tensor:
         dev = next(self.model.parameters()).device
-        mixture = batch.mixture.to(dev).float()
-        logits, _ = mask_logits(self.model, mixture, batch.frames.to(dev))
-        mask = torch.sigmoid(logits)  # (B, N, 256, T)
+        mixture = batch.mixture.to(dev).float()  # (B, L)
+        frames = batch.frames.to(dev)  # (B, N, K, 3, H, W)
+        b, length = mixture.shape
+        seg = self.segment or length
+        n_chunks = -(-length // seg)
+        padded = F.pad(mixture, (0, n_chunks * seg - length)).view(b * n_chunks, seg)
+        frames = frames.repeat_interleave(n_chunks, dim=0)
+        logits, _ = mask_logits(self.model, padded, frames)
+        mask = torch.sigmoid(logits)  # (B*C, N, 256, T)
         lin = dsp.LOG.unwarp(mask)
         if self.binary:
             lin = (lin > 0.5).float()
-        return dsp.masked_waveforms(mixture, lin, "linear")
+        est = dsp.masked_waveforms(padded, lin, "linear")  # (B*C, N, seg)
+        n = est.shape[1]
+        return est.view(b, n_chunks, n, seg).permute(0, 2, 1, 3).reshape(b, n, n_chunks * seg)[..., :length]
+
+
+FIXED_SEGMENT = {"avpc": dsp.SEGMENT, "sop": dsp.SEGMENT}  # nets whose depth needs 256 STFT frames
 
 
 def method_from_checkpoint(path: str, name: str | None = None, device: str | torch.device = "cpu") -> MaskMethod:
     data = checkpoint.load(path, map_location=device)
     model = checkpoint.build_model(data).to(device)
-    return MaskMethod(model, name or data["model_name"])
+    return MaskMethod(model, name or data["model_name"], frame_size=data["model_args"].get("frame_size", 224),
+                      segment=FIXED_SEGMENT.get(data["model_name"]))

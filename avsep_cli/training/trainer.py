@@ -10,11 +10,14 @@ the curves, and DistributedDataParallel when started under torchrun.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import random
+import signal
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -111,6 +114,25 @@ def seed_everything(seed: int) -> None:
 
 
 # --- the trainer --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _interruptible():
+    """SIGINT and SIGTERM raise KeyboardInterrupt while training, whatever the process inherited (a
+    job started in the background by a non-interactive shell ignores SIGINT), so both save a checkpoint."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 class Interrupted(Exception):
@@ -214,56 +236,60 @@ class Trainer:
         return out
 
     def fit(self, validate: Callable[[], dict] | None = None) -> list[dict]:
-        cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
-            while self.epoch < cfg.epochs:
-                if hasattr(self.train_set, "set_epoch"):
-                    self.train_set.set_epoch(self.epoch)
-                batches = epoch_batches(len(self.train_set), cfg.batch_size, cfg.seed, self.epoch, self.steps_per_epoch,
-                                        self.rank, self.world)[self.step_in_epoch :]
-                t_data = t_step = 0.0
-                sums: dict[str, float] = {}
-                tick = time.perf_counter()
-                for batch in _loader(self.train_set, batches, cfg.num_workers):
-                    t0 = time.perf_counter()
-                    t_data += t0 - tick
-                    losses = self.train_step(_move(batch, self.device))
-                    tick = time.perf_counter()
-                    t_step += tick - t0
-                    self.step_in_epoch += 1
-                    self.global_step += 1
-                    for k, v in losses.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    if self.on_step:
-                        self.on_step(self.step_in_epoch, self.steps_per_epoch, losses)
-                n = max(1, len(batches))
-                row = {"type": "epoch", "epoch": self.epoch, "step": self.global_step,
-                       **{f"train_{k}": v / n for k, v in sums.items()},
-                       "lr": self.optimizer.param_groups[0]["lr"],
-                       "data_s": round(t_data, 3), "step_s": round(t_step, 3),
-                       "data_fraction": round(t_data / max(t_data + t_step, 1e-9), 4)}
-                if validate is not None and (self.epoch + 1) % cfg.val_every == 0:
-                    row.update({f"val_{k}": v for k, v in validate().items()})
-                self.scheduler.step()
-                self.epoch += 1
-                self.step_in_epoch = 0
-                improved = "val_sdr" in row and row["val_sdr"] > self.best
-                if improved:
-                    self.best = row["val_sdr"]
-                self.history.append(row)
-                self.save("last.pt")
-                if improved:
-                    self.save("best.pt")
-                self._write_metrics()
-                log.info("epoch %d: %s", row["epoch"], {k: v for k, v in row.items() if k not in ("type",)})
-                if self.on_step:
-                    self.on_step(-1, self.steps_per_epoch, row)
+            with _interruptible():
+                self._epochs(validate)
         except KeyboardInterrupt:
             path = self.save("last.pt")
             self._write_metrics()
             raise Interrupted(path) from None
         return self.history
+
+    def _epochs(self, validate: Callable[[], dict] | None) -> None:
+        cfg = self.cfg
+        while self.epoch < cfg.epochs:
+            if hasattr(self.train_set, "set_epoch"):
+                self.train_set.set_epoch(self.epoch)
+            batches = epoch_batches(len(self.train_set), cfg.batch_size, cfg.seed, self.epoch, self.steps_per_epoch,
+                                    self.rank, self.world)[self.step_in_epoch :]
+            t_data = t_step = 0.0
+            sums: dict[str, float] = {}
+            tick = time.perf_counter()
+            for batch in _loader(self.train_set, batches, cfg.num_workers):
+                t0 = time.perf_counter()
+                t_data += t0 - tick
+                losses = self.train_step(_move(batch, self.device))
+                tick = time.perf_counter()
+                t_step += tick - t0
+                self.step_in_epoch += 1
+                self.global_step += 1
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                if self.on_step:
+                    self.on_step(self.step_in_epoch, self.steps_per_epoch, losses)
+            n = max(1, len(batches))
+            row = {"type": "epoch", "epoch": self.epoch, "step": self.global_step,
+                   **{f"train_{k}": v / n for k, v in sums.items()},
+                   "lr": self.optimizer.param_groups[0]["lr"],
+                   "data_s": round(t_data, 3), "step_s": round(t_step, 3),
+                   "data_fraction": round(t_data / max(t_data + t_step, 1e-9), 4)}
+            if validate is not None and (self.epoch + 1) % cfg.val_every == 0:
+                row.update({f"val_{k}": v for k, v in validate().items()})
+            self.scheduler.step()
+            self.epoch += 1
+            self.step_in_epoch = 0
+            improved = "val_sdr" in row and row["val_sdr"] > self.best
+            if improved:
+                self.best = row["val_sdr"]
+            self.history.append(row)
+            self.save("last.pt")
+            if improved:
+                self.save("best.pt")
+            self._write_metrics()
+            log.info("epoch %d: %s", row["epoch"], {k: v for k, v in row.items() if k not in ("type",)})
+            if self.on_step:
+                self.on_step(-1, self.steps_per_epoch, row)
 
     def _write_metrics(self) -> None:
         if self.rank != 0:

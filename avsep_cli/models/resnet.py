@@ -1,0 +1,88 @@
+"""The visual trunk every method shares: torchvision's ResNet-18 architecture up to its last conv stage.
+
+ImageNet weights cannot be downloaded here, so the trunk is built without weights and filled from a
+local file when the user has one (`load_trunk_weights`), from torchvision's cache if it holds them, or
+from our own corpus pre-training (`avsep train --method visual-trunk`, issue 6). Methods keep it frozen
+(no gradients, output detached), as the papers do.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torchvision
+
+from avsep_cli.errors import AvsepError
+
+
+class ResNet18Trunk(nn.Module):
+    """(B, 3, H, W) ImageNet-normalised -> (B, 512, H/32, W/32); with `dilated`, the last stage keeps
+    stride 16 and dilates its convs instead (Sound-of-Pixels' frame net: 14x14 maps at 224 px)."""
+
+    def __init__(self, dilated: bool = False):
+        super().__init__()
+        net = torchvision.models.resnet18(weights=None)
+        if dilated:
+            _dilate_last_stage(net.layer4)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+
+
+def _dilate_last_stage(stage: nn.Module) -> None:
+    """Stride 1 instead of 2 in the stage (output stride 16); the strided 3x3 conv keeps dilation 1, every
+    other 3x3 conv gets dilation 2 so the receptive field is unchanged. Parameters are untouched, so
+    plain ResNet-18 weights load into it."""
+    for m in stage.modules():
+        if isinstance(m, nn.Conv2d):
+            if m.stride == (2, 2):
+                m.stride = (1, 1)
+            elif m.kernel_size == (3, 3):
+                m.dilation, m.padding = (2, 2), (2, 2)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """No gradients; eval-mode BatchNorm (owners re-apply `.eval()` in their own `train()`)."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
+def _torchvision_cache_file() -> Path | None:
+    hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
+    found = sorted(hub.glob("resnet18-*.pth")) if hub.is_dir() else []
+    return found[0] if found else None
+
+
+def load_trunk_weights(trunk: ResNet18Trunk, path: str | os.PathLike | None = None) -> str:
+    """Fill the trunk from a torchvision-format ResNet-18 state dict (e.g. ImageNet weights), from `path`
+    or torchvision's cache; never downloads. Returns a description of the source."""
+    src = Path(path) if path else _torchvision_cache_file()
+    if src is None:
+        raise AvsepError("no ResNet-18 weights: pass --visual-weights FILE (a torchvision resnet18 state dict) "
+                         "or pre-train the trunk on the corpus with `avsep train --method visual-trunk`")
+    if not src.is_file():
+        raise AvsepError(f"--visual-weights {src}: no such file")
+    try:
+        sd = torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise AvsepError(f"cannot read ResNet-18 weights {src}: {str(e).splitlines()[0]}") from None
+    sd = sd.get("state_dict", sd)
+    mapped = {}
+    for k, v in sd.items():
+        k = k.removeprefix("module.")
+        if k.startswith(("fc.",)):
+            continue
+        for a, b in (("conv1.", "stem.0."), ("bn1.", "stem.1.")):
+            if k.startswith(a):
+                k = b + k[len(a):]
+        mapped[k] = v
+    missing, unexpected = trunk.load_state_dict(mapped, strict=False)
+    if missing or unexpected:
+        raise AvsepError(f"{src} is not a ResNet-18 state dict ({len(missing)} missing, {len(unexpected)} unexpected keys)")
+    return str(src)

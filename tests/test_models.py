@@ -1,0 +1,126 @@
+"""Models: shapes through every module on tiny configurations, the paper's parameter counts, a generic
+save-and-reload round trip, test-time cycles, and `avsep info`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from avsep_cli import checkpoint
+from avsep_cli.cli import main
+from avsep_cli.models.avpc import AVPC, AVPCConfig, PCNet, parameter_counts
+from avsep_cli.models.sop import SoPConfig, SoundOfPixels, UNet7
+from avsep_cli.models.tiny import TinyNet
+
+T = 64  # STFT frames in these tests (the papers use 256)
+
+
+def frames(b: int, k: int = 3, size: int = 224) -> torch.Tensor:
+    return torch.randint(0, 256, (b, k, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+def test_avpc_parameter_counts_match_the_paper():
+    counts = parameter_counts(AVPCConfig.preset("paper"))
+    assert counts["sound net (PCNet)"] == 4_692_866
+    assert counts["total"] == 16_164_338
+    assert counts["frame net (trunk)"] == 11_176_512 and counts["frame net (head)"] == 294_960
+    cpu = parameter_counts(AVPCConfig.preset("cpu"))
+    assert cpu["sound net (PCNet)"] < counts["sound net (PCNet)"] / 10
+
+
+@pytest.mark.parametrize("ngf,cycles", [(4, 0), (4, 1), (8, 2)])
+def test_pcnet_shapes(ngf, cycles):
+    net = PCNet(ngf=ngf, cycles=cycles)
+    out = net(torch.randn(2, 1, 256, T * 4), torch.randn(2, 16, 2, T * 4 // 128))
+    assert out.shape == (2, 1, 256, T * 4)
+
+
+def test_avpc_frame_net_gives_a_2x2_map_and_keeps_the_trunk_frozen():
+    m = AVPC(ngf=4, cycles=1)
+    v = m.frame_net(frames(2))
+    assert v.shape == (2, 16, 2, 2)
+    m.train()
+    assert not m.frame_net.trunk.training and all(not p.requires_grad for p in m.frame_net.trunk.parameters())
+    out = m(torch.randn(2, 1, 256, 256), frames(2))
+    out.mean().backward()
+    assert m.frame_net.head[0].weight.grad is not None
+    assert all(p.grad is None for p in m.frame_net.trunk.parameters())
+
+
+def test_more_test_cycles_than_training_reuse_the_last_norms():
+    torch.manual_seed(0)
+    m = AVPC(ngf=4, cycles=2).eval()
+    x, f = torch.randn(1, 1, 256, 256), frames(1)
+    base = m(x, f)
+    m.test_cycles = 5
+    more = m(x, f)
+    m.test_cycles = 0
+    none = m(x, f)
+    assert more.shape == base.shape == none.shape
+    assert not torch.allclose(more, base) and not torch.allclose(none, base)
+    m.test_cycles = 2
+    assert torch.equal(m(x, f), base)
+
+
+def test_sop_shapes_and_dilated_trunk():
+    m = SoundOfPixels(ngf=4, k=8)
+    feats = m.frame_net.features(frames(2))
+    assert feats.shape == (2, 3, 512, 14, 14)  # dilated last stage: output stride 16
+    assert m.frame_net.from_features(feats).shape == (2, 8)
+    assert UNet7(ngf=4, k=8)(torch.randn(2, 1, 256, 256)).shape == (2, 8, 256, 256)
+    assert m(torch.randn(2, 1, 256, 256), frames(2)).shape == (2, 1, 256, 256)
+
+
+@pytest.mark.parametrize("name,args", [("tiny", {"channels": 8}), ("avpc", {"ngf": 4, "cycles": 1}),
+                                       ("sop", {"ngf": 4, "k": 8})])
+def test_save_and_reload_gives_identical_outputs(tmp_path, name, args):
+    torch.manual_seed(1)
+    model = checkpoint.MODELS[name](**args) if checkpoint.MODELS else None
+    if model is None:
+        checkpoint._load_builtin_models()
+        model = checkpoint.MODELS[name](**args)
+    model.train()
+    x, f = torch.randn(2, 1, 256, 256), frames(2)
+    model(x, f)  # move BatchNorm statistics off their defaults
+    model.eval()
+    path = checkpoint.save(tmp_path / f"{name}.pt", checkpoint.model_state(name, args, model))
+    data = torch.load(path, weights_only=True)
+    again = checkpoint.build_model(data).eval()
+    assert torch.equal(again(x, f), model(x, f))
+
+
+def test_info_cli(capsys):
+    assert main(["info", "--method", "avpc", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["parameters"]["sound net (PCNet)"] == 4_692_866
+    assert main(["info", "--method", "sop", "--preset", "cpu"]) == 0
+    assert "U-Net" in capsys.readouterr().out
+    assert main(["info", "--method", "nope"]) == 2
+
+
+@pytest.mark.parametrize("method", ["avpc", "sop"])
+def test_train_end_to_end_and_eval_loads_the_checkpoint(tiny_corpus, tmp_path, method):
+    run = tmp_path / method
+    assert main(["train", "--method", method, "--preset", "cpu", "--root", str(tiny_corpus), "--run", str(run),
+                 "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2",
+                 "--val-num", "0"]) == 0
+    ck = checkpoint.load(run / "last.pt")
+    assert ck["model_name"] == method and ck["config"]["lr"]["frame_net"] == 1e-4
+    out = tmp_path / "e.json"
+    assert main(["eval", "--method", method, "--weights", str(run / "last.pt"), "--data", str(tiny_corpus),
+                 "--num", "2", "--window", "10s", "--json", str(out)]) == 0  # 10 s: two 65535-sample windows
+    data = json.loads(out.read_text())
+    n_duets = sum(1 for k in data["setup"]["items"] if k.startswith("duet-"))
+    assert len(data["methods"][method]["sources"]) == 4 + 2 * n_duets
+
+
+def test_fixed_window_methods_refuse_other_segments(tiny_corpus, tmp_path, capsys):
+    assert main(["train", "--method", "avpc", "--root", str(tiny_corpus), "--run", str(tmp_path / "r"),
+                 "--segment", "16383"]) == 2
+    assert "65535-sample windows" in capsys.readouterr().err
+
+
+def test_tiny_model_shapes():
+    assert TinyNet(channels=8)(torch.randn(3, 1, 256, T), frames(3, size=64)).shape == (3, 1, 256, T)
