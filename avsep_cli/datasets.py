@@ -193,9 +193,9 @@ class _Base(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         # An item is many small tensor ops on a few frames, where intra-op threads only add
-        # synchronisation: on the shared 2-core machine an item took 44 ms with torch's 2 threads and
-        # 3 ms with 1, a third of a tiny-model step. So items are built on one thread; the step keeps
-        # the rest. (DataLoader workers run on one thread already.)
+        # synchronisation: on the shared 2-core machine a cached item took 44 ms with torch's 2 threads
+        # and 3 ms with 1. So items are built on one thread; the step keeps the rest. (DataLoader
+        # workers run on one thread already.)
         with _one_thread():
             return self._item(index)
 
@@ -340,3 +340,45 @@ class RCoPPairs(_Base):
             outs.append(src + window(w, self._start(rng, len(w)), self.segment) * self._gain(rng))
         return {"frames": self._frames(v, start, rng), "mix1": torch.from_numpy(outs[0]),
                 "mix2": torch.from_numpy(outs[1]), "source": torch.from_numpy(src)}
+
+
+class FrameClassification(_Base):
+    """Pictures of single instruments with their class, for pre-training the visual trunk.
+
+    Classes are drawn uniformly, then a player of that class (a solo clip, or one player of a duet) and a
+    time. Solo players are shown as the whole frame (random scale/crop) half the time, as AVPC and
+    Sound-of-Pixels see them; otherwise, and always for duet players, as the square crop around the
+    player's box (with random padding in training), as IAL-CMS and the pipeline see them.
+    Item: image (3, S, S) uint8, label () long.
+    """
+
+    def __init__(self, root, split: str = "train", *, length: int = 1000, seed: int = 0, frame_size: int = 224,
+                 train: bool = True):
+        super().__init__(root, split, length=length, seed=seed, segment=dsp.SEGMENT, n_frames=1, frame_gap=0,
+                         frame_size=frame_size, train=train, gain_db=0.0)
+        self.players: dict[str, list[tuple[Clip, int]]] = {}
+        for c in sorted(self.corpus.clips(split=split), key=lambda c: (c.kind, c.classes, c.id)):
+            for j, cls in enumerate(c.classes):
+                self.players.setdefault(cls, []).append((c, j))
+        if len(self.players) < 2:
+            raise AvsepError(f"visual pre-training needs clips of at least 2 classes in split {split!r}")
+        self.pool = sorted(self.players)
+
+    def _item(self, index: int) -> dict:
+        rng = self._rng(index)
+        cls = self.pool[int(rng.integers(len(self.pool)))]
+        clip, j = self.players[cls][int(rng.integers(len(self.players[cls])))]
+        duration = float(self.reader.meta(clip).get("duration", 0.0)) or len(self.reader.audio(clip)) / dsp.SAMPLE_RATE
+        t = float(rng.uniform(0.0, max(0.0, duration - 0.2)))
+        frame = self.reader.frames(clip, [t])[0]  # (H, W, 3)
+        if clip.kind == "solo" and rng.random() < 0.5:
+            img = augment_frames(torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None], rng,
+                                 self.frame_size, self.train)[0]
+        else:
+            box = dict(self.reader.boxes(clip, [t]))[clip.classes[j]][0]
+            pad = 0.05 + 0.4 * rng.random() if self.train else 0.1
+            crop = square_crop(frame, box, self.frame_size, pad=pad)
+            img = torch.from_numpy(crop).permute(2, 0, 1)
+            if self.train and rng.random() < 0.5:
+                img = img.flip(-1)
+        return {"image": img.contiguous(), "label": torch.tensor(self.class_index[cls])}

@@ -40,6 +40,7 @@ class TestItem:
     clips: tuple[Clip, ...]
     starts: tuple[float, ...]  # seconds, one per clip (duets: one)
     classes: tuple[str, ...]
+    root: str = ""  # the corpus root (where its decode cache lives)
 
 
 def parse_window(text: str) -> int:
@@ -79,11 +80,11 @@ def build_test_set(root: str | Path, *, mix: int, split: str = "test", num: int 
         chosen = sorted(rng.choice(len(classes), size=mix, replace=False).tolist())
         clips = tuple(by_class[classes[k]][rng.integers(len(by_class[classes[k]]))] for k in chosen)
         starts = tuple(float(rng.random()) for _ in clips)  # a fraction of the free room, resolved on load
-        items.append(TestItem(f"mix{mix}-{i:04d}", "mix", clips, starts, tuple(c.classes[0] for c in clips)))
+        items.append(TestItem(f"mix{mix}-{i:04d}", "mix", clips, starts, tuple(c.classes[0] for c in clips), str(root)))
     if duets:
         for c in sorted(corpus.clips(split=split, kind="duet"), key=lambda c: c.id):
             if len(c.stems) >= 2:
-                items.append(TestItem(f"duet-{c.id}", "duet", (c,), (0.0,), tuple(c.classes)))
+                items.append(TestItem(f"duet-{c.id}", "duet", (c,), (0.0,), tuple(c.classes), str(root)))
     return items
 
 
@@ -102,17 +103,21 @@ def _load_window(path: Path, start_frac: float, window: int, reader: Callable) -
 def load_item(item: TestItem, window: int) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """-> mixture (L,), references (S, L), window start (s) per clip. Solo clips supply their own audio
     track as the source (as in MUSIC, where a solo video's sound is the source); duets supply their
-    mixture track and their ground-truth stems."""
+    mixture track and their ground-truth stems. Audio comes from the decode cache when there is one."""
+    from avsep_cli.datasets import ClipReader
+
+    reader = ClipReader(Path(item.root))
+    track = {c.video: c for c in item.clips}
     if item.kind == "mix":
         refs, starts = [], []
         for clip, frac in zip(item.clips, item.starts):
-            audio, s = _load_window(clip.video, frac, window, lambda p: media.load_audio(p))
+            audio, s = _load_window(clip.video, frac, window, lambda p: reader.audio(track[p]))
             refs.append(audio)
             starts.append(s)
         refs_a = np.stack(refs)
         return refs_a.sum(0), refs_a, starts
     clip = item.clips[0]
-    mix, _ = _load_window(clip.video, 0.0, window, lambda p: media.load_audio(p))
+    mix, _ = _load_window(clip.video, 0.0, window, lambda p: reader.audio(track[p]))
     refs = np.stack([_load_window(clip.stems[c], 0.0, window, media.read_audio_file)[0] for c in item.classes])
     return mix, refs, [0.0]
 
@@ -235,13 +240,13 @@ def _frames_for(method: Method, rows: list, window: int) -> torch.Tensor:
     centre = window / dsp.SAMPLE_RATE / 2
     out = []
     for it, _mix, _refs, starts in rows:
-        reader = ClipReader(it.clips[0].video.parent)
+        reader = ClipReader(Path(it.root))
         per_source = []
         for s in range(len(it.classes)):
             clip = it.clips[s] if it.kind == "mix" else it.clips[0]
             t0 = starts[s] if it.kind == "mix" else 0.0
             times = [max(0.0, t0 + centre + (j - (k - 1) / 2) * gap) for j in range(k)]
-            frames = media.frames_at(clip.video, times)  # (K, H, W, 3)
+            frames = reader.frames(clip, times)  # (K, H, W, 3), from the decode cache when there is one
             if it.kind == "duet":
                 boxes = dict(reader.boxes(clip, times))[it.classes[s]]
                 frames = np.stack([square_crop(f, b, size) for f, b in zip(frames, boxes)])

@@ -107,7 +107,8 @@ def read_music_json(path: str | os.PathLike) -> list[Entry]:
         raise AvsepError(f"--json {path}: not readable JSON ({str(e).splitlines()[0]})") from None
     videos = data.get("videos") if isinstance(data, dict) else None
     if not isinstance(videos, dict) or not videos:
-        raise AvsepError(f'--json {path}: not a MUSIC list (expected {{"videos": {{"<class>": ["<youtube id>", ...]}}}})')
+        raise AvsepError(f'--json {path}: not a MUSIC list '
+                         f'(expected {{"videos": {{"<class>": ["<youtube id>", ...]}}}})')
     out: list[Entry] = []
     for key, ids in videos.items():
         if not isinstance(ids, list) or not all(isinstance(i, str) and i.strip() for i in ids):
@@ -172,8 +173,8 @@ def _write_split(path: Path, rows: list[tuple[Entry, Path]], root: Path) -> None
 def organise(json_files: list[str | os.PathLike], videos: str | os.PathLike, root: str | os.PathLike, *,
              copy: bool = False, force: bool = False) -> OrganiseResult:
     """Place the downloaded videos listed in `json_files` into the layout under `root` and write its
-    splits. Missing videos are counted per key and listed in `ROOT/missing.txt` (one id per line, ready
-    for `yt-dlp -a`); they never make this fail. Without `force`, a root that already holds a layout
+    splits. Missing videos are counted per key and listed in `ROOT/missing.txt` (one id per line);
+    they never make this fail. Without `force`, a root that already holds a layout
     (solo/, duet/ or splits/) is refused; a synthetic corpus (corpus.json) is always refused."""
     if not json_files:
         raise AvsepError("give at least one --json MUSIC list")

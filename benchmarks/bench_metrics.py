@@ -2,7 +2,11 @@
 65535 samples (6 s at 11025 Hz, the evaluation clip length): mir_eval per clip, our NumPy drop-in per
 clip, and our batched torch API over a batch of clips. Timings are interleaved (mir_eval, then ours,
 clip by clip) so that load from other processes hits both alike; the table reports medians. It also
-checks that every benchmarked clip agrees with mir_eval to 0.01 dB.
+checks that every benchmarked clip agrees with mir_eval to 0.01 dB, and reports how many clips of the
+batch the Levinson path's checks accepted (the others are recomputed by the dense path).
+
+`--threads N` limits torch and the BLAS behind NumPy (mir_eval's solver included) to N threads; it sets
+OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS before NumPy is loaded.
 
 Run:  python benchmarks/bench_metrics.py [--clips 5] [--batch 16] [--repeats 3] [--sources 2] [--threads N]
 """
@@ -17,8 +21,26 @@ import sys
 import time
 import warnings
 
-import numpy as np
-import torch
+
+def _early_threads() -> None:
+    """Apply --threads to the BLAS libraries, which read their thread count once, when NumPy loads."""
+    args = sys.argv[1:]
+    for i, arg in enumerate(args):
+        if arg.startswith("--threads="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--threads" and i + 1 < len(args):
+            value = args[i + 1]
+        else:
+            continue
+        if int(value) > 0:
+            for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ[var] = value
+
+
+_early_threads()
+
+import numpy as np  # noqa: E402  (after the thread settings)
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from avsep_cli import metrics  # noqa: E402
@@ -57,8 +79,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed calls of the batched API")
     ap.add_argument("--sources", type=int, default=2)
     ap.add_argument("--samples", type=int, default=65535)
-    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave torch's default)")
+    ap.add_argument("--threads", type=int, default=0, help="threads for torch and BLAS (0: the libraries' defaults)")
     args = ap.parse_args()
+    load_start = os.getloadavg()[0]
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 
@@ -92,6 +115,10 @@ def main() -> None:
         wall, cpu, _ = timed(lambda: metrics.bss_eval(ref_b, est_b, compute_permutation=True))
         t_batch.append((wall / args.batch, cpu / args.batch))
 
+    load_end = os.getloadavg()[0]
+    rr, xc = metrics._correlations(ref_b, est_b, metrics.FILTER_LEN, use_numpy=True)
+    accepted = metrics._levinson_energies(rr, xc, np.zeros(ref_b.shape[:2], bool), metrics._sum_sq(est_b).numpy())[2]
+
     def med(ts, k):
         return statistics.median(t[k] for t in ts) * 1e3
 
@@ -103,11 +130,13 @@ def main() -> None:
     ]
     cmd = "python " + " ".join([os.path.relpath(__file__)] + sys.argv[1:])
     print(f"`{cmd}`\n")
+    blas = os.environ.get("OPENBLAS_NUM_THREADS", "default")
     print(
         f"{n_src} sources x {n} samples, compute_permutation=True; {os.cpu_count()} CPU cores "
         f"({platform.processor() or platform.machine()}), torch {torch.__version__} with "
-        f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}; median of "
-        f"{args.clips} clips (per-clip rows) / {args.repeats} calls (batched row).\n"
+        f"{torch.get_num_threads()} threads, BLAS threads {blas}, load average {load_start:.2f} at the "
+        f"start, {load_end:.2f} at the end; median of {args.clips} clips (per-clip rows) / {args.repeats} calls "
+        f"(batched row).\n"
     )
     print("| implementation | wall ms per clip | speed-up | CPU ms per clip (all threads) | CPU speed-up |")
     print("|---|---:|---:|---:|---:|")
@@ -115,6 +144,7 @@ def main() -> None:
         wall, cpu = med(ts, 0), med(ts, 1)
         print(f"| {name} | {wall:.1f} | {mir_ms / wall:.1f}x | {cpu:.1f} | {mir_cpu / cpu:.1f}x |")
     print(f"\nLargest |difference| from mir_eval over the timed clips (SDR/SIR/SAR): {worst:.2e} dB")
+    print(f"Levinson path accepted {int(accepted.sum())}/{len(accepted)} clips of the batch (the rest: dense path)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """Tests for avsep_cli.metrics: agreement with mir_eval.separation.bss_eval_sources (the reference
 implementation the field reports) to within 0.01 dB, the batched torch API against the NumPy drop-in,
-silent-source handling, SI-SDR, SDR improvement and the summary helper.
+silent-source handling, SI-SDR, SDR improvement and the summary helper. The block Levinson path (the
+default on CPU) is also pinned on its own, without its dense fallback, against the dense path and
+mir_eval: random, music-like and near-singular inputs, 1 to 3 sources, 1 s to 10 s, several block sizes
+and filter lengths, and the per-clip fallback where its check rejects a clip.
 
 mir_eval is slow (about 0.5 s per 2-source 6-s clip, several seconds for 3 sources), so each reference
 result is computed once per module and the cases are chosen to cover random and music-like signals,
@@ -279,15 +282,191 @@ def test_batched_equals_compat_per_clip():
 
 
 def test_torch_and_numpy_gram_paths_agree():
-    """The Gram matrix is built with NumPy FFTs on CPU and torch FFTs on CUDA; both give the same energies
-    (checked here on CPU, so the CUDA path's arithmetic is covered without a GPU)."""
+    """On CPU the correlations are computed with NumPy FFTs and the energies by the Levinson recursions; on
+    CUDA with torch FFTs and the dense Cholesky. Every combination gives the same energies (checked here on
+    CPU, so the CUDA path's arithmetic is covered without a GPU)."""
     refs = music_sources(50, 3, SR)
     est = torch.from_numpy(masked_estimates(refs, "ratio"))[None]
     ref = torch.from_numpy(refs)[None]
-    a = metrics._pairwise_energies(ref, est, 512, backend="numpy")
-    b = metrics._pairwise_energies(ref, est, 512, backend="torch")
-    for x, y in zip(a, b):
-        torch.testing.assert_close(x, y, rtol=1e-9, atol=0)
+    a = metrics._pairwise_energies(ref, est, 512, backend="numpy")  # the CPU default: Levinson
+    for backend, method in (("torch", "dense"), ("numpy", "dense"), ("torch", "levinson")):
+        b = metrics._pairwise_energies(ref, est, 512, backend=backend, method=method)
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x, y, rtol=1e-9, atol=0, msg=f"{backend}/{method}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The Levinson path (the default on CPU) against the dense path and mir_eval
+# ---------------------------------------------------------------------------------------------------
+
+
+def near_singular_case(seed: int, n_src: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Steady tones with white noise 60 dB down: each reference's 512 delays nearly span only two dimensions
+    (the Gram matrix's eigenvalues spread over ~6 orders of magnitude), yet the projections are well posed.
+    Estimates: leaky mixing plus noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / SR
+    refs = np.stack([np.sin(2 * np.pi * (440 + 220 * j) * t + j) for j in range(n_src)])
+    refs += 1e-3 * rng.standard_normal((n_src, n))
+    mix = np.eye(n_src) + 0.25 * rng.random((n_src, n_src))
+    return refs, mix @ refs + 0.01 * rng.standard_normal((n_src, n))
+
+
+def levinson_case(kind: str, seed: int, n_src: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    if kind == "random":
+        return random_case(seed, n_src, n)
+    if kind == "music":
+        # with one source a ratio mask returns the reference itself; mask a mixture with an interferer instead
+        refs = music_sources(seed, max(n_src, 2), n)
+        return refs[:n_src], masked_estimates(refs, "ratio")[:n_src]
+    return near_singular_case(seed, n_src, n)
+
+
+def levinson_and_dense(refs: np.ndarray, est: np.ndarray, flen: int = 512):
+    """(p_one, p_all, ok) of the Levinson recursions alone, (p_one, p_all) of the dense path, e_tot; NumPy."""
+    ref_t, est_t = torch.from_numpy(refs)[None], torch.from_numpy(est)[None]
+    rr, xc = metrics._correlations(ref_t, est_t, flen, use_numpy=True)
+    silent = np.zeros((1, refs.shape[0]), dtype=bool)
+    e_tot = (est * est).sum(-1)[None]
+    lev = metrics._levinson_energies(rr, xc, silent, e_tot)
+    dense = metrics._dense_energies(torch.from_numpy(rr), torch.from_numpy(xc), torch.from_numpy(silent))
+    return lev, tuple(v.numpy() for v in dense), e_tot
+
+
+def ratios_db(p_one, p_all, e_tot) -> np.ndarray:
+    """(3, M, S): SDR, SIR, SAR in dB for every (estimate, reference) pair of the first clip."""
+    vals = metrics._ratios(*(torch.as_tensor(v) for v in (p_one, p_all, e_tot)), cap=False)
+    return np.stack([v[0].numpy() for v in vals])
+
+
+LEVINSON_KINDS = ["random", "music", "near-singular"]
+
+
+@pytest.mark.parametrize("kind", LEVINSON_KINDS)
+@pytest.mark.parametrize("n_src", [1, 2, 3])
+def test_levinson_matches_dense(kind, n_src):
+    """The recursions accept the clip (no fallback) and give the dense path's energies to ~1e-11 of the
+    estimate energy, i.e. the same SDR/SIR/SAR to 1e-6 dB. Lengths 1 s, 6 s (65535 samples) and 10 s rotate
+    over the (kind, S) combinations, so that every kind and every S is tried at every length."""
+    n = (SR, 65535, 10 * SR)[(LEVINSON_KINDS.index(kind) + n_src) % 3]
+    refs, est = levinson_case(kind, 70 + n_src, n_src, n)
+    (p_one, p_all, ok), (d_one, d_all), e_tot = levinson_and_dense(refs, est)
+    assert ok.tolist() == [True]
+    atol = 1e-11 * e_tot.max()
+    np.testing.assert_allclose(p_all, d_all, rtol=0, atol=atol)
+    np.testing.assert_allclose(p_one, d_one, rtol=0, atol=atol)
+    lev_db, dense_db = ratios_db(p_one, p_all, e_tot), ratios_db(d_one, d_all, e_tot)
+    if n_src == 1:  # SIR is +inf in both (no interference)
+        assert np.all(np.isposinf(lev_db[1])) and np.all(np.isposinf(dense_db[1]))
+        lev_db, dense_db = lev_db[[0, 2]], dense_db[[0, 2]]
+    assert np.all(np.isfinite(lev_db))
+    np.testing.assert_allclose(lev_db, dense_db, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_levinson_path_matches_mir_eval(name):
+    """The recursions alone reproduce mir_eval on every agreement case; on steady pure tones (a numerically
+    singular Gram matrix) their check rejects the clip instead, which the dense path then handles
+    (test_matches_mir_eval covers that result)."""
+    refs, est, perm = make_case(name)
+    (p_one, p_all, ok), _, e_tot = levinson_and_dense(refs, est)
+    if CASES[name][0] == "sines":
+        assert ok.tolist() == [False]
+        return
+    assert ok.tolist() == [True]
+    sdr, sir, sar = ratios_db(p_one, p_all, e_tot)  # (M, S) each
+    popt = np.asarray(metrics._best_perm(torch.from_numpy(sir))) if perm else np.arange(refs.shape[0])
+    theirs = mir_eval_result(name)
+    idx = (popt, np.arange(refs.shape[0]))
+    for label, a, b in zip(("sdr", "sir", "sar"), (sdr[idx], sir[idx], sar[idx]), theirs[:3]):
+        np.testing.assert_allclose(a, b, rtol=0, atol=TOL_DB, err_msg=label)
+    np.testing.assert_array_equal(popt, theirs[3])
+
+
+def test_levinson_rejected_clip_falls_back_to_dense():
+    """In a batch, only the clip whose Gram matrix is numerically singular (pure tones) is rejected; its
+    energies then come from the dense path, the other clips keep the Levinson values."""
+    clips = [hard_case("sines", 8, 2, SR), random_case(80, 2, SR), near_singular_case(81, 2, SR)]
+    ref = torch.from_numpy(np.stack([c[0] for c in clips]))
+    est = torch.from_numpy(np.stack([c[1] for c in clips]))
+    rr, xc = metrics._correlations(ref, est, 512, use_numpy=True)
+    e_tot = (est * est).sum(-1).numpy()
+    p_one, p_all, ok = metrics._levinson_energies(rr, xc, np.zeros((3, 2), dtype=bool), e_tot)
+    assert ok.tolist() == [False, True, True]
+    got = metrics._pairwise_energies(ref, est, 512)  # default on CPU: Levinson, with the fallback
+    dense = metrics._pairwise_energies(ref, est, 512, method="dense")
+    np.testing.assert_allclose(got[0][0].numpy(), dense[0][0].numpy(), rtol=1e-12)
+    np.testing.assert_allclose(got[1][0].numpy(), dense[1][0].numpy(), rtol=1e-12)
+    np.testing.assert_array_equal(got[0][1:].numpy(), p_one[1:])
+    np.testing.assert_array_equal(got[1][1:].numpy(), p_all[1:])
+    np.testing.assert_allclose(got[1][1:].numpy(), dense[1][1:].numpy(), rtol=0, atol=1e-11 * e_tot.max())
+
+
+def test_levinson_singular_and_nan_clips_fall_back_quietly():
+    """An exactly singular Gram matrix (two identical references) and a NaN sample make the recursions break
+    down; that must neither raise nor warn, the clip is rejected and the dense path's values are returned
+    (NaN where the dense path gives NaN), and the other clips are unaffected."""
+    rng = np.random.default_rng(85)
+    ref = rng.standard_normal((3, 2, 3000))
+    est = ref + 0.1 * rng.standard_normal((3, 2, 3000))
+    ref[1, 1] = ref[1, 0]
+    ref[2, 0, 100] = np.nan
+    ref_t, est_t = torch.from_numpy(ref), torch.from_numpy(est)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rr, xc = metrics._correlations(ref_t, est_t, 512, use_numpy=True)
+        ok = metrics._levinson_energies(rr, xc, np.zeros((3, 2), dtype=bool), (est * est).sum(-1))[2]
+        got = metrics._pairwise_energies(ref_t, est_t, 512)
+    dense = metrics._pairwise_energies(ref_t, est_t, 512, method="dense")
+    assert ok.tolist() == [True, False, False]
+    for a, b in zip(got[:2], dense[:2]):
+        np.testing.assert_allclose(a[1:].numpy(), b[1:].numpy(), rtol=1e-12)  # NaN == NaN here
+        np.testing.assert_allclose(a[0].numpy(), b[0].numpy(), rtol=1e-9)
+    assert np.isnan(got[1][2].numpy()).all() and np.isfinite(got[1][:2].numpy()).all()
+
+
+def test_levinson_silent_reference():
+    """A silent (zeroed) reference gets an identity block, as in the dense path: the recursions accept the
+    clip and the energies match the dense path's."""
+    refs, est = random_case(84, 3, SR)
+    refs[1] = 0.0
+    silent = np.array([[False, True, False]])
+    rr, xc = metrics._correlations(torch.from_numpy(refs)[None], torch.from_numpy(est)[None], 512, use_numpy=True)
+    e_tot = (est * est).sum(-1)[None]
+    p_one, p_all, ok = metrics._levinson_energies(rr, xc, silent, e_tot)
+    d_one, d_all = metrics._dense_energies(torch.from_numpy(rr), torch.from_numpy(xc), torch.from_numpy(silent))
+    assert ok.tolist() == [True]
+    np.testing.assert_allclose(p_all, d_all.numpy(), rtol=0, atol=1e-11 * e_tot.max())
+    np.testing.assert_allclose(p_one, d_one.numpy(), rtol=0, atol=1e-11 * e_tot.max())
+    assert np.all(p_one[0, :, 1] == 0)  # nothing projects onto a silent reference
+
+
+def test_levinson_block_size_does_not_matter():
+    """Grouping q delays per recursion step (blocks of q*S) changes the arithmetic, not the result."""
+    refs = music_sources(82, 3, SR)
+    est = masked_estimates(refs, "binary")
+    rr, xc = metrics._correlations(torch.from_numpy(refs)[None], torch.from_numpy(est)[None], 512, use_numpy=True)
+    _, (_, d_all), e_tot = levinson_and_dense(refs, est)
+    w = 1.0 / np.sqrt(rr[:, [0, 1, 2], [0, 1, 2], 511])  # the scaling `_levinson_energies` applies
+    rr = rr * w[:, :, None, None] * w[:, None, :, None]
+    xc = xc * w[:, :, None, None]
+    for q in (1, 2, 4, 8, 16):
+        [(x, energy, ratio)] = metrics._block_levinson((rr, xc, q))
+        assert x.shape == (1, 512, 3, 3) and ratio[0] > 0
+        p_all = (energy - metrics._toeplitz_residual(rr, xc, x)).sum(-1)
+        np.testing.assert_allclose(p_all, d_all, rtol=0, atol=1e-11 * e_tot.max(), err_msg=f"q={q}")
+
+
+@pytest.mark.parametrize("flen", [1, 7, 100, 511])
+def test_levinson_other_filter_lengths(flen):
+    """Filter lengths that are odd or prime (the block size falls back to a divisor of F, down to 1)."""
+    q = metrics._levinson_block(1, 2, flen)
+    assert flen % q == 0 and 1 <= q <= 8
+    refs, est = random_case(83, 2, 3000)
+    (p_one, p_all, ok), (d_one, d_all), e_tot = levinson_and_dense(refs, est, flen)
+    assert ok.tolist() == [True]
+    np.testing.assert_allclose(p_all, d_all, rtol=0, atol=1e-12 * e_tot.max())
+    np.testing.assert_allclose(p_one, d_one, rtol=0, atol=1e-12 * e_tot.max())
 
 
 def test_sdr_improvement():

@@ -122,5 +122,31 @@ def test_fixed_window_methods_refuse_other_segments(tiny_corpus, tmp_path, capsy
     assert "65535-sample windows" in capsys.readouterr().err
 
 
+def test_visual_trunk_pretraining_feeds_the_separators(tiny_corpus, tmp_path, capsys):
+    from avsep_cli.datasets import FrameClassification
+    from avsep_cli.models.resnet import ResNet18Trunk, load_trunk_weights
+
+    ds = FrameClassification(tiny_corpus, "train", length=12)
+    labels = set()
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item["image"].shape == (3, 224, 224) and item["image"].dtype == torch.uint8
+        labels.add(int(item["label"]))
+    assert len(labels) >= 3
+    run = tmp_path / "trunk"
+    assert main(["train", "--method", "visual-trunk", "--root", str(tiny_corpus), "--run", str(run), "--epochs", "1",
+                 "--steps-per-epoch", "2", "--batch-size", "4", "--val-num", "1"]) == 0
+    assert "val ACC" in capsys.readouterr().err
+    trunk = ResNet18Trunk()
+    load_trunk_weights(trunk, run / "best.pt")
+    saved = torch.load(run / "best.pt", weights_only=True)["state_dict"]
+    assert torch.equal(trunk.layer4[1].conv2.weight, saved["trunk.layer4.1.conv2.weight"])
+    assert main(["train", "--method", "avpc", "--preset", "cpu", "--root", str(tiny_corpus), "--run",
+                 str(tmp_path / "avpc"), "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", "--val-num", "0",
+                 "--visual-weights", str(run / "best.pt")]) == 0
+    avpc = torch.load(tmp_path / "avpc" / "last.pt", weights_only=True)["state_dict"]
+    assert torch.equal(avpc["frame_net.trunk.layer4.1.conv2.weight"], saved["trunk.layer4.1.conv2.weight"])  # frozen
+
+
 def test_tiny_model_shapes():
     assert TinyNet(channels=8)(torch.randn(3, 1, 256, T), frames(3, size=64)).shape == (3, 1, 256, T)

@@ -19,11 +19,11 @@ from avsep_cli.errors import AvsepError
 
 
 # methods still to come: (issue, title)
-PLANNED = {"visual-trunk": (6, "the visual trunk pre-training"), "ialcms": (7, "IAL-CMS"), "detector": (8, "the detector")}
+PLANNED = {"ialcms": (7, "IAL-CMS"), "detector": (8, "the detector")}
 
 
 def train(
-    method: Optional[str] = typer.Option(None, "--method", "-m", help="tiny (more with issues 6-8)."),
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="tiny, avpc, sop or visual-trunk (ialcms: issue 7; detector: issue 8)."),
     dataset: str = typer.Option("synth", "--dataset", help="synth (our corpus) or music (MUSIC in our layout)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Data root (corpus or organised MUSIC)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (default 10; with --resume: extend the run to this many)."),
@@ -73,7 +73,7 @@ def train(
 
         def on_step(step: int, total: int, row: dict) -> None:
             if step < 0:  # end of an epoch: one summary line
-                val = f"  val SDR {row['val_sdr']:.2f} dB" if "val_sdr" in row else ""
+                val = "".join(f"  val {k[4:].upper()} {v:.3f}" for k, v in row.items() if k.startswith("val_"))
                 common.stderr.print(f"epoch {row['epoch'] + 1}: loss {row.get('train_loss', float('nan')):.4f}{val}  "
                                     f"data {row['data_fraction'] * 100:.1f}% of step time")
                 return

@@ -72,6 +72,8 @@ def load_trunk_weights(trunk: ResNet18Trunk, path: str | os.PathLike | None = No
         sd = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
         raise AvsepError(f"cannot read ResNet-18 weights {src}: {str(e).splitlines()[0]}") from None
+    if sd.get("model_name") == "visual-trunk":  # a checkpoint of `avsep train --method visual-trunk`
+        sd = {k.removeprefix("trunk."): v for k, v in sd["state_dict"].items() if k.startswith("trunk.")}
     sd = sd.get("state_dict", sd)
     mapped = {}
     for k, v in sd.items():

@@ -36,6 +36,7 @@ class TrainConfig:
     segment: int = 65535  # samples per training window (~5.94 s: 256 STFT frames, as in the papers)
     val_every: int = 1
     val_num: int = 32  # validation mixtures (fixed, seeded: the same every epoch)
+    monitor: str = "sdr"  # validation metric that picks best.pt (higher is better)
     preset: str = "paper"  # model preset: paper (published configuration) or cpu (smaller, for CPU training)
     model: dict = field(default_factory=dict)  # the method's model config (its own dataclass, as a dict)
 

@@ -21,7 +21,7 @@ from avsep_cli.training.trainer import Trainer, dist_info, init_distributed, see
 
 log = logging.getLogger("avsep")
 
-METHODS = ("tiny", "avpc", "sop")
+METHODS = ("tiny", "avpc", "sop", "visual-trunk")
 
 # per-method learning rates and optimiser settings (AVPC: AdamW, sound net 1e-3, frame head 1e-4,
 # weight decay 1e-2; Sound-of-Pixels trained the same way under our protocol)
@@ -29,6 +29,8 @@ METHOD_DEFAULTS = {
     "tiny": {"lr": {"default": 1e-3}},
     "avpc": {"lr": {"sound_net": 1e-3, "frame_net": 1e-4, "default": 1e-3}, "optimizer": "adamw", "weight_decay": 1e-2},
     "sop": {"lr": {"sound_net": 1e-3, "frame_net": 1e-4, "default": 1e-3}, "optimizer": "adamw", "weight_decay": 1e-2},
+    # trunk pre-training on the corpus pictures (our substitute for ImageNet): AdamW, cosine-free steps
+    "visual-trunk": {"lr": {"default": 1e-3}, "optimizer": "adamw", "weight_decay": 1e-4, "monitor": "acc"},
 }
 
 
@@ -46,6 +48,8 @@ def model_config(method: str, preset: str, overrides: dict) -> dict:
         from avsep_cli.models.sop import SoPConfig
 
         return {**asdict(SoPConfig.preset(preset)), **overrides}
+    if method == "visual-trunk":
+        return {"num_classes": 15, "frame_size": 224, **overrides}
     raise AvsepError(f"unknown training method {method!r}; available: {', '.join(METHODS)}")
 
 
@@ -66,6 +70,16 @@ def build_system(cfg: TrainConfig, visual_weights: str | None = None):
         log.info("visual trunk from %s", load_trunk_weights(model.frame_net.trunk, visual_weights))
     from avsep_cli.training.systems import FIXED_SEGMENT
 
+    if cfg.method == "visual-trunk":
+        from avsep_cli.datasets import FrameClassification
+        from avsep_cli.training.systems import ClassifierSystem
+
+        data = FrameClassification(cfg.root, "train", length=max(cfg.batch_size * max(cfg.steps_per_epoch, 1), 64),
+                                   seed=cfg.seed, frame_size=cfg.model["frame_size"])
+        if cfg.model["num_classes"] != len(data.classes):
+            cfg.model["num_classes"] = len(data.classes)
+            model = checkpoint.MODELS[cfg.method](**cfg.model)
+        return ClassifierSystem(model, cfg.method, cfg.model), data
     if cfg.method in FIXED_SEGMENT and cfg.segment != FIXED_SEGMENT[cfg.method]:
         raise AvsepError(f"--method {cfg.method} works on {FIXED_SEGMENT[cfg.method]}-sample windows (256 STFT frames); "
                          f"--segment {cfg.segment} does not fit its 7 down-sampling levels")
@@ -80,6 +94,8 @@ def make_validation(cfg: TrainConfig, system, device: torch.device) -> Callable[
     """Validation SDR on the fixed, seeded val mixtures `avsep eval --split val` would score."""
     if cfg.val_num <= 0:
         return None
+    if cfg.method == "visual-trunk":
+        return _classification_validation(cfg, system, device)
     from avsep_cli.training.systems import FIXED_SEGMENT, MaskMethod
 
     try:
@@ -96,6 +112,33 @@ def make_validation(cfg: TrainConfig, system, device: torch.device) -> Callable[
         system.model.train()
         sm = report.summary("mix")
         return {"sdr": sm["sdr"]["mean"] if sm["sdr"]["n"] else float("nan"), "sir": sm["sir"]["mean"], "sar": sm["sar"]["mean"]}
+
+    return validate
+
+
+def _classification_validation(cfg: TrainConfig, system, device: torch.device) -> Callable[[], dict] | None:
+    """Accuracy on a fixed set of val pictures (val_num x 8 of them)."""
+    from avsep_cli.datasets import FrameClassification
+    from avsep_cli.training.trainer import collate
+
+    try:
+        data = FrameClassification(cfg.root, "val", length=cfg.val_num * 8, seed=cfg.seed,
+                                   frame_size=cfg.model["frame_size"], train=False)
+    except AvsepError as e:
+        log.warning("no validation: %s", e)
+        return None
+    items = [data[i] for i in range(len(data))]
+
+    @torch.no_grad()
+    def validate() -> dict:
+        system.model.eval()
+        correct = 0
+        for b in range(0, len(items), cfg.batch_size):
+            batch = collate(items[b : b + cfg.batch_size])
+            logits = system.model(batch["image"].to(device))
+            correct += int((logits.argmax(-1).cpu() == batch["label"]).sum())
+        system.model.train()
+        return {"acc": correct / len(items)}
 
     return validate
 

@@ -37,8 +37,9 @@ def weighted_bce(logits: torch.Tensor, target: torch.Tensor, mix_mag: torch.Tens
     return F.binary_cross_entropy_with_logits(logits, target, weight=weight)
 
 
-class MaskSystem:
-    """Mix-and-Separate training of a visually guided mask net on the log grid."""
+class System:
+    """What every method gives the trainer: its model, parameter groups and plain-data model state;
+    subclasses add `training_step(batch) -> {"loss": ..., ...}`."""
 
     def __init__(self, model: torch.nn.Module, model_name: str, model_args: dict, lr: dict[str, float] | None = None):
         self.model = model
@@ -60,10 +61,26 @@ class MaskSystem:
         return checkpoint.model_state(self.model_name, self.model_args, self.model)
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+class MaskSystem(System):
+    """Mix-and-Separate training of a visually guided mask net on the log grid."""
+
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         logits, mag = mask_logits(self.forward_model, batch["mixture"], batch["frames"])
         src_mag = dsp.LOG.warp(dsp.stft(batch["stems"]).abs())  # (B, N, 256, T)
         target = dsp.ideal_binary_mask(src_mag)
         return {"loss": weighted_bce(logits, target, mag)}
+
+
+class ClassifierSystem(System):
+    """Instrument classification (the visual trunk's pre-training): cross-entropy on the class logits."""
+
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        logits = self.forward_model(batch["image"])
+        loss = F.cross_entropy(logits, batch["label"])
+        return {"loss": loss, "acc": (logits.argmax(-1) == batch["label"]).float().mean()}
 
 
 class MaskMethod:

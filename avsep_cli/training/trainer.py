@@ -279,9 +279,10 @@ class Trainer:
             self.scheduler.step()
             self.epoch += 1
             self.step_in_epoch = 0
-            improved = "val_sdr" in row and row["val_sdr"] > self.best
+            key = f"val_{cfg.monitor}"
+            improved = key in row and row[key] > self.best
             if improved:
-                self.best = row["val_sdr"]
+                self.best = row[key]
             self.history.append(row)
             self.save("last.pt")
             if improved:

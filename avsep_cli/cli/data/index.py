@@ -28,8 +28,9 @@ def index(
         res = cache.build_cache(root, workers=workers, size=size, force=force,
                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
     if common.verbosity() >= 0:
-        common.stderr.print(f"{root}: {res.decoded} clips decoded, {res.skipped} up to date, {len(res.failed)} failed; "
-                            f"cache {res.bytes / 1e6:.1f} MB in {root / cache.CACHE_DIR}", highlight=False, soft_wrap=True)
+        common.stderr.print(f"{root}: {res.decoded} clips decoded, {res.skipped} up to date, "
+                            f"{len(res.failed)} failed; cache {res.bytes / 1e6:.1f} MB in {root / cache.CACHE_DIR}",
+                            highlight=False, soft_wrap=True)
     if res.failed:
         for clip, err in res.failed[1:]:
             common.log.warning("not cached: %s", err)

@@ -53,9 +53,9 @@ def _print_organised(res: M.OrganiseResult) -> None:
         table.add_row(r.key, r.folder, str(r.listed), str(r.found), str(len(r.missing)))
     common.stderr.print(table)
     s = res.splits
+    where = f", ids in {res.root / 'missing.txt'}" if res.missing else ""
     common.stderr.print(f"{len(res.placed)} clips (train {s['train']}, val {s['val']}, test {s['test']}); "
-                        f"{res.missing} listed videos missing" + (f", ids in {res.root / 'missing.txt'}" if res.missing else ""),
-                        highlight=False, soft_wrap=True)
+                        f"{res.missing} listed videos missing{where}", highlight=False, soft_wrap=True)
 
 
 def _print_index(path: Path, chk: M.IndexCheck) -> None:
