@@ -24,4 +24,5 @@ demo: install
 	$(VENV)/bin/avsep --help
 
 test: system-deps install
+	$(PY) -m ruff check --select F,E9 avsep_cli tests benchmarks
 	$(PY) -m pytest -q

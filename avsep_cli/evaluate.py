@@ -296,8 +296,8 @@ def write_csv(path: Path, reports: list[MethodReport]) -> None:
 
 
 def write_plots(folder: Path, method: str, kept: Iterable[dict]) -> list[Path]:
-    """Spectrograms of mixture, estimates and references (log magnitude, log-frequency grid), one PNG
-    per kept mixture."""
+    """One PNG per kept mixture: the mixture, each estimate and each reference (log magnitude on the log
+    grid), and each estimate's effective mask |estimate| / |mixture| on the same grid."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -306,16 +306,27 @@ def write_plots(folder: Path, method: str, kept: Iterable[dict]) -> list[Path]:
     from avsep_cli.fsio import atomic_path
 
     folder.mkdir(parents=True, exist_ok=True)
+    spec = lambda wav: dsp.LOG.warp(dsp.stft(wav.float()).abs())  # noqa: E731  (F=256, T)
     paths = []
     for k in kept:
         S = k["stems"].shape[0]
-        fig, axes = plt.subplots(2, S + 1, figsize=(3 * (S + 1), 5), squeeze=False)
-        show = lambda ax, wav, title: (ax.imshow(dsp.log_magnitude(dsp.LOG.warp(dsp.stft(wav.float()).abs())).numpy(), origin="lower", aspect="auto", vmin=-10, vmax=4, cmap="magma"), ax.set_title(title, fontsize=8), ax.axis("off"))  # noqa: E731
-        show(axes[0, 0], k["mixture"], "mixture")
+        fig, axes = plt.subplots(3, S + 1, figsize=(3 * (S + 1), 7), squeeze=False)
+        mix = spec(k["mixture"])
+
+        def show(ax, img, title, **kw):
+            ax.imshow(img.numpy(), origin="lower", aspect="auto", **kw)
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+
+        db = dict(vmin=-10, vmax=4, cmap="magma")
+        show(axes[0, 0], dsp.log_magnitude(mix), "mixture", **db)
         axes[1, 0].axis("off")
+        axes[2, 0].axis("off")
         for s in range(S):
-            show(axes[0, s + 1], k["estimates"][s], f"estimate: {k['classes'][s]}")
-            show(axes[1, s + 1], k["stems"][s], f"reference: {k['classes'][s]}")
+            est = spec(k["estimates"][s])
+            show(axes[0, s + 1], dsp.log_magnitude(est), f"estimate: {k['classes'][s]}", **db)
+            show(axes[1, s + 1], dsp.log_magnitude(spec(k["stems"][s])), f"reference: {k['classes'][s]}", **db)
+            show(axes[2, s + 1], (est / mix.clamp_min(1e-8)).clamp(0, 1), f"mask: {k['classes'][s]}", vmin=0, vmax=1, cmap="gray")
         fig.suptitle(f"{method} — {k['key']}", fontsize=9)
         fig.tight_layout()
         path = folder / f"{method}_{k['key']}.png"

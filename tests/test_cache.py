@@ -17,21 +17,9 @@ from avsep_cli import cache, media
 from avsep_cli.cli import main
 from avsep_cli.datasets import CACHE_DIR, ClipReader, MixSeparate, MixtureOfMixtures, RCoPPairs, cache_paths
 from avsep_cli.layout import open_corpus
+from clihelp import assert_one_error, run
 
 SEG = 8192
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_one_error(rc: int, err: str, phrase: str) -> None:
-    assert rc == 2, err
-    lines = err.strip("\n").splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("avsep: error:") and phrase in lines[0], lines[0]
 
 
 def copy_corpus(src: Path, dst: Path) -> Path:

@@ -14,7 +14,7 @@ import soundfile as sf
 
 import mediagen as mg
 from avsep_cli import media
-from avsep_cli.cli import main
+from clihelp import assert_one_error, run
 
 
 @pytest.fixture(scope="module")
@@ -32,19 +32,6 @@ def inputs(tmp_path_factory):
     (d / "cut.mkv").write_bytes(data[: len(data) // 2])  # opens fine, fails halfway through
     (d / "folder.mp4").mkdir()
     return d
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_one_error(rc: int, err: str, phrase: str) -> None:
-    assert rc == 2, err
-    lines = err.strip("\n").splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("avsep: error:") and phrase in lines[0], lines[0]
 
 
 def tree(path: Path) -> list[str]:

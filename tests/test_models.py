@@ -11,7 +11,7 @@ import torch
 from avsep_cli import checkpoint
 from avsep_cli.cli import main
 from avsep_cli.models.avpc import AVPC, AVPCConfig, PCNet, parameter_counts
-from avsep_cli.models.sop import SoPConfig, SoundOfPixels, UNet7
+from avsep_cli.models.sop import SoundOfPixels, UNet7
 from avsep_cli.models.tiny import TinyNet
 
 T = 64  # STFT frames in these tests (the papers use 256)
@@ -77,10 +77,8 @@ def test_sop_shapes_and_dilated_trunk():
                                        ("sop", {"ngf": 4, "k": 8})])
 def test_save_and_reload_gives_identical_outputs(tmp_path, name, args):
     torch.manual_seed(1)
-    model = checkpoint.MODELS[name](**args) if checkpoint.MODELS else None
-    if model is None:
-        checkpoint._load_builtin_models()
-        model = checkpoint.MODELS[name](**args)
+    checkpoint._load_builtin_models()
+    model = checkpoint.MODELS[name](**args)
     model.train()
     x, f = torch.randn(2, 1, 256, 256), frames(2)
     model(x, f)  # move BatchNorm statistics off their defaults

@@ -18,19 +18,7 @@ from avsep_cli.cli import main
 from avsep_cli.datasets import MixSeparate
 from avsep_cli.errors import AvsepError
 from avsep_cli.layout import open_corpus
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_one_error(rc: int, err: str, phrase: str) -> None:
-    assert rc == 2, err
-    lines = err.strip("\n").splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("avsep: error:") and phrase in lines[0], lines[0]
+from clihelp import assert_one_error, run
 
 
 def yt_id(i: int) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from avsep_cli.corpus import drawings, pictures, scene

@@ -107,7 +107,7 @@ def perform(notes: list[tuple[float, float, int]], cls: str, duration: float, rn
     # Quarter -> seconds with linear tempo drift: dt/dq = 60 / (tempo * (1 + drift * t/duration)),
     # approximated per note (the drift is small).
     events: list[NoteEvent] = []
-    q0, loop, t_sec = start_q, 0, 0.0
+    q0, loop = start_q, 0
     sec_per_q = 60.0 / tempo
     while True:
         done = False
