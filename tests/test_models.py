@@ -148,3 +148,34 @@ def test_visual_trunk_pretraining_feeds_the_separators(tiny_corpus, tmp_path, ca
 
 def test_tiny_model_shapes():
     assert TinyNet(channels=8)(torch.randn(3, 1, 256, T), frames(3, size=64)).shape == (3, 1, 256, T)
+
+
+def test_rcop_loss_stops_gradients_at_the_targets():
+    from avsep_cli.models.avpc import rcop_loss
+
+    p1, z1, p2, z2 = (torch.randn(4, 16, requires_grad=True) for _ in range(4))
+    rcop_loss(p1, z1, p2, z2).backward()
+    assert z1.grad is None and z2.grad is None  # stop-gradient branch: nothing flows back
+    assert p1.grad.abs().sum() > 0 and p2.grad.abs().sum() > 0
+    same = torch.randn(4, 16)
+    assert torch.isclose(rcop_loss(same, same, same, same), torch.tensor(-1.0))
+
+
+def test_rcop_two_stages_end_to_end(tiny_corpus, tmp_path):
+    from avsep_cli.models.avpc import AVPCRCoP
+
+    m = AVPCRCoP(ngf=4, cycles=1)
+    z, p = m(torch.randn(2, 1, 256, 256), frames(2))
+    assert z.shape == p.shape == (2, 512)
+    run = tmp_path / "rcop-run"
+    assert main(["train", "--method", "avpc", "--rcop", "--rcop-epochs", "1", "--preset", "cpu", "--root", str(tiny_corpus),
+                 "--run", str(run), "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", "--val-num", "0"]) == 0
+    stage1 = checkpoint.load(run / "rcop" / "last.pt")
+    stage2 = checkpoint.load(run / "last.pt")
+    assert stage1["model_name"] == "avpc-rcop" and stage1["config"]["optimizer"] == "sgd"
+    assert stage2["model_name"] == "avpc" and stage2["config"]["init_from"].endswith("last.pt")
+    s1 = {k[5:]: v for k, v in stage1["state_dict"].items() if k.startswith("avpc.")}
+    fresh = AVPC(**stage2["model_args"]).state_dict()
+    key = "sound_net.down.3.conv.weight"
+    moved = (stage2["state_dict"][key] - s1[key]).abs().sum()
+    assert moved < 0.1 * (fresh[key] - s1[key]).abs().sum()  # stage 2 started from the stage-1 weights

@@ -181,6 +181,19 @@ def test_train_tiny_end_to_end_and_load_in_eval(tiny_corpus, tmp_path, capsys):
     assert len(data["methods"]["tiny"]["sources"]) >= 4
 
 
+def test_curriculum_init_from_a_two_mix_run(tiny_corpus, tmp_path, capsys):
+    common = ["--method", "tiny", "--root", str(tiny_corpus), "--epochs", "1", "--steps-per-epoch", "1",
+              "--batch-size", "2", "--segment", str(SEG), "--val-num", "0"]
+    assert main(["train", *common, "--run", str(tmp_path / "mix2"), "--seed", "1"]) == 0
+    assert main(["train", *common, "--run", str(tmp_path / "mix3"), "--mix", "3", "--init-from", str(tmp_path / "mix2")]) == 0
+    assert main(["train", *common, "--run", str(tmp_path / "fresh"), "--mix", "3"]) == 0
+    src, cur, fresh = (_weights(tmp_path / r) for r in ("mix2", "mix3", "fresh"))
+    dist = lambda a, b: sum(float((a[k] - b[k]).abs().sum()) for k in a)  # noqa: E731
+    assert dist(cur, src) < 0.1 * dist(fresh, src)  # one step away from the 2-mix weights
+    assert main(["train", *common, "--run", str(tmp_path / "bad"), "--init-from", str(tmp_path / "nothing")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
 def test_train_bad_input(tmp_path, capsys):
     assert main(["train", "--method", "tiny", "--root", str(tmp_path)]) == 2
     assert "not a corpus" in capsys.readouterr().err

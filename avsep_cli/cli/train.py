@@ -36,6 +36,9 @@ def train(
     val_num: int = typer.Option(32, "--val-num", help="Validation mixtures (0: no validation)."),
     num_workers: int = typer.Option(0, "--num-workers", help="Data-loading worker processes."),
     segment: int = typer.Option(65535, "--segment", help="Samples per training window."),
+    rcop: bool = typer.Option(False, "--rcop", help="AVPC: RCoP self-supervised pre-training first (stage 1 in RUN/rcop), then Mix-and-Separate from it."),
+    rcop_epochs: int = typer.Option(5, "--rcop-epochs", help="Epochs of the RCoP stage."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from another run's weights (e.g. a 2-mix run for --mix 3)."),
     preset: str = typer.Option("paper", "--preset", help="Model preset: paper or cpu (smaller, for CPU training)."),
     visual_weights: Optional[Path] = typer.Option(None, "--visual-weights", help="ResNet-18 weights for the visual trunk (a torchvision state dict)."),
     device: str = common.DeviceOption,
@@ -59,14 +62,25 @@ def train(
             raise AvsepError("--root is required: the corpus (avsep data synth) or organised MUSIC folder")
         if mix not in (2, 3, 4):
             raise AvsepError(f"--mix {mix}: expected 2, 3 or 4")
-        cfg = TrainConfig(method=method, dataset=dataset, root=str(root), epochs=epochs or 10, batch_size=batch_size,
-                          steps_per_epoch=steps_per_epoch, mix=mix, seed=seed, val_num=val_num, num_workers=num_workers,
-                          segment=segment, preset=preset, **METHOD_DEFAULTS[method])
         if preset not in ("paper", "cpu"):
             raise AvsepError(f"--preset {preset}: expected paper or cpu")
-        run_dir = run or Path("runs") / method
+        if rcop and method != "avpc":
+            raise AvsepError("--rcop is AVPC's self-supervised pre-training: use it with --method avpc")
+        base = dict(dataset=dataset, root=str(root), batch_size=batch_size, steps_per_epoch=steps_per_epoch, mix=mix,
+                    seed=seed, val_num=val_num, num_workers=num_workers, segment=segment, preset=preset)
+        run_dir = run or Path("runs") / (method + ("-rcop" if rcop else ""))
+        stages = []
+        if rcop:  # stage 1: RCoP pre-training in RUN/rcop; stage 2 starts from its weights
+            stages.append((TrainConfig(**{**base, "method": "avpc-rcop", "epochs": rcop_epochs, **METHOD_DEFAULTS["avpc-rcop"]}),
+                           run_dir / "rcop"))
+            init_from = run_dir / "rcop" / "last.pt"
+        stages.append((TrainConfig(**{**base, "method": method, "epochs": epochs or 10, "init_from": str(init_from or ""),
+                                      **METHOD_DEFAULTS[method]}), run_dir))
     else:
-        cfg, run_dir = None, resume
+        if rcop:
+            raise AvsepError("--rcop starts a new two-stage run; to continue one stage, --resume its folder")
+        stages = [(None, resume)]
+        run_dir = resume
 
     with common.progress(transient=True) as bar:
         task = bar.add_task("train", total=None)
@@ -80,9 +94,12 @@ def train(
             bar.update(task, completed=step, total=total, description=f"train loss {row['loss']:.4f}")
 
         try:
-            run_training(cfg, run_dir, device=dev, resume=resume is not None, on_step=on_step,
-                         visual_weights=str(visual_weights) if visual_weights else None,
-                         epochs=epochs if resume is not None else None)
+            for cfg, folder in stages:
+                if len(stages) > 1:
+                    common.stderr.print(f"stage {cfg.method}: {folder}")
+                run_training(cfg, folder, device=dev, resume=resume is not None, on_step=on_step,
+                             visual_weights=str(visual_weights) if visual_weights else None,
+                             epochs=epochs if resume is not None else None)
         except Interrupted as e:
             common.stderr.print(f"avsep: {e}")
             raise typer.Exit(130)

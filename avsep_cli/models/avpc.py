@@ -135,7 +135,10 @@ class PCNet(nn.Module):
             err = r_up[l] - r[l]
         return r_up
 
-    def forward(self, log_mag: torch.Tensor, visual: torch.Tensor, cycles: int | None = None) -> torch.Tensor:
+    def forward(self, log_mag: torch.Tensor, visual: torch.Tensor, cycles: int | None = None,
+                return_top: bool = False):
+        """-> mask logits (B, 1, 256, 256); with `return_top` also the audio-visual representation of the
+        layer nearest the visual end after the last bottom-up pass, (B, 8 ngf, 2, 2) (RCoP's input)."""
         cycles = self.cycles if cycles is None else cycles
         x = self.bn_in(log_mag)
         # top-down initialisation from the spectrogram
@@ -151,7 +154,8 @@ class PCNet(nn.Module):
                 mixed = pred if l == 7 else (1 - F.relu(self.b[l - 1])) * r_up[l] + F.relu(self.b[l - 1]) * pred
                 r[l] = F.leaky_relu(self.bn_down[k][l - 1](mixed), LEAK)
             r_up = self._bottom_up(r, visual, self.bn_up[k])
-        return self.up[1](r_up[1])  # (B, 1, 256, 256) mask logits
+        logits = self.up[1](r_up[1])  # (B, 1, 256, 256)
+        return (logits, r_up[7]) if return_top else logits
 
 
 class AVPC(nn.Module):
@@ -171,6 +175,47 @@ class AVPC(nn.Module):
 
     def forward_features(self, log_mag: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         return self.sound_net(log_mag, self.frame_net.from_features(feats), self.test_cycles if not self.training else None)
+
+
+class RCoPHead(nn.Module):
+    """RCoP's projector and predictor (SimSiam style) on the flattened top representation."""
+
+    def __init__(self, in_dim: int, dim: int = 512, pred_dim: int = 128):
+        super().__init__()
+        self.projector = nn.Sequential(nn.Linear(in_dim, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(),
+                                       nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim))
+        self.predictor = nn.Sequential(nn.Linear(dim, pred_dim, bias=False), nn.BatchNorm1d(pred_dim), nn.ReLU(),
+                                       nn.Linear(pred_dim, dim))
+
+    def forward(self, top: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, 2, 2) -> projection z (B, dim), prediction p (B, dim)."""
+        z = self.projector(top.flatten(1))
+        return z, self.predictor(z)
+
+
+def rcop_loss(p1: torch.Tensor, z1: torch.Tensor, p2: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """Symmetric negative cosine similarity; the targets z are detached (stop-gradient), so no
+    gradient reaches the target branch and no negatives or momentum encoder are needed."""
+    return -(F.cosine_similarity(p1, z2.detach(), dim=-1).mean() + F.cosine_similarity(p2, z1.detach(), dim=-1).mean()) / 2
+
+
+class AVPCRCoP(nn.Module):
+    """AVPC plus the RCoP head: what stage 1 (self-supervised pre-training) trains. Stage 2 keeps `avpc`."""
+
+    def __init__(self, ngf: int = 64, visual_channels: int = 16, cycles: int = 4, frame_size: int = 224):
+        super().__init__()
+        self.avpc = AVPC(ngf, visual_channels, cycles, frame_size)
+        self.head = RCoPHead(8 * ngf * 4)
+
+    def forward(self, log_mag: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log_mag (B, 1, 256, 256), frames (B, K, 3, H, W) -> z, p (B, 512)."""
+        _, top = self.avpc.sound_net(log_mag, self.avpc.frame_net(frames), return_top=True)
+        return self.head(top)
+
+
+@register_model("avpc-rcop")
+def _build_rcop(**kwargs) -> AVPCRCoP:
+    return AVPCRCoP(**kwargs)
 
 
 @register_model("avpc")

@@ -37,6 +37,7 @@ class TrainConfig:
     val_every: int = 1
     val_num: int = 32  # validation mixtures (fixed, seeded: the same every epoch)
     monitor: str = "sdr"  # validation metric that picks best.pt (higher is better)
+    init_from: str = ""  # start from another run's weights (curriculum: 2-mix -> 3-/4-mix); fresh optimiser
     preset: str = "paper"  # model preset: paper (published configuration) or cpu (smaller, for CPU training)
     model: dict = field(default_factory=dict)  # the method's model config (its own dataclass, as a dict)
 

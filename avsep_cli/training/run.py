@@ -21,7 +21,7 @@ from avsep_cli.training.trainer import Trainer, dist_info, init_distributed, see
 
 log = logging.getLogger("avsep")
 
-METHODS = ("tiny", "avpc", "sop", "visual-trunk")
+METHODS = ("tiny", "avpc", "sop", "visual-trunk", "avpc-rcop")
 
 # per-method learning rates and optimiser settings (AVPC: AdamW, sound net 1e-3, frame head 1e-4,
 # weight decay 1e-2; Sound-of-Pixels trained the same way under our protocol)
@@ -29,6 +29,8 @@ METHOD_DEFAULTS = {
     "tiny": {"lr": {"default": 1e-3}},
     "avpc": {"lr": {"sound_net": 1e-3, "frame_net": 1e-4, "default": 1e-3}, "optimizer": "adamw", "weight_decay": 1e-2},
     "sop": {"lr": {"sound_net": 1e-3, "frame_net": 1e-4, "default": 1e-3}, "optimizer": "adamw", "weight_decay": 1e-2},
+    # RCoP stage 1 (the paper: SGD, momentum 0.9, weight decay 1e-4, predictor lr 1e-3); no SDR to validate
+    "avpc-rcop": {"lr": {"default": 1e-3}, "optimizer": "sgd", "weight_decay": 1e-4, "momentum": 0.9, "val_num": 0},
     # trunk pre-training on the corpus pictures (our substitute for ImageNet): AdamW, cosine-free steps
     "visual-trunk": {"lr": {"default": 1e-3}, "optimizer": "adamw", "weight_decay": 1e-4, "monitor": "acc"},
 }
@@ -40,7 +42,7 @@ def model_config(method: str, preset: str, overrides: dict) -> dict:
         from avsep_cli.models.tiny import TinyConfig
 
         return {**asdict(TinyConfig()), **overrides}
-    if method == "avpc":
+    if method in ("avpc", "avpc-rcop"):
         from avsep_cli.models.avpc import AVPCConfig
 
         return {**asdict(AVPCConfig.preset(preset)), **overrides}
@@ -64,7 +66,7 @@ def build_system(cfg: TrainConfig, visual_weights: str | None = None):
     cfg.model = model_config(cfg.method, cfg.preset, cfg.model)
     checkpoint._load_builtin_models()
     model = checkpoint.MODELS[cfg.method](**cfg.model)
-    if visual_weights is not None:
+    if visual_weights is not None and hasattr(model, "frame_net"):
         from avsep_cli.models.resnet import load_trunk_weights
 
         log.info("visual trunk from %s", load_trunk_weights(model.frame_net.trunk, visual_weights))
@@ -80,6 +82,17 @@ def build_system(cfg: TrainConfig, visual_weights: str | None = None):
             cfg.model["num_classes"] = len(data.classes)
             model = checkpoint.MODELS[cfg.method](**cfg.model)
         return ClassifierSystem(model, cfg.method, cfg.model), data
+    if cfg.method == "avpc-rcop":
+        from avsep_cli.datasets import RCoPPairs
+        from avsep_cli.training.systems import RCoPSystem
+
+        if visual_weights is not None:
+            from avsep_cli.models.resnet import load_trunk_weights
+
+            load_trunk_weights(model.avpc.frame_net.trunk, visual_weights)
+        data = RCoPPairs(cfg.root, "train", length=max(cfg.batch_size * max(cfg.steps_per_epoch, 1), 64), seed=cfg.seed,
+                         frame_size=cfg.model["frame_size"])
+        return RCoPSystem(model, cfg.method, cfg.model), data
     if cfg.method in FIXED_SEGMENT and cfg.segment != FIXED_SEGMENT[cfg.method]:
         raise AvsepError(f"--method {cfg.method} works on {FIXED_SEGMENT[cfg.method]}-sample windows (256 STFT frames); "
                          f"--segment {cfg.segment} does not fit its 7 down-sampling levels")
@@ -143,6 +156,25 @@ def _classification_validation(cfg: TrainConfig, system, device: torch.device) -
     return validate
 
 
+def _init_from(model: torch.nn.Module, cfg: TrainConfig) -> None:
+    """Load the weights of another run (its best.pt, else last.pt) or checkpoint file into `model`."""
+    from avsep_cli import checkpoint
+
+    src = Path(cfg.init_from)
+    if src.is_dir():
+        src = src / "best.pt" if (src / "best.pt").exists() else src / "last.pt"
+    data = checkpoint.load(src)
+    if data.get("model_name") == "avpc-rcop" and cfg.method == "avpc":  # RCoP stage 1 -> stage 2
+        data = {"model_name": "avpc", "model_args": data["model_args"],
+                "state_dict": {k[5:]: v for k, v in data["state_dict"].items() if k.startswith("avpc.")}}
+    if data.get("model_name") != cfg.method:
+        raise AvsepError(f"--init-from {cfg.init_from}: holds a {data.get('model_name')!r} model, not {cfg.method!r}")
+    if data["model_args"] != cfg.model:
+        raise AvsepError(f"--init-from {cfg.init_from}: its model config differs from this run's ({data['model_args']} vs {cfg.model})")
+    model.load_state_dict(data["state_dict"])
+    log.info("initialised from %s", src)
+
+
 def train(cfg: TrainConfig | None, run_dir: Path, *, device: torch.device, resume: bool = False,
           epochs: int | None = None, on_step: Callable | None = None, visual_weights: str | None = None) -> list[dict]:
     """Train `cfg.method`; with `resume`, continue the run in `run_dir` from its last checkpoint (its own
@@ -161,6 +193,8 @@ def train(cfg: TrainConfig | None, run_dir: Path, *, device: torch.device, resum
         raise AvsepError(f"run folder {run_dir} already holds a run; use --resume {run_dir} or another --run")
     seed_everything(cfg.seed)
     system, data = build_system(cfg, visual_weights)
+    if cfg.init_from and not resume:
+        _init_from(system.model, cfg)
     trainer = Trainer(system, cfg, data, device, run_dir, on_step=on_step)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -83,6 +83,19 @@ class ClassifierSystem(System):
         return {"loss": loss, "acc": (logits.argmax(-1) == batch["label"]).float().mean()}
 
 
+class RCoPSystem(System):
+    """RCoP stage 1: one clip's frames with its audio in two different mixtures; the two top-layer
+    audio-visual representations co-predict each other (models/avpc.py: rcop_loss)."""
+
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        from avsep_cli.models.avpc import rcop_loss
+
+        frames = batch["frames"]
+        z1, p1 = self.forward_model(mixture_features(batch["mix1"])[0], frames)
+        z2, p2 = self.forward_model(mixture_features(batch["mix2"])[0], frames)
+        return {"loss": rcop_loss(p1, z1, p2, z2)}
+
+
 class MaskMethod:
     """A trained mask net as an evaluation/separation method: binary mask at 0.5 on the log grid, warped
     back to the linear grid and applied with the mixture phase (AVPC's test-time rule). Nets built for
