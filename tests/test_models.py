@@ -112,6 +112,13 @@ def test_train_end_to_end_and_eval_loads_the_checkpoint(tiny_corpus, tmp_path, m
     data = json.loads(out.read_text())
     n_duets = sum(1 for k in data["setup"]["items"] if k.startswith("duet-"))
     assert len(data["methods"][method]["sources"]) == 4 + 2 * n_duets
+    cyc = ["eval", "--method", method, "--weights", str(run / "last.pt"), "--data", str(tiny_corpus), "--num", "1",
+           "--no-duets", "--cycles", "0"]
+    if method == "avpc":  # the paper's ablation: test cycles other than the training ones
+        assert main(cyc + ["--json", str(tmp_path / "c0.json")]) == 0
+        assert "avpc-c0" in json.loads((tmp_path / "c0.json").read_text())["methods"]
+    else:
+        assert main(cyc) == 2
 
 
 def test_fixed_window_methods_refuse_other_segments(tiny_corpus, tmp_path, capsys):

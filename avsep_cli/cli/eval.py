@@ -35,12 +35,21 @@ def eval_(
     plots_num: int = typer.Option(4, "--plots-num", help="How many mixtures to plot per method."),
     batch_size: int = typer.Option(8, "--batch-size", help="Mixtures per batch."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Checkpoint of a learned method (from avsep train)."),
+    cycles: Optional[int] = typer.Option(None, "--cycles", help="AVPC: predictive-coding cycles at test time (default: as trained)."),
     force: bool = common.ForceOption,
     device: str = common.DeviceOption,
 ) -> None:
     dev = common.resolve_device(device)
     names = available(with_learned=weights is not None) if method == "all" else [m.strip() for m in method.split(",")]
     methods = [get_method(n, weights=weights, device=dev) for n in names]  # unknown names fail here, before any work
+    if cycles is not None:
+        if cycles < 0:
+            raise AvsepError("--cycles must be 0 or more")
+        for m in methods:
+            if not hasattr(getattr(m, "model", None), "test_cycles"):
+                raise AvsepError(f"--cycles applies to AVPC only, not --method {m.name}")
+            m.model.test_cycles = cycles
+            m.name = f"{m.name}-c{cycles}"
     win = evaluate.parse_window(window)
     if num < 1 or batch_size < 1:
         raise AvsepError("--num and --batch-size must be at least 1")
