@@ -221,14 +221,16 @@ class MixSeparate(_Base):
     """N solo clips of N different classes, aligned windows, summed (Mix-and-Separate, N = 2, 3, 4).
 
     Item: mixture (L,), stems (N, L) (each source's own audio), frames (N, K, 3, H, W) uint8, labels (N,).
+    With `features` (a `features.TrunkFeatureStore`), frozen-trunk features (N, K, 512, h, w) replace the
+    frames (no frame augmentation then).
     """
 
     def __init__(self, root, split: str = "train", *, mix: int = 2, length: int = 1000, seed: int = 0,
                  segment: int = dsp.SEGMENT, n_frames: int = 3, frame_gap: int = 24, frame_size: int = 224,
-                 train: bool = True, gain_db: float = 3.0):
+                 train: bool = True, gain_db: float = 3.0, features=None):
         super().__init__(root, split, length=length, seed=seed, segment=segment, n_frames=n_frames,
                          frame_gap=frame_gap, frame_size=frame_size, train=train, gain_db=gain_db)
-        self.mix = mix
+        self.mix, self.features = mix, features
         self.by_class: dict[str, list[Clip]] = {}
         for c in sorted(self.corpus.clips(split=split, kind="solo"), key=lambda c: (c.classes, c.id)):
             self.by_class.setdefault(c.classes[0], []).append(c)
@@ -246,9 +248,13 @@ class MixSeparate(_Base):
             wav = self.reader.audio(clip)
             start = self._start(rng, len(wav))
             stems.append(window(wav, start, self.segment) * self._gain(rng))
-            frames.append(self._frames(clip, start, rng))
+            if self.features is not None:
+                times = frame_times(start / dsp.SAMPLE_RATE, self.segment, self.n_frames, self.frame_gap)
+                frames.append(self.features.get(clip, times))
+            else:
+                frames.append(self._frames(clip, start, rng))
         stems_t = torch.from_numpy(np.stack(stems))  # (N, L)
-        return {"mixture": stems_t.sum(0), "stems": stems_t, "frames": torch.stack(frames),
+        return {"mixture": stems_t.sum(0), "stems": stems_t, "feats" if self.features is not None else "frames": torch.stack(frames),
                 "labels": torch.tensor([self.class_index[c] for c in chosen])}
 
 

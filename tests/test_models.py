@@ -186,3 +186,32 @@ def test_rcop_two_stages_end_to_end(tiny_corpus, tmp_path):
     key = "sound_net.down.3.conv.weight"
     moved = (stage2["state_dict"][key] - s1[key]).abs().sum()
     assert moved < 0.1 * (fresh[key] - s1[key]).abs().sum()  # stage 2 started from the stage-1 weights
+
+
+def test_cached_trunk_features_match_the_trunk_and_train(tiny_corpus, tmp_path):
+    import shutil
+
+    from avsep_cli.datasets import MixSeparate
+    from avsep_cli.features import TrunkFeatureStore
+    from avsep_cli.models.frames import normalize
+
+    root = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, root)
+    model = AVPC(ngf=4, cycles=1)
+    store = TrunkFeatureStore(root, model.frame_net.trunk, "resnet18")
+    ds = MixSeparate(root, "train", length=2, features=store, train=False)
+    plain = MixSeparate(root, "train", length=2, train=False)
+    item, ref = ds[0], plain[0]
+    assert item["feats"].shape == (2, 3, 512, 7, 7) and "frames" not in item
+    with torch.no_grad():
+        direct = model.frame_net.trunk(normalize(ref["frames"].flatten(0, 1))).view(2, 3, 512, 7, 7)
+    torch.testing.assert_close(item["feats"], direct, rtol=2e-3, atol=2e-3)  # stored as float16
+    files = sorted((root / ".avsep-cache" / "features").rglob("*.npy"))
+    assert files and torch.equal(ds[0]["feats"], item["feats"])  # second read: from disk, same values
+    assert sorted((root / ".avsep-cache" / "features").rglob("*.npy")) == files
+    other = TrunkFeatureStore(root, AVPC(ngf=4).frame_net.trunk, "resnet18")
+    assert other.sha != store.sha  # another trunk never reads these
+    run = tmp_path / "run"
+    assert main(["train", "--method", "avpc", "--preset", "cpu", "--root", str(root), "--run", str(run), "--epochs", "1",
+                 "--steps-per-epoch", "1", "--batch-size", "2", "--val-num", "0", "--cache-features"]) == 0
+    assert checkpoint.load(run / "last.pt")["config"]["cache_features"] is True

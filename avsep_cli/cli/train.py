@@ -3,8 +3,10 @@
 `avsep train --method NAME --root ROOT` runs the shared trainer: progress bar, one summary line per epoch,
 checkpoints every epoch and the best by validation SDR in `--run DIR`; `--resume DIR` continues a run
 exactly; Ctrl-C saves a checkpoint first. Under `torchrun --nproc_per_node K` it trains with
-DistributedDataParallel. Methods: tiny (a test model); AVPC, Sound-of-Pixels, IAL-CMS and the detector
-arrive with issues 6-8.
+DistributedDataParallel (IAL-CMS, with its two alternating optimisers, trains in one process). Methods: tiny
+(a test model), avpc, sop, visual-trunk and ialcms (unsupervised on mixtures of mixtures by default,
+`--supervised` on Mix-and-Separate; `--no-*` switches for the paper's ablations); the detector arrives with
+issue 8.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from avsep_cli.errors import AvsepError
 
 
 # methods still to come: (issue, title)
-PLANNED = {"ialcms": (7, "IAL-CMS"), "detector": (8, "the detector")}
+PLANNED = {"detector": (8, "the detector")}
 
 
 def train(
-    method: Optional[str] = typer.Option(None, "--method", "-m", help="tiny, avpc, sop or visual-trunk (ialcms: issue 7; detector: issue 8)."),
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="tiny, avpc, sop, visual-trunk or ialcms (detector: issue 8)."),
     dataset: str = typer.Option("synth", "--dataset", help="synth (our corpus) or music (MUSIC in our layout)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Data root (corpus or organised MUSIC)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (default 10; with --resume: extend the run to this many)."),
@@ -36,11 +38,18 @@ def train(
     val_num: int = typer.Option(32, "--val-num", help="Validation mixtures (0: no validation)."),
     num_workers: int = typer.Option(0, "--num-workers", help="Data-loading worker processes."),
     segment: int = typer.Option(65535, "--segment", help="Samples per training window."),
+    cache_features: bool = typer.Option(False, "--cache-features", help="Cache the frozen trunk's features per frame (much faster on CPU; no frame augmentation)."),
     rcop: bool = typer.Option(False, "--rcop", help="AVPC: RCoP self-supervised pre-training first (stage 1 in RUN/rcop), then Mix-and-Separate from it."),
     rcop_epochs: int = typer.Option(5, "--rcop-epochs", help="Epochs of the RCoP stage."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from another run's weights (e.g. a 2-mix run for --mix 3)."),
     preset: str = typer.Option("paper", "--preset", help="Model preset: paper or cpu (smaller, for CPU training)."),
     visual_weights: Optional[Path] = typer.Option(None, "--visual-weights", help="ResNet-18 weights for the visual trunk (a torchvision state dict)."),
+    supervised: bool = typer.Option(False, "--supervised", help="IAL-CMS: train on ground-truth stems (Mix-and-Separate) instead of each clip's own mixture."),
+    no_spatial_attention: bool = typer.Option(False, "--no-spatial-attention", help="IAL-CMS ablation: no audio-to-visual spatial attention."),
+    no_channel_attention: bool = typer.Option(False, "--no-channel-attention", help="IAL-CMS ablation: no visual-to-audio channel attention."),
+    no_adain: bool = typer.Option(False, "--no-adain", help="IAL-CMS ablation: BatchNorm instead of AdaIN in the mask decoder."),
+    no_av_contrast: bool = typer.Option(False, "--no-av-contrast", help="IAL-CMS ablation: no InfoNCE loss L_av."),
+    no_ial: bool = typer.Option(False, "--no-ial", help="IAL-CMS ablation: no independency adversarial learning (critic, L_G)."),
     device: str = common.DeviceOption,
 ) -> None:
     from avsep_cli.training.config import TrainConfig
@@ -66,8 +75,19 @@ def train(
             raise AvsepError(f"--preset {preset}: expected paper or cpu")
         if rcop and method != "avpc":
             raise AvsepError("--rcop is AVPC's self-supervised pre-training: use it with --method avpc")
+        ial_flags = {"--supervised": supervised, "--no-spatial-attention": no_spatial_attention,
+                     "--no-channel-attention": no_channel_attention, "--no-adain": no_adain,
+                     "--no-av-contrast": no_av_contrast, "--no-ial": no_ial}
+        used = [f for f, on in ial_flags.items() if on]
+        if used and method != "ialcms":
+            raise AvsepError(f"{', '.join(used)}: IAL-CMS options; use them with --method ialcms")
+        model_overrides = {k: False for k, on in (("spatial_attention", no_spatial_attention),
+                                                  ("channel_attention", no_channel_attention), ("adain", no_adain),
+                                                  ("av_contrast", no_av_contrast)) if on}
+        options = {**({"supervised": True} if supervised else {}), **({"ial": False} if no_ial else {})}
         base = dict(dataset=dataset, root=str(root), batch_size=batch_size, steps_per_epoch=steps_per_epoch, mix=mix,
-                    seed=seed, val_num=val_num, num_workers=num_workers, segment=segment, preset=preset)
+                    seed=seed, val_num=val_num, num_workers=num_workers, segment=segment, preset=preset,
+                    cache_features=cache_features)
         run_dir = run or Path("runs") / (method + ("-rcop" if rcop else ""))
         stages = []
         if rcop:  # stage 1: RCoP pre-training in RUN/rcop; stage 2 starts from its weights
@@ -75,7 +95,7 @@ def train(
                            run_dir / "rcop"))
             init_from = run_dir / "rcop" / "last.pt"
         stages.append((TrainConfig(**{**base, "method": method, "epochs": epochs or 10, "init_from": str(init_from or ""),
-                                      **METHOD_DEFAULTS[method]}), run_dir))
+                                      "model": model_overrides, "options": options, **METHOD_DEFAULTS[method]}), run_dir))
     else:
         if rcop:
             raise AvsepError("--rcop starts a new two-stage run; to continue one stage, --resume its folder")

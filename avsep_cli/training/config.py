@@ -37,9 +37,11 @@ class TrainConfig:
     val_every: int = 1
     val_num: int = 32  # validation mixtures (fixed, seeded: the same every epoch)
     monitor: str = "sdr"  # validation metric that picks best.pt (higher is better)
+    cache_features: bool = False  # frozen-trunk features computed once and cached (no frame augmentation)
     init_from: str = ""  # start from another run's weights (curriculum: 2-mix -> 3-/4-mix); fresh optimiser
     preset: str = "paper"  # model preset: paper (published configuration) or cpu (smaller, for CPU training)
     model: dict = field(default_factory=dict)  # the method's model config (its own dataclass, as a dict)
+    options: dict = field(default_factory=dict)  # the method's training options (IAL-CMS: training/ialcms.IALOptions)
 
     def save(self, path: Path) -> None:
         from avsep_cli.fsio import atomic_path

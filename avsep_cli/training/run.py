@@ -21,7 +21,7 @@ from avsep_cli.training.trainer import Trainer, dist_info, init_distributed, see
 
 log = logging.getLogger("avsep")
 
-METHODS = ("tiny", "avpc", "sop", "visual-trunk", "avpc-rcop")
+METHODS = ("tiny", "avpc", "sop", "visual-trunk", "avpc-rcop", "ialcms")
 
 # per-method learning rates and optimiser settings (AVPC: AdamW, sound net 1e-3, frame head 1e-4,
 # weight decay 1e-2; Sound-of-Pixels trained the same way under our protocol)
@@ -33,6 +33,9 @@ METHOD_DEFAULTS = {
     "avpc-rcop": {"lr": {"default": 1e-3}, "optimizer": "sgd", "weight_decay": 1e-4, "momentum": 0.9, "val_num": 0},
     # trunk pre-training on the corpus pictures (our substitute for ImageNet): AdamW, cosine-free steps
     "visual-trunk": {"lr": {"default": 1e-3}, "optimizer": "adamw", "weight_decay": 1e-4, "monitor": "acc"},
+    # IAL-CMS separator (authors' code): Adam, visual side 1e-3, audio side (encoder, interaction, decoder)
+    # 1e-4, no weight decay; the critic's own Adam lives in training/ialcms.IALOptions
+    "ialcms": {"lr": {"visual": 1e-3, "default": 1e-4}, "optimizer": "adam", "weight_decay": 0.0, "betas": (0.9, 0.999)},
 }
 
 
@@ -52,6 +55,10 @@ def model_config(method: str, preset: str, overrides: dict) -> dict:
         return {**asdict(SoPConfig.preset(preset)), **overrides}
     if method == "visual-trunk":
         return {"num_classes": 15, "frame_size": 224, **overrides}
+    if method == "ialcms":
+        from avsep_cli.models.ialcms import IALCMSConfig
+
+        return {**asdict(IALCMSConfig.preset(preset)), **overrides}
     raise AvsepError(f"unknown training method {method!r}; available: {', '.join(METHODS)}")
 
 
@@ -66,10 +73,11 @@ def build_system(cfg: TrainConfig, visual_weights: str | None = None):
     cfg.model = model_config(cfg.method, cfg.preset, cfg.model)
     checkpoint._load_builtin_models()
     model = checkpoint.MODELS[cfg.method](**cfg.model)
-    if visual_weights is not None and hasattr(model, "frame_net"):
+    if visual_weights is not None and (hasattr(model, "frame_net") or cfg.method == "ialcms"):
         from avsep_cli.models.resnet import load_trunk_weights
 
-        log.info("visual trunk from %s", load_trunk_weights(model.frame_net.trunk, visual_weights))
+        trunk = model.visual.trunk if cfg.method == "ialcms" else model.frame_net.trunk
+        log.info("visual trunk from %s", load_trunk_weights(trunk, visual_weights))
     from avsep_cli.training.systems import FIXED_SEGMENT
 
     if cfg.method == "visual-trunk":
@@ -93,13 +101,49 @@ def build_system(cfg: TrainConfig, visual_weights: str | None = None):
         data = RCoPPairs(cfg.root, "train", length=max(cfg.batch_size * max(cfg.steps_per_epoch, 1), 64), seed=cfg.seed,
                          frame_size=cfg.model["frame_size"])
         return RCoPSystem(model, cfg.method, cfg.model), data
+    if cfg.method == "ialcms":
+        return _build_ialcms(cfg, model)
     if cfg.method in FIXED_SEGMENT and cfg.segment != FIXED_SEGMENT[cfg.method]:
         raise AvsepError(f"--method {cfg.method} works on {FIXED_SEGMENT[cfg.method]}-sample windows (256 STFT frames); "
                          f"--segment {cfg.segment} does not fit its 7 down-sampling levels")
     system = MaskSystem(model, cfg.method, cfg.model)
     length = max(cfg.batch_size * max(cfg.steps_per_epoch, 1), 64)
+    store = None
+    if cfg.cache_features:
+        if not hasattr(model, "forward_features"):
+            raise AvsepError(f"--cache-features needs a frozen visual trunk; --method {cfg.method} has none")
+        from avsep_cli.features import TrunkFeatureStore
+
+        trunk = model.frame_net.trunk
+        store = TrunkFeatureStore(cfg.root, trunk, "resnet18-dilated" if cfg.method == "sop" else "resnet18",
+                                  cfg.model["frame_size"])
     data = MixSeparate(cfg.root, "train", mix=cfg.mix, length=length, seed=cfg.seed, segment=cfg.segment,
-                       frame_size=cfg.model["frame_size"])
+                       frame_size=cfg.model["frame_size"], features=store)
+    return system, data
+
+
+def _build_ialcms(cfg: TrainConfig, model):
+    """IAL-CMS: the two-optimiser system and a mixture-of-mixtures (unsupervised) or Mix-and-Separate
+    (supervised) training set."""
+    from avsep_cli.datasets import MixSeparate, MixtureOfMixtures
+    from avsep_cli.models.ialcms_critic import CriticConfig
+    from avsep_cli.training.ialcms import IALCMSSystem, IALOptions
+
+    try:
+        opts = IALOptions.from_dict(cfg.options)
+    except TypeError as e:
+        raise AvsepError(f"bad IAL-CMS training options {cfg.options}: {e}") from None
+    cfg.options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()}
+    critic_args = asdict(CriticConfig.preset(opts.critic_preset or cfg.preset))
+    system = IALCMSSystem(model, cfg.method, cfg.model, opts, critic_args, grad_clip=cfg.grad_clip)
+    length = max(cfg.batch_size * max(cfg.steps_per_epoch, 1), 64)
+    size = cfg.model["frame_size"]
+    if opts.supervised:
+        data = MixSeparate(cfg.root, "train", mix=cfg.mix, length=length, seed=cfg.seed, segment=cfg.segment,
+                           frame_size=size)
+    else:
+        data = MixtureOfMixtures(cfg.root, "train", length=length, seed=cfg.seed, segment=cfg.segment,
+                                 frame_size=size, crop_size=size)
     return system, data
 
 
@@ -109,7 +153,7 @@ def make_validation(cfg: TrainConfig, system, device: torch.device) -> Callable[
         return None
     if cfg.method == "visual-trunk":
         return _classification_validation(cfg, system, device)
-    from avsep_cli.training.systems import FIXED_SEGMENT, MaskMethod
+    from avsep_cli.training.systems import FIXED_SEGMENT, IALCMSMethod, MaskMethod
 
     try:
         items = evaluate.build_test_set(cfg.root, mix=cfg.mix, split="val", num=cfg.val_num, seed=cfg.seed,
@@ -119,8 +163,11 @@ def make_validation(cfg: TrainConfig, system, device: torch.device) -> Callable[
         return None
 
     def validate() -> dict:
-        method = MaskMethod(system.model, cfg.method, frame_size=cfg.model.get("frame_size", 224),
-                            segment=FIXED_SEGMENT.get(cfg.method))
+        if cfg.method == "ialcms":
+            method = IALCMSMethod(system.model, cfg.method, frame_size=cfg.model["frame_size"])
+        else:
+            method = MaskMethod(system.model, cfg.method, frame_size=cfg.model.get("frame_size", 224),
+                                segment=FIXED_SEGMENT.get(cfg.method))
         report, _ = evaluate.evaluate(method, items, window=cfg.segment, batch_size=cfg.batch_size, device=device)
         system.model.train()
         sm = report.summary("mix")

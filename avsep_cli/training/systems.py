@@ -22,12 +22,14 @@ def mixture_features(mixture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return dsp.log_magnitude(mag).unsqueeze(1), mag
 
 
-def mask_logits(model, mixture: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """mixture (B, L), frames (B, N, K, 3, H, W) -> logits (B, N, 256, T) and warped mixture magnitude."""
+def mask_logits(model, mixture: torch.Tensor, frames: torch.Tensor, feats: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """mixture (B, L), frames (B, N, K, 3, H, W) -> logits (B, N, 256, T) and warped mixture magnitude.
+    With `feats`, `frames` holds cached trunk features (B, N, K, 512, h, w) instead."""
     b, n = frames.shape[:2]
     log_mag, mag = mixture_features(mixture)
     log_mag = log_mag.repeat_interleave(n, dim=0)  # (B*N, 1, 256, T)
-    logits = model(log_mag, frames.flatten(0, 1))  # (B*N, 1, 256, T)
+    net = model.module if hasattr(model, "module") and feats else model  # DDP wraps forward() only
+    logits = (net.forward_features if feats else model)(log_mag, frames.flatten(0, 1))  # (B*N, 1, 256, T)
     return logits.view(b, n, *logits.shape[-2:]), mag
 
 
@@ -68,7 +70,8 @@ class MaskSystem(System):
     """Mix-and-Separate training of a visually guided mask net on the log grid."""
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        logits, mag = mask_logits(self.forward_model, batch["mixture"], batch["frames"])
+        feats = "feats" in batch
+        logits, mag = mask_logits(self.forward_model, batch["mixture"], batch["feats" if feats else "frames"], feats)
         src_mag = dsp.LOG.warp(dsp.stft(batch["stems"]).abs())  # (B, N, 256, T)
         target = dsp.ideal_binary_mask(src_mag)
         return {"loss": weighted_bce(logits, target, mag)}
@@ -128,11 +131,37 @@ class MaskMethod:
         return est.view(b, n_chunks, n, seg).permute(0, 2, 1, 3).reshape(b, n, n_chunks * seg)[..., :length]
 
 
+class IALCMSMethod:
+    """A trained IAL-CMS separator as an evaluation/separation method: each source's pictures (crops of
+    its player, or its solo clip's frames) guide one soft mel ratio mask, warped back to the linear grid and
+    applied with the mixture phase (training/ialcms.separate). Any window length works (the net pads)."""
+
+    def __init__(self, model: torch.nn.Module, name: str = "ialcms", frames_per_source: int = 3,
+                 frame_gap: float = 3.0, frame_size: int = 224):
+        self.model, self.name = model.eval(), name
+        self.frames_per_source, self.frame_gap, self.frame_size = frames_per_source, frame_gap, frame_size
+
+    @torch.no_grad()
+    def separate(self, batch: MixBatch) -> torch.Tensor:
+        from avsep_cli.training.ialcms import separate
+
+        self.model.eval()
+        dev = next(self.model.parameters()).device
+        mixture = batch.mixture.to(dev).float()  # (B, L)
+        frames = batch.frames.to(dev)  # (B, S, K, 3, H, W)
+        b, s = frames.shape[:2]
+        mix_index = torch.arange(b, device=dev).repeat_interleave(s)
+        waves = separate(self.model, mixture, frames.flatten(0, 1), mix_index)["waves"]  # (B*S, L)
+        return waves.view(b, s, -1)
+
+
 FIXED_SEGMENT = {"avpc": dsp.SEGMENT, "sop": dsp.SEGMENT}  # nets whose depth needs 256 STFT frames
 
 
-def method_from_checkpoint(path: str, name: str | None = None, device: str | torch.device = "cpu") -> MaskMethod:
+def method_from_checkpoint(path: str, name: str | None = None, device: str | torch.device = "cpu") -> MaskMethod | IALCMSMethod:
     data = checkpoint.load(path, map_location=device)
     model = checkpoint.build_model(data).to(device)
+    if data["model_name"] == "ialcms":
+        return IALCMSMethod(model, name or "ialcms", frame_size=data["model_args"].get("frame_size", 224))
     return MaskMethod(model, name or data["model_name"], frame_size=data["model_args"].get("frame_size", 224),
                       segment=FIXED_SEGMENT.get(data["model_name"]))

@@ -6,6 +6,13 @@ optimiser and LR steps from the config, gradient clipping, AMP on CUDA, a determ
 randomness is a pure function of (seed, epoch, index) so that `--resume` continues exactly, plain-data
 checkpoints every epoch plus the best by validation SDR, Ctrl-C handling, CSV/JSONL metrics and a PNG of
 the curves, and DistributedDataParallel when started under torchrun.
+
+Methods with more than one optimiser (IAL-CMS: separator and critic) define `manual_step(batch, step,
+optimizer) -> losses`; the trainer then calls it in place of its own zero_grad/backward/step, handing it
+the trainer's optimiser (built from `param_groups` as usual, stepped by the LR schedule, checkpointed). Such
+a system also moves its extra modules in `to(device)` and keeps everything else it needs for an exact
+resume (e.g. a second optimiser) in `extra_state()` / `load_extra_state(state)`, saved under "extra".
+They run in a single process without AMP.
 """
 
 from __future__ import annotations
@@ -151,13 +158,19 @@ class Trainer:
         self.on_step = on_step
         self.rank, self.world = dist_info()
         self.model = system.model.to(device)
+        self.manual = hasattr(system, "manual_step")
+        if self.manual:
+            if self.world > 1:
+                raise AvsepError(f"--method {cfg.method} trains two networks in alternation and runs in one process only "
+                                 "(not under torchrun)")
+            system.to(device)
         self.ddp = None
         if self.world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
             system.forward_model = self.ddp
         self.optimizer = self._optimizer()
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=list(cfg.lr_steps), gamma=cfg.lr_gamma)
-        self.amp = cfg.amp and device.type == "cuda"
+        self.amp = cfg.amp and device.type == "cuda" and not self.manual
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.best = -math.inf
@@ -183,7 +196,9 @@ class Trainer:
 
     # -- checkpoints --
     def state(self) -> dict:
+        extra = {"extra": self.system.extra_state()} if hasattr(self.system, "extra_state") else {}
         return {
+            **extra,
             **self.system.model_state(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -206,6 +221,8 @@ class Trainer:
         data = checkpoint.load(path, map_location=self.device)
         self.system.model.load_state_dict(data["state_dict"])
         self.optimizer.load_state_dict(data["optimizer"])
+        if "extra" in data and hasattr(self.system, "load_extra_state"):
+            self.system.load_extra_state(data["extra"])
         self.scheduler.load_state_dict(data["scheduler"])
         self.scaler.load_state_dict(data["scaler"])
         _set_rng_state(data["rng"])
@@ -219,6 +236,9 @@ class Trainer:
     # -- the loop --
     def train_step(self, batch: dict) -> dict[str, float]:
         self.model.train()
+        if self.manual:
+            losses = self.system.manual_step(batch, self.global_step, self.optimizer)
+            return {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in losses.items()}
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=self.device.type, enabled=self.amp):
             losses = self.system.training_step(batch)
