@@ -45,8 +45,7 @@ def test_entry_points_run_as_processes(argv):
 @pytest.mark.parametrize(
     "args,issue",
     [
-        (["train", "--method", "ialcms"], "issue 7"),
-        (["info", "--method", "ialcms"], "issue 7"),
+        (["train", "--method", "detector"], "issue 8"),
         (["weights", "list"], "issue 9"),
         (["weights", "verify"], "issue 9"),
     ],
