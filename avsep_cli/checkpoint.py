@@ -84,4 +84,4 @@ def build_model(data: dict) -> torch.nn.Module:
 
 
 def _load_builtin_models() -> None:
-    from avsep_cli.models import avpc, sop, tiny, trunk_classifier  # noqa: F401  (register on import)
+    from avsep_cli.models import avpc, ialcms, sop, tiny, trunk_classifier  # noqa: F401  (register on import)

@@ -199,3 +199,8 @@ def test_train_bad_input(tmp_path, capsys):
     assert "not a corpus" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
     assert "no last.pt" in capsys.readouterr().err
+
+
+def test_time_budget_stops_at_an_epoch_end(tiny_corpus, tmp_path):
+    hist = train(small_cfg(tiny_corpus, epochs=5, max_minutes=1e-4), tmp_path / "budget", device=torch.device("cpu"))
+    assert len(hist) == 1 and checkpoint.load(tmp_path / "budget" / "last.pt")["epoch"] == 1

@@ -1,7 +1,9 @@
 """Print the parameter count of each part of a method's model, without loading any weights.
 
-`avsep info --method avpc|sop [--preset paper|cpu] [--json]`: frame net (frozen trunk and trained head),
-sound net, total. The models are built on PyTorch's meta device, so nothing is allocated or read.
+`avsep info --method avpc|sop|ialcms [--preset paper|cpu] [--json]`: frame net (frozen trunk and trained
+head), sound net, total; for IAL-CMS the visual encoder (trunk, head), audio encoder, interaction module,
+mask decoder, the separator's total and the IAL critic trained beside it. The models are built on
+PyTorch's meta device, so nothing is allocated or read.
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from avsep_cli.cli import common
 from avsep_cli.errors import AvsepError
 
 
 def info(
-    method: str = typer.Option(..., "--method", "-m", help="avpc, sop (ialcms: issue 7)."),
+    method: str = typer.Option(..., "--method", "-m", help="avpc, sop or ialcms."),
     preset: str = typer.Option("paper", "--preset", help="paper or cpu."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -33,7 +34,13 @@ def info(
 
         cfg = SoPConfig.preset(preset)
     elif method == "ialcms":
-        raise common.not_yet("avsep info --method ialcms", 7, "IAL-CMS")
+        from functools import partial
+
+        from avsep_cli.models.ialcms import IALCMSConfig
+        from avsep_cli.models.ialcms import parameter_counts as ial_counts
+
+        cfg = IALCMSConfig.preset(preset)
+        parameter_counts = partial(ial_counts, critic_preset=preset)
     else:
         raise AvsepError(f"unknown --method {method}: expected avpc, sop or ialcms")
     counts = parameter_counts(cfg)

@@ -38,6 +38,7 @@ def train(
     val_num: int = typer.Option(32, "--val-num", help="Validation mixtures (0: no validation)."),
     num_workers: int = typer.Option(0, "--num-workers", help="Data-loading worker processes."),
     segment: int = typer.Option(65535, "--segment", help="Samples per training window."),
+    max_minutes: float = typer.Option(0.0, "--max-minutes", help="Stop at the first epoch end after this many minutes (0: no limit)."),
     cache_features: bool = typer.Option(False, "--cache-features", help="Cache the frozen trunk's features per frame (much faster on CPU; no frame augmentation)."),
     rcop: bool = typer.Option(False, "--rcop", help="AVPC: RCoP self-supervised pre-training first (stage 1 in RUN/rcop), then Mix-and-Separate from it."),
     rcop_epochs: int = typer.Option(5, "--rcop-epochs", help="Epochs of the RCoP stage."),
@@ -87,7 +88,7 @@ def train(
         options = {**({"supervised": True} if supervised else {}), **({"ial": False} if no_ial else {})}
         base = dict(dataset=dataset, root=str(root), batch_size=batch_size, steps_per_epoch=steps_per_epoch, mix=mix,
                     seed=seed, val_num=val_num, num_workers=num_workers, segment=segment, preset=preset,
-                    cache_features=cache_features)
+                    cache_features=cache_features, max_minutes=max_minutes)
         run_dir = run or Path("runs") / (method + ("-rcop" if rcop else ""))
         stages = []
         if rcop:  # stage 1: RCoP pre-training in RUN/rcop; stage 2 starts from its weights

@@ -14,5 +14,5 @@ def _mask_method(name: str):
     return factory
 
 
-for _name in ("tiny", "avpc", "sop"):
+for _name in ("tiny", "avpc", "sop", "ialcms"):
     register(_name, _mask_method(_name), learned=True)

@@ -214,7 +214,6 @@ class IALCMSSystem(System):
             return {"mixture": mixture, "crops": frames.flatten(0, 1), "mix_index": mix_index,
                     "group": torch.arange(b * s, device=mixture.device), "stems": stems}
         mixture, clip_mixes, crops, obj_clip, valid = (batch[k] for k in UNSUPERVISED_KEYS)
-        b, o = valid.shape
         bi, oi = valid.nonzero(as_tuple=True)  # valid objects only: padded slots never reach the network
         return {"mixture": mixture, "crops": crops[bi, oi], "mix_index": bi, "group": bi * 2 + obj_clip[bi, oi],
                 "clip_mixtures": clip_mixes, "clip_of": obj_clip[bi, oi]}

@@ -129,6 +129,9 @@ def _build_ialcms(cfg: TrainConfig, model):
     from avsep_cli.models.ialcms_critic import CriticConfig
     from avsep_cli.training.ialcms import IALCMSSystem, IALOptions
 
+    if cfg.cache_features:
+        raise AvsepError("--cache-features is not available for --method ialcms: its inputs are per-item player crops "
+                         "(random padding and flips), not whole frames")
     try:
         opts = IALOptions.from_dict(cfg.options)
     except TypeError as e:

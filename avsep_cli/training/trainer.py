@@ -268,6 +268,7 @@ class Trainer:
 
     def _epochs(self, validate: Callable[[], dict] | None) -> None:
         cfg = self.cfg
+        t_start = time.perf_counter()
         while self.epoch < cfg.epochs:
             if hasattr(self.train_set, "set_epoch"):
                 self.train_set.set_epoch(self.epoch)
@@ -311,6 +312,9 @@ class Trainer:
             log.info("epoch %d: %s", row["epoch"], {k: v for k, v in row.items() if k not in ("type",)})
             if self.on_step:
                 self.on_step(-1, self.steps_per_epoch, row)
+            if cfg.max_minutes and time.perf_counter() - t_start > 60 * cfg.max_minutes:
+                log.warning("stopping after epoch %d: the %.0f-minute budget is spent", self.epoch, cfg.max_minutes)
+                break
 
     def _write_metrics(self) -> None:
         if self.rank != 0:
