@@ -124,15 +124,21 @@ def seed_everything(seed: int) -> None:
 
 
 @contextlib.contextmanager
-def _interruptible():
-    """SIGINT and SIGTERM raise KeyboardInterrupt while training, whatever the process inherited (a
-    job started in the background by a non-interactive shell ignores SIGINT), so both save a checkpoint."""
+def _interruptible(request_stop: Callable[[], None]):
+    """While training, the first SIGINT or SIGTERM asks the loop to stop at the next step boundary (so no
+    exception lands in the middle of an import or a write), a second one stops at once. Installed
+    whatever the process inherited (a job started in the background by a non-interactive shell ignores
+    SIGINT)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    asked = []
 
     def stop(signum, frame):
-        raise KeyboardInterrupt
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
+        request_stop()
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -257,14 +263,23 @@ class Trainer:
 
     def fit(self, validate: Callable[[], dict] | None = None) -> list[dict]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._stop = False
         try:
-            with _interruptible():
+            with _interruptible(self._request_stop):
                 self._epochs(validate)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # a second Ctrl-C, or a signal outside the main thread
+            self._stop = True
+        if self._stop:
             path = self.save("last.pt")
-            self._write_metrics()
-            raise Interrupted(path) from None
+            try:
+                self._write_metrics()
+            except Exception as e:  # noqa: BLE001 - the checkpoint is what matters on the way out
+                log.warning("metrics not written: %s", e)
+            raise Interrupted(path)
         return self.history
+
+    def _request_stop(self) -> None:
+        self._stop = True
 
     def _epochs(self, validate: Callable[[], dict] | None) -> None:
         cfg = self.cfg
@@ -289,6 +304,8 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + v
                 if self.on_step:
                     self.on_step(self.step_in_epoch, self.steps_per_epoch, losses)
+                if self._stop:
+                    return
             n = max(1, len(batches))
             row = {"type": "epoch", "epoch": self.epoch, "step": self.global_step,
                    **{f"train_{k}": v / n for k, v in sums.items()},
