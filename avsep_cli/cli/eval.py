@@ -103,12 +103,14 @@ def _print_tables(reports: list, setup: dict) -> None:
                       _fmt(sm["sir"]), _fmt(sm["sar"]), _fmt(sm["sdri"]),
                       f"{r.skipped_clips} clips / {r.skipped_sources} src", f"{per_clip:.3f}")
         out.print(t)
-    classes = sorted({c for r in reports for c in r.per_class("mix")})
+    per_class = {r.method: r.per_class("mix") for r in reports}
+    classes = sorted({c for pc in per_class.values() for c in pc})
     if classes:
         t = Table(title="mean SDR per class (test mixtures)")
         t.add_column("class")
         for r in reports:
             t.add_column(r.method, justify="right")
         for c in classes:
-            t.add_row(c, *[(f"{r.per_class('mix')[c]['sdr_mean']:.2f}" if r.per_class("mix").get(c, {}).get("n") else "-") for r in reports])
+            t.add_row(c, *[(f"{per_class[r.method][c]['sdr_mean']:.2f}" if per_class[r.method].get(c, {}).get("n") else "-")
+                           for r in reports])
         out.print(t)

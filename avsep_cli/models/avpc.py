@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from avsep_cli.checkpoint import register_model
 from avsep_cli.models.frames import normalize
-from avsep_cli.models.resnet import ResNet18Trunk, freeze
+from avsep_cli.models.resnet import FrozenResNet18Trunk
 
 LEAK = 0.2
 
@@ -54,13 +54,9 @@ class FrameNet(nn.Module):
 
     def __init__(self, visual_channels: int = 16):
         super().__init__()
-        self.trunk = freeze(ResNet18Trunk())
+        self.trunk = FrozenResNet18Trunk()
         self.head = nn.Sequential(nn.Conv2d(512, visual_channels, 6), nn.BatchNorm2d(visual_channels), nn.LeakyReLU(LEAK))
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.trunk.eval()  # frozen: BatchNorm statistics stay fixed
-        return self
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, K, 3, H, W) -> (B, K, 512, H/32, W/32) frozen trunk features (cacheable)."""

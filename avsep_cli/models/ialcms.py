@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from avsep_cli.checkpoint import register_model
 from avsep_cli.models.frames import normalize
-from avsep_cli.models.resnet import ResNet18Trunk, freeze
+from avsep_cli.models.resnet import FrozenResNet18Trunk
 
 LEAK = 0.2
 DOWN = 32  # total down-sampling of the audio encoder (stem + 4 stages, stride 2 each)
@@ -73,14 +73,10 @@ class VisualEncoder(nn.Module):
 
     def __init__(self, dim: int = 512):
         super().__init__()
-        self.trunk = freeze(ResNet18Trunk())
+        self.trunk = FrozenResNet18Trunk()
         self.proj = nn.Conv2d(512, dim, 1)  # stands in for the authors' DeepLabv3+ head (see module docstring)
         self.mlp = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.LeakyReLU(LEAK), nn.Conv2d(dim, dim, 1))
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.trunk.eval()  # frozen: BatchNorm statistics stay fixed
-        return self
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         n, k = crops.shape[:2]

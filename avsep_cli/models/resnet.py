@@ -46,11 +46,18 @@ def _dilate_last_stage(stage: nn.Module) -> None:
                 m.dilation, m.padding = (2, 2), (2, 2)
 
 
-def freeze(module: nn.Module) -> nn.Module:
-    """No gradients; eval-mode BatchNorm (owners re-apply `.eval()` in their own `train()`)."""
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module.eval()
+class FrozenResNet18Trunk(ResNet18Trunk):
+    """The trunk as the papers use it during separation training: no gradients, and BatchNorm kept in
+    eval mode whatever mode its parent is put in (same parameter names as `ResNet18Trunk`)."""
+
+    def __init__(self, dilated: bool = False):
+        super().__init__(dilated)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True):
+        return super().train(False)
 
 
 def _torchvision_cache_file() -> Path | None:

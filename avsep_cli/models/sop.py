@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from avsep_cli.checkpoint import register_model
 from avsep_cli.models.frames import normalize
-from avsep_cli.models.resnet import ResNet18Trunk, freeze
+from avsep_cli.models.resnet import FrozenResNet18Trunk
 
 
 @dataclass
@@ -41,13 +41,9 @@ class SoPFrameNet(nn.Module):
 
     def __init__(self, k: int = 32):
         super().__init__()
-        self.trunk = freeze(ResNet18Trunk(dilated=True))
+        self.trunk = FrozenResNet18Trunk(dilated=True)
         self.head = nn.Conv2d(512, k, 3, padding=1)
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.trunk.eval()
-        return self
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:
         b, n = frames.shape[:2]
