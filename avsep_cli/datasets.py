@@ -265,16 +265,19 @@ class MixtureOfMixtures(_Base):
     Item: mixture (L,), clip_mixtures (2, L) targets, crops (O, K, 3, h, w) uint8 with O = 2 * max objects
     per clip, object_clip (O,) 0/1, object_valid (O,) bool, labels (O,). Ground-truth stems, for
     evaluation only, are added under `eval_stems` (O, L) when `with_eval_stems` is set; training code
-    drops every `eval_` key before the loss sees the batch.
+    drops every `eval_` key before the loss sees the batch. With `features` (a `features.TrunkFeatureStore`),
+    `crops` holds the frozen trunk's features of fixed crops (O, K, 512, h', w') float32 instead (no
+    random padding or flips).
     """
 
     max_objects = 2  # per clip: solos have 1, duets 2
 
     def __init__(self, root, split: str = "train", *, length: int = 1000, seed: int = 0, segment: int = dsp.SEGMENT,
                  n_frames: int = 3, frame_gap: int = 24, frame_size: int = 224, crop_size: int = 224,
-                 train: bool = True, gain_db: float = 3.0, with_eval_stems: bool = False):
+                 train: bool = True, gain_db: float = 3.0, with_eval_stems: bool = False, features=None):
         super().__init__(root, split, length=length, seed=seed, segment=segment, n_frames=n_frames,
                          frame_gap=frame_gap, frame_size=frame_size, train=train, gain_db=gain_db)
+        self.features = features
         self.clips = sorted(self.corpus.clips(split=split), key=lambda c: (c.kind, c.classes, c.id))
         if len(self.clips) < 2:
             raise AvsepError(f"a mixture of mixtures needs at least 2 clips in split {split!r}")
@@ -284,7 +287,7 @@ class MixtureOfMixtures(_Base):
         rng = self._rng(index)
         a, b = rng.choice(len(self.clips), size=2, replace=False)
         O = 2 * self.max_objects
-        crops = torch.zeros(O, self.n_frames, 3, self.crop_size, self.crop_size, dtype=torch.uint8)
+        crops = None  # (O, K, 3, h, w) uint8, or (O, K, 512, h', w') cached features
         obj_clip = torch.zeros(O, dtype=torch.long)
         valid = torch.zeros(O, dtype=torch.bool)
         labels = torch.full((O,), -1, dtype=torch.long)
@@ -297,14 +300,20 @@ class MixtureOfMixtures(_Base):
             gain = self._gain(rng)
             mixes.append(window(wav, start, self.segment) * gain)
             times = frame_times(start / dsp.SAMPLE_RATE, self.segment, self.n_frames, self.frame_gap)
-            frames = self.reader.frames(clip, times)  # (K, H, W, 3)
+            frames = None if self.features is not None else self.reader.frames(clip, times)  # (K, H, W, 3)
             flip = self.train and rng.random() < 0.5
             for j, (cls, boxes) in enumerate(self.reader.boxes(clip, times)):
                 o = ci * self.max_objects + j
-                cr = np.stack([square_crop(f, bx, self.crop_size, pad=0.1 + (0.1 * rng.random() if self.train else 0))
-                               for f, bx in zip(frames, boxes)])  # (K, h, w, 3)
-                t = torch.from_numpy(cr).permute(0, 3, 1, 2)
-                crops[o] = t.flip(-1) if flip else t
+                if self.features is not None:  # fixed crops (padding 0.1, no flip): their features are cached
+                    t = self.features.get_crops(clip, times, j, self.crop_size)
+                else:
+                    cr = np.stack([square_crop(f, bx, self.crop_size, pad=0.1 + (0.1 * rng.random() if self.train else 0))
+                                   for f, bx in zip(frames, boxes)])  # (K, h, w, 3)
+                    t = torch.from_numpy(cr).permute(0, 3, 1, 2)
+                    t = t.flip(-1) if flip else t
+                if crops is None:
+                    crops = torch.zeros(O, *t.shape, dtype=t.dtype)
+                crops[o] = t
                 obj_clip[o], valid[o], labels[o] = ci, True, self.class_index.get(cls, -1)
                 if self.with_eval_stems and cls in clip.stems:
                     eval_stems[o] = torch.from_numpy(window(self.reader.stem(clip, cls), start, self.segment) * gain)

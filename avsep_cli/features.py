@@ -5,18 +5,20 @@ separation training; recomputing it every step is most of a CPU step's cost. `Tr
 the features of a frame (at 8 fps, the frame `media.frames_at` would give) the first time a dataset asks
 for it and stores them (float16) under the corpus' feature cache keyed by the trunk's sha256
 (`cache.feature_cache_path`), so a different trunk never reads stale features. Frames are used as they
-are (no random crop or flip): training on cached features gives up frame augmentation.
+are (no random crop or flip): training on cached features gives up frame augmentation. `get_crops` does
+the same for one player's square crops (IAL-CMS's inputs), keyed by player and crop size.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from avsep_cli import cache
-from avsep_cli.datasets import FPS, ClipReader, augment_frames
+from avsep_cli.datasets import FPS, ClipReader, augment_frames, square_crop
 from avsep_cli.layout import Clip
 from avsep_cli.models.frames import normalize
 
@@ -24,31 +26,55 @@ from avsep_cli.models.frames import normalize
 class TrunkFeatureStore:
     def __init__(self, root: str | Path, trunk: torch.nn.Module, kind: str, frame_size: int = 224):
         self.root, self.trunk, self.kind, self.frame_size = Path(root), trunk, kind, frame_size
-        self.sha = cache.state_dict_sha256(trunk)
+        self._sha: str | None = None
         self.reader = ClipReader(self.root)
 
-    def _path(self, clip: Clip, index: int) -> Path:
-        return cache.feature_cache_path(self.root, clip, self.sha, f"{self.kind}-f{index:05d}")
+    @property
+    def sha(self) -> str:
+        """The trunk's sha256, taken at the first look-up: a resumed run loads its trunk weights after
+        the store is made, and the key must be that of the weights the features come from."""
+        if self._sha is None:
+            self._sha = cache.state_dict_sha256(self.trunk)
+        return self._sha
 
     @torch.no_grad()
-    def get(self, clip: Clip, times: list[float]) -> torch.Tensor:
-        """(K, 512, h, w) float32 trunk features of the frames at `times` (seconds)."""
+    def _cached(self, clip: Clip, times: list[float], key: Callable[[int], str],
+                pictures: Callable[[list[float]], torch.Tensor]) -> torch.Tensor:
+        """(K, 512, h, w) float32 features for the frames at `times`: read from the cache, or computed
+        from `pictures(missing times)` -> (M, 3, H, W) uint8 and stored (float16) under `key(frame index)`."""
         idx = [int(np.floor(t * FPS + 1e-6)) for t in times]
         out: dict[int, np.ndarray] = {}
         missing = []
         for i in dict.fromkeys(idx):
-            p = self._path(clip, i)
+            p = cache.feature_cache_path(self.root, clip, self.sha, key(i))
             if p.exists() and p.stat().st_mtime >= clip.video.stat().st_mtime:
                 out[i] = np.load(p)
             else:
                 missing.append(i)
         if missing:
-            frames = torch.from_numpy(self.reader.frames(clip, [i / FPS for i in missing])).permute(0, 3, 1, 2)
-            frames = augment_frames(frames, np.random.default_rng(0), self.frame_size, train=False)
-            dev = next(self.trunk.parameters()).device
+            x = pictures([i / FPS for i in missing])
             self.trunk.eval()
-            feats = self.trunk(normalize(frames.to(dev))).cpu().numpy().astype(np.float16)  # (M, 512, h, w)
+            feats = self.trunk(normalize(x.to(next(self.trunk.parameters()).device))).cpu().numpy().astype(np.float16)
             for i, f in zip(missing, feats):
-                cache.write_features(self.root, clip, self.sha, f"{self.kind}-f{i:05d}", f)
+                cache.write_features(self.root, clip, self.sha, key(i), f)
                 out[i] = f
         return torch.from_numpy(np.stack([out[i] for i in idx]).astype(np.float32))
+
+    def get(self, clip: Clip, times: list[float]) -> torch.Tensor:
+        """(K, 512, h, w) float32 trunk features of the frames at `times` (seconds)."""
+
+        def pictures(ts):
+            frames = torch.from_numpy(self.reader.frames(clip, ts)).permute(0, 3, 1, 2)
+            return augment_frames(frames, np.random.default_rng(0), self.frame_size, train=False)
+
+        return self._cached(clip, times, lambda i: f"{self.kind}-f{i:05d}", pictures)
+
+    def get_crops(self, clip: Clip, times: list[float], player: int, size: int) -> torch.Tensor:
+        """(K, 512, h, w) float32 trunk features of player `player`'s square crops (padding 0.1 of the box,
+        `size` pixels: what IAL-CMS sees without augmentation) in the frames at `times`."""
+        def pictures(ts):
+            boxes = self.reader.boxes(clip, ts)[player][1]
+            crops = np.stack([square_crop(f, b, size) for f, b in zip(self.reader.frames(clip, ts), boxes)])
+            return torch.from_numpy(crops).permute(0, 3, 1, 2)
+
+        return self._cached(clip, times, lambda i: f"{self.kind}-p{player}-s{size}-f{i:05d}", pictures)

@@ -388,3 +388,32 @@ def test_cli_switches_reach_the_config(tiny_corpus, tmp_path):
     assert cfg["options"]["supervised"] is True and cfg["options"]["ial"] is False
     assert main(["train", "--method", "tiny", "--root", str(tiny_corpus), "--run", str(tmp_path / "t"),
                  "--no-ial"]) == 2
+
+
+def test_cached_crop_features_match_the_trunk_and_train(tiny_corpus, tmp_path):
+    import shutil
+
+    from avsep_cli.datasets import MixtureOfMixtures
+    from avsep_cli.features import TrunkFeatureStore
+    from avsep_cli.models.frames import normalize
+
+    root = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, root)
+    model = IALCMS(**asdict(IALCMSConfig.preset("cpu")))
+    store = TrunkFeatureStore(root, model.visual.trunk, "resnet18", 128)
+    cached = MixtureOfMixtures(root, "train", length=2, crop_size=128, features=store, train=False)[1]
+    plain = MixtureOfMixtures(root, "train", length=2, crop_size=128, train=False)[1]
+    v = plain["object_valid"]
+    assert cached["crops"].shape == (4, 3, 512, 4, 4) and cached["crops"].dtype == torch.float32
+    assert torch.equal(cached["object_valid"], v) and torch.equal(cached["clip_mixtures"], plain["clip_mixtures"])
+    with torch.no_grad():
+        direct = model.visual.trunk(normalize(plain["crops"][v].flatten(0, 1))).view(-1, 3, 512, 4, 4)
+    torch.testing.assert_close(cached["crops"][v], direct, rtol=2e-3, atol=2e-3)  # stored as float16
+    assert (cached["crops"][~v] == 0).all()
+    with torch.no_grad():  # the visual encoder takes either
+        torch.testing.assert_close(model.visual(cached["crops"][v]), model.visual(plain["crops"][v]), rtol=1e-2, atol=1e-2)
+    run = tmp_path / "run"
+    assert main(["train", "--method", "ialcms", "--preset", "cpu", "--root", str(root), "--run", str(run), "--epochs", "1",
+                 "--steps-per-epoch", "2", "--batch-size", "2", "--segment", str(SEG), "--val-num", "0",
+                 "--cache-features"]) == 0
+    assert checkpoint.load(run / "last.pt")["config"]["cache_features"] is True

@@ -204,3 +204,14 @@ def test_train_bad_input(tmp_path, capsys):
 def test_time_budget_stops_at_an_epoch_end(tiny_corpus, tmp_path):
     hist = train(small_cfg(tiny_corpus, epochs=5, max_minutes=1e-4), tmp_path / "budget", device=torch.device("cpu"))
     assert len(hist) == 1 and checkpoint.load(tmp_path / "budget" / "last.pt")["epoch"] == 1
+
+
+def test_cpu_budget_counts_process_time_across_resumes(tiny_corpus, tmp_path):
+    hist = train(small_cfg(tiny_corpus, epochs=1), tmp_path / "a", device=torch.device("cpu"))
+    hist = train(None, tmp_path / "a", device=torch.device("cpu"), resume=True, epochs=2)
+    assert len(hist) == 2 and 0 < hist[0]["cpu_min"] < hist[1]["cpu_min"] and hist[1]["wall_min"] > 0
+    # a budget one epoch cannot fit twice into: one epoch runs, and a resumed run has nothing left
+    hist = train(small_cfg(tiny_corpus, epochs=5, max_cpu_minutes=1e-4), tmp_path / "b", device=torch.device("cpu"))
+    assert len(hist) == 1
+    hist = train(None, tmp_path / "b", device=torch.device("cpu"), resume=True, epochs=6)
+    assert len(hist) == 1 and checkpoint.load(tmp_path / "b" / "last.pt")["epoch"] == 1

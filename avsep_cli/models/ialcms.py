@@ -57,7 +57,7 @@ class IALCMSConfig:
     @classmethod
     def preset(cls, name: str) -> "IALCMSConfig":
         """paper: the published widths. cpu: a quarter of the widths, one block per stage and 128-px crops
-        (the trunk runs on every crop of every step: features are not cached for this method)."""
+        (with --cache-features the trunk's crop features are computed once; otherwise it runs on every crop)."""
         if name == "paper":
             return cls()
         if name == "cpu":
@@ -69,7 +69,8 @@ class IALCMSConfig:
 
 
 class VisualEncoder(nn.Module):
-    """(N, K, 3, H, W) uint8 crops -> (N, dim, H/32, W/32) visual map f_v in the common space."""
+    """(N, K, 3, H, W) uint8 crops (or their cached trunk features) -> (N, dim, H/32, W/32) visual map f_v
+    in the common space."""
 
     def __init__(self, dim: int = 512):
         super().__init__()
@@ -79,9 +80,13 @@ class VisualEncoder(nn.Module):
 
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        """crops: (N, K, 3, H, W) uint8 pictures, or (N, K, 512, h, w) float trunk features (cached)."""
         n, k = crops.shape[:2]
-        with torch.no_grad():
-            f = self.trunk(normalize(crops.flatten(0, 1)))  # (N*K, 512, h, w)
+        if crops.is_floating_point():
+            f = crops.flatten(0, 1)
+        else:
+            with torch.no_grad():
+                f = self.trunk(normalize(crops.flatten(0, 1)))  # (N*K, 512, h, w)
         f = f.view(n, k, *f.shape[1:]).mean(1).detach()  # (N, 512, h, w): mean over the K frames
         return self.mlp(self.proj(f))  # (N, dim, h, w)
 

@@ -35,7 +35,6 @@ from avsep_cli import dsp
 from avsep_cli.training.systems import System
 
 UNSUPERVISED_KEYS = ("mixture", "clip_mixtures", "crops", "object_clip", "object_valid")
-SUPERVISED_KEYS = ("mixture", "stems", "frames")
 
 
 @dataclass
@@ -207,7 +206,8 @@ class IALCMSSystem(System):
     def _inputs(self, batch) -> dict:
         """The flat object list of a batch: crops (N, K, 3, H, W), mix_index (N,), and the targets."""
         if self.opts.supervised:
-            mixture, stems, frames = (batch[k] for k in SUPERVISED_KEYS)
+            mixture, stems = batch["mixture"], batch["stems"]
+            frames = batch["feats"] if "feats" in batch else batch["frames"]  # pictures or cached features
             b, s = stems.shape[:2]
             mix_index = torch.arange(b, device=mixture.device).repeat_interleave(s)
             # each source is its own (solo) clip: group ids unique per object, so no dependent pairs

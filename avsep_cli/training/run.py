@@ -129,9 +129,6 @@ def _build_ialcms(cfg: TrainConfig, model):
     from avsep_cli.models.ialcms_critic import CriticConfig
     from avsep_cli.training.ialcms import IALCMSSystem, IALOptions
 
-    if cfg.cache_features:
-        raise AvsepError("--cache-features is not available for --method ialcms: its inputs are per-item player crops "
-                         "(random padding and flips), not whole frames")
     try:
         opts = IALOptions.from_dict(cfg.options)
     except TypeError as e:
@@ -141,12 +138,17 @@ def _build_ialcms(cfg: TrainConfig, model):
     system = IALCMSSystem(model, cfg.method, cfg.model, opts, critic_args, grad_clip=cfg.grad_clip)
     length = max(cfg.batch_size * max(cfg.steps_per_epoch, 1), 64)
     size = cfg.model["frame_size"]
+    store = None
+    if cfg.cache_features:  # frames (supervised) or fixed player crops (unsupervised), trunk run once
+        from avsep_cli.features import TrunkFeatureStore
+
+        store = TrunkFeatureStore(cfg.root, model.visual.trunk, "resnet18", size)
     if opts.supervised:
         data = MixSeparate(cfg.root, "train", mix=cfg.mix, length=length, seed=cfg.seed, segment=cfg.segment,
-                           frame_size=size)
+                           frame_size=size, features=store)
     else:
         data = MixtureOfMixtures(cfg.root, "train", length=length, seed=cfg.seed, segment=cfg.segment,
-                                 frame_size=size, crop_size=size)
+                                 frame_size=size, crop_size=size, features=store)
     return system, data
 
 

@@ -284,7 +284,12 @@ class Trainer:
     def _epochs(self, validate: Callable[[], dict] | None) -> None:
         cfg = self.cfg
         t_start = time.perf_counter()
+        # cumulative over resumes: process CPU time (all threads) and wall time spent training so far
+        last = next((h for h in reversed(self.history) if h["type"] == "epoch"), {})
+        cpu0, wall0 = time.process_time() - 60 * last.get("cpu_min", 0.0), t_start - 60 * last.get("wall_min", 0.0)
         while self.epoch < cfg.epochs:
+            if self._cpu_budget_spent():
+                break
             if hasattr(self.train_set, "set_epoch"):
                 self.train_set.set_epoch(self.epoch)
             batches = epoch_batches(len(self.train_set), cfg.batch_size, cfg.seed, self.epoch, self.steps_per_epoch,
@@ -314,6 +319,8 @@ class Trainer:
                    "data_fraction": round(t_data / max(t_data + t_step, 1e-9), 4)}
             if validate is not None and (self.epoch + 1) % cfg.val_every == 0:
                 row.update({f"val_{k}": v for k, v in validate().items()})
+            row["cpu_min"] = round((time.process_time() - cpu0) / 60, 3)
+            row["wall_min"] = round((time.perf_counter() - wall0) / 60, 3)
             self.scheduler.step()
             self.epoch += 1
             self.step_in_epoch = 0
@@ -332,6 +339,18 @@ class Trainer:
             if cfg.max_minutes and time.perf_counter() - t_start > 60 * cfg.max_minutes:
                 log.warning("stopping after epoch %d: the %.0f-minute budget is spent", self.epoch, cfg.max_minutes)
                 break
+
+    def _cpu_budget_spent(self) -> bool:
+        """True when another epoch, as costly in CPU time as the last one, would pass --max-cpu-minutes."""
+        rows = [h for h in self.history if h["type"] == "epoch" and "cpu_min" in h]
+        if not self.cfg.max_cpu_minutes or not rows:
+            return False
+        per_epoch = rows[-1]["cpu_min"] - (rows[-2]["cpu_min"] if len(rows) > 1 else 0.0)
+        if rows[-1]["cpu_min"] + per_epoch <= self.cfg.max_cpu_minutes:
+            return False
+        log.warning("stopping after epoch %d: another epoch would pass the %.1f CPU-minute budget (%.2f spent)",
+                    self.epoch, self.cfg.max_cpu_minutes, rows[-1]["cpu_min"])
+        return True
 
     def _write_metrics(self) -> None:
         if self.rank != 0:
