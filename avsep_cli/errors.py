@@ -19,6 +19,3 @@ class MediaError(AvsepError):
 class OutputError(AvsepError):
     """An output that cannot be written or that exists already (without --force)."""
 
-
-class NotImplementedYet(AvsepError):
-    """A command registered in the CLI whose implementation is still to come."""

@@ -74,13 +74,6 @@ def progress(transient: bool = True) -> Progress:
     )
 
 
-def not_yet(what: str, issue: int, title: str) -> AvsepError:
-    """The error a registered-but-unbuilt command raises: what is missing and where it is planned."""
-    from avsep_cli.errors import NotImplementedYet
-
-    return NotImplementedYet(f"{what} is not implemented yet (planned in issue {issue}: {title})")
-
-
 def optional_path(value: Optional[str]):
     from pathlib import Path
 

@@ -5,8 +5,9 @@ checkpoints every epoch and the best by validation SDR in `--run DIR`; `--resume
 exactly; Ctrl-C saves a checkpoint first. Under `torchrun --nproc_per_node K` it trains with
 DistributedDataParallel (IAL-CMS, with its two alternating optimisers, trains in one process). Methods: tiny
 (a test model), avpc, sop, visual-trunk and ialcms (unsupervised on mixtures of mixtures by default,
-`--supervised` on Mix-and-Separate; `--no-*` switches for the paper's ablations); the detector arrives with
-issue 8.
+`--supervised` on Mix-and-Separate; `--no-*` switches for the paper's ablations) and detector (an
+ultralytics YOLO trained from its architecture yaml on the corpus boxes; `--model`, `--imgsz`, `--every`;
+its mAP50 on the test split is printed and saved in RUN/detector.json).
 """
 
 from __future__ import annotations
@@ -20,16 +21,15 @@ from avsep_cli.cli import common
 from avsep_cli.errors import AvsepError
 
 
-# methods still to come: (issue, title)
-PLANNED = {"detector": (8, "the detector")}
+DETECTOR = "detector"  # trained by ultralytics (training/detector.py), not by the shared trainer
 
 
 def train(
-    method: Optional[str] = typer.Option(None, "--method", "-m", help="tiny, avpc, sop, visual-trunk or ialcms (detector: issue 8)."),
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="tiny, avpc, sop, visual-trunk, ialcms or detector."),
     dataset: str = typer.Option("synth", "--dataset", help="synth (our corpus) or music (MUSIC in our layout)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Data root (corpus or organised MUSIC)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (default 10; with --resume: extend the run to this many)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Mixtures per step (per process under torchrun)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (default 10, detector 30; with --resume: extend the run to this many)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Mixtures per step (per process under torchrun); detector: images per batch."),
     steps_per_epoch: int = typer.Option(100, "--steps-per-epoch", help="Optimiser steps per epoch."),
     mix: int = typer.Option(2, "--mix", help="Sources per training mixture (2, 3 or 4)."),
     run: Optional[Path] = typer.Option(None, "--run", "--run-dir", help="Run folder (default runs/<method>); under torchrun write --run-dir, since torchrun's own parser reads --run as its --run-path."),
@@ -39,6 +39,10 @@ def train(
     num_workers: int = typer.Option(0, "--num-workers", help="Data-loading worker processes."),
     segment: int = typer.Option(65535, "--segment", help="Samples per training window."),
     max_minutes: float = typer.Option(0.0, "--max-minutes", help="Stop at the first epoch end after this many minutes (0: no limit)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Detector: ultralytics architecture yaml, trained from scratch (default yolov8n.yaml; also yolo11n.yaml, ...)."),
+    imgsz: Optional[int] = typer.Option(None, "--imgsz", help="Detector: input size in pixels, a multiple of 32 (default 224, the corpus' frame size)."),
+    every: Optional[int] = typer.Option(None, "--every", help="Detector: train on every N-th frame of each clip at 8 fps (default 4)."),
+    max_cpu_minutes: float = typer.Option(0.0, "--max-cpu-minutes", help="Stop before an epoch would take the run past this much process CPU time, all threads and resumes counted (0: no limit)."),
     cache_features: bool = typer.Option(False, "--cache-features", help="Cache the frozen trunk's features per frame (much faster on CPU; no frame augmentation)."),
     rcop: bool = typer.Option(False, "--rcop", help="AVPC: RCoP self-supervised pre-training first (stage 1 in RUN/rcop), then Mix-and-Separate from it."),
     rcop_epochs: int = typer.Option(5, "--rcop-epochs", help="Epochs of the RCoP stage."),
@@ -59,13 +63,35 @@ def train(
     from avsep_cli.training.trainer import Interrupted
 
     dev = common.resolve_device(device)
+    detector_opts = [f for f, v in (("--model", model), ("--imgsz", imgsz), ("--every", every)) if v is not None]
+    if detector_opts and (method != DETECTOR or resume is not None):
+        raise AvsepError(f"{', '.join(detector_opts)}: detector options; use them with --method detector"
+                         + (" (a resumed run keeps its own)" if resume is not None else ""))
+    if resume is not None:
+        from avsep_cli.training.detector import is_detector_run
+
+        if is_detector_run(resume):
+            return _train_detector(None, resume, dev, epochs)
+    if resume is None and method == DETECTOR:
+        if root is None:
+            raise AvsepError("--root is required: the corpus (avsep data synth) with its boxes")
+        unused = [f for f, on in (("--dataset music", dataset != "synth"), ("--rcop", rcop), ("--init-from", init_from),
+                                  ("--visual-weights", visual_weights), ("--cache-features", cache_features)) if on]
+        if unused:
+            raise AvsepError(f"{', '.join(unused)}: not available for --method detector")
+        from avsep_cli.training.detector import DetectorConfig
+
+        cfg = DetectorConfig(root=str(root), batch_size=batch_size, max_minutes=max_minutes,
+                             max_cpu_minutes=max_cpu_minutes, seed=seed, num_workers=num_workers)
+        for key, value in (("epochs", epochs), ("model", model), ("imgsz", imgsz), ("every", every)):
+            if value is not None:
+                setattr(cfg, key, value)
+        return _train_detector(cfg, run or Path("runs") / DETECTOR, dev, None)
     if resume is None:
         if method is None:
             raise AvsepError("--method is required (or --resume RUN)")
         if method not in METHODS:
-            if method not in PLANNED:
-                raise AvsepError(f"unknown --method {method}; available: {', '.join(METHODS)}")
-            raise common.not_yet(f"training --method {method}", *PLANNED[method])
+            raise AvsepError(f"unknown --method {method}; available: {', '.join((*METHODS, DETECTOR))}")
         if dataset not in ("synth", "music"):
             raise AvsepError(f"--dataset {dataset}: expected synth or music")
         if root is None:
@@ -88,7 +114,8 @@ def train(
         options = {**({"supervised": True} if supervised else {}), **({"ial": False} if no_ial else {})}
         base = dict(dataset=dataset, root=str(root), batch_size=batch_size, steps_per_epoch=steps_per_epoch, mix=mix,
                     seed=seed, val_num=val_num, num_workers=num_workers, segment=segment, preset=preset,
-                    cache_features=cache_features, max_minutes=max_minutes)
+                    cache_features=cache_features, max_minutes=max_minutes,
+                    max_cpu_minutes=max_cpu_minutes)
         run_dir = run or Path("runs") / (method + ("-rcop" if rcop else ""))
         stages = []
         if rcop:  # stage 1: RCoP pre-training in RUN/rcop; stage 2 starts from its weights
@@ -125,3 +152,37 @@ def train(
             common.stderr.print(f"avsep: {e}")
             raise typer.Exit(130)
     common.stderr.print(f"run saved in {run_dir}")
+
+
+def _train_detector(cfg, run_dir: Path, dev, epochs: Optional[int]) -> None:
+    """`--method detector` (or `--resume` of a detector run): export, train, test, one line per epoch."""
+    from avsep_cli.training.detector import WEIGHTS, train_detector
+
+    if cfg is None and epochs is not None:
+        raise AvsepError("--epochs cannot change a resumed detector run (ultralytics continues its own schedule)")
+    with common.progress(transient=True) as bar:
+        task = bar.add_task("export frames and boxes", total=None)
+
+        def on_export(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            bar.update(task, completed=step, total=total, description=f"train loss {loss:.4f}")
+
+        def on_epoch(row: dict) -> None:
+            terms = " ".join(f"{k.removesuffix('_loss')} {v:.3f}" for k, v in row["losses"].items())
+            common.stderr.print(f"epoch {row['epoch']}/{row['epochs']}: loss {row['loss']:.4f} ({terms})  "
+                                f"val mAP50 {row['val_map50']:.3f} "
+                                f"mAP50-95 {row['val_map50_95']:.3f}  {row['minutes']:.1f} min "
+                                f"({row['cpu_minutes']:.1f} CPU-min)")
+
+        info = train_detector(cfg, run_dir, dev, resume=cfg is None, verbose=common.verbosity() >= 1,
+                              on_epoch=on_epoch, on_step=on_step, on_export=on_export)
+    test = info["test"]
+    if test:
+        common.stderr.print(f"test split ({info['images'].get('test', 0)} frames): mAP50 {test['map50']:.3f}  "
+                            f"mAP50-95 {test['map50_95']:.3f}")
+    else:
+        common.stderr.print("no test clips: the detector was not tested")
+    common.stderr.print(f"detector saved in {run_dir / WEIGHTS} (sha256 {info['sha256'][:12]}…; metrics in "
+                        f"{run_dir / 'detector.json'})")
