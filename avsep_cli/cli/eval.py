@@ -21,7 +21,7 @@ from avsep_cli.methods import available, get_method
 
 
 def eval_(
-    method: str = typer.Option(..., "--method", "-m", help="A registered method name, or 'all'."),
+    method: str = typer.Option(..., "--method", "-m", help="Method names (comma-separated), or 'all': the reference methods and every method with shipped weights."),
     mix: int = typer.Option(2, "--mix", help="Sources per test mixture (2 or 3)."),
     data: Path = typer.Option(..., "--data", help="Corpus or MUSIC root."),
     split: str = typer.Option("test", "--split", help="Split to score (train, val or test)."),
@@ -34,13 +34,15 @@ def eval_(
     plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for spectrogram PNGs."),
     plots_num: int = typer.Option(4, "--plots-num", help="How many mixtures to plot per method."),
     batch_size: int = typer.Option(8, "--batch-size", help="Mixtures per batch."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Checkpoint of a learned method (from avsep train)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Weights of a learned method: a shipped name or a file (default: its shipped weights)."),
     cycles: Optional[int] = typer.Option(None, "--cycles", help="AVPC: predictive-coding cycles at test time (default: as trained)."),
     force: bool = common.ForceOption,
     device: str = common.DeviceOption,
 ) -> None:
     dev = common.resolve_device(device)
-    names = available(with_learned=weights is not None) if method == "all" else [m.strip() for m in method.split(",")]
+    if method == "all" and weights is not None:
+        raise AvsepError("--method all scores the shipped weights; --weights goes with one learned method")
+    names = available(shipped_only=True) if method == "all" else [m.strip() for m in method.split(",")]
     methods = [get_method(n, weights=weights, device=dev) for n in names]  # unknown names fail here, before any work
     if cycles is not None:
         if cycles < 0:

@@ -1,30 +1,87 @@
-"""List, describe and verify the model weights shipped in `weights/`.
-
-The weights registry and the shipped weights arrive with issue 9.
-"""
+"""List, describe, verify and add the model weights shipped in `weights/` (see `avsep_cli.registry`)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Optional
+
 import typer
 
-from avsep_cli.cli import common
+from avsep_cli.errors import AvsepError
 
-app = typer.Typer(help=__doc__.split("\n\n")[0], no_args_is_help=True)
+app = typer.Typer(help=__doc__.split("(")[0].strip() + ".", no_args_is_help=True)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
 
 
 @app.command("list")
 def list_() -> None:
     """List the shipped weights."""
-    raise common.not_yet("avsep weights list", 9, "shipped weights and the results table")
+    from rich.table import Table
+
+    from avsep_cli import registry
+
+    rows = registry.entries()
+    if not rows:
+        _console().print(f"no shipped weights in {registry.weights_dir()}", highlight=False)
+        return
+    t = Table("name", "method", "default", "parameters", "dtype", "2-mix SDR", "sha256")
+    for e in rows:
+        sdr = e.get("metrics", {}).get("mix2", {}).get("sdr")
+        t.add_row(e["name"], e["method"], "yes" if e.get("default") else "", f"{e.get('parameters', 0):,}",
+                  e.get("dtype", ""), "" if sdr is None else f"{sdr:.2f}", e["sha256"][:12])
+    _console().print(t)
 
 
 @app.command("info")
-def info(name: str = typer.Argument(..., help="Weight name.")) -> None:
-    """Show one weight file's manifest entry."""
-    raise common.not_yet("avsep weights info", 9, "shipped weights and the results table")
+def info(name: str = typer.Argument(..., help="Weight name (see avsep weights list).")) -> None:
+    """Show one weight file's manifest entry (JSON)."""
+    from avsep_cli import registry
+
+    typer.echo(json.dumps(registry.entry(name), indent=1, sort_keys=True))
 
 
 @app.command("verify")
 def verify() -> None:
-    """Recompute every shipped weight's sha256 and fail on a mismatch."""
-    raise common.not_yet("avsep weights verify", 9, "shipped weights and the results table")
+    """Recompute every shipped file's sha256; exit 2 on the first mismatch or missing file."""
+    from avsep_cli import registry
+
+    rows = registry.entries()
+    if not rows:
+        raise AvsepError(f"no shipped weights to verify in {registry.weights_dir()}")
+    for e in rows:
+        registry.verify_file(e)
+        _console().print(f"ok  {e['name']}  {e['sha256'][:12]}", highlight=False)
+    _console().print(f"{len(rows)} file(s) verified", highlight=False)
+
+
+@app.command("add")
+def add(
+    checkpoint: Path = typer.Argument(..., help="A training checkpoint (RUN/best.pt)."),
+    name: str = typer.Option(..., "--name", help="Name in the registry (file NAME.safetensors)."),
+    method: str = typer.Option(..., "--method", help="Method it serves: avpc, avpc-rcop, sop, ialcms, ialcms-supervised or detector."),
+    fp32: bool = typer.Option(False, "--fp32", help="Keep float32 (default: float16)."),
+    default: bool = typer.Option(False, "--default", help="Make it the default for its method."),
+    info_json: Optional[Path] = typer.Option(None, "--info", help="JSON merged into the entry (corpus recipe, training time, metrics)."),
+    trunk: Optional[str] = typer.Option(None, "--trunk", help="Leave out the frozen visual trunk: it is the shipped visual-trunk weights of this name."),
+) -> None:
+    """Export a checkpoint to weights/ as safetensors and record it in the manifest."""
+    from avsep_cli import registry
+
+    extra = {}
+    if info_json is not None:
+        try:
+            extra = json.loads(info_json.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise AvsepError(f"cannot read {info_json}: {e}") from None
+    if method == "detector":  # an ultralytics file, kept as it is
+        e = registry.add_file(checkpoint, name, method, default=default, extra=extra)
+    else:
+        e = registry.export(checkpoint, name, method, fp16=not fp32, default=default, extra=extra, trunk=trunk)
+    params = f"{e['parameters']:,} parameters  " if "parameters" in e else ""
+    _console().print(f"{registry.weights_dir() / e['file']}  {params}sha256 {e['sha256'][:12]}", highlight=False)

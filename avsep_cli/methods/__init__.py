@@ -40,24 +40,36 @@ _LEARNED: set[str] = set()
 
 
 def register(name: str, factory: Callable[..., Method], learned: bool = False) -> None:
-    """Reference methods: factory() -> Method. Learned methods: factory(weights, device) -> Method."""
+    """Reference methods: factory() -> Method. Learned methods: factory(weights, device) -> Method, with
+    `weights` a shipped name or a file."""
     _REGISTRY[name] = factory
     if learned:
         _LEARNED.add(name)
 
 
-def available(with_learned: bool = True) -> list[str]:
+def available(shipped_only: bool = False) -> list[str]:
+    """Every registered method; with `shipped_only`, learned methods only when weights for them ship."""
+    from avsep_cli import registry
+
     _load_builtin()
-    return [n for n in _REGISTRY if with_learned or n not in _LEARNED]
+    return [n for n in _REGISTRY if not (shipped_only and n in _LEARNED and registry.default_for(n) is None)]
 
 
 def get_method(name: str, *, weights: str | None = None, device="cpu") -> Method:
+    """A method by name; learned ones load `weights` (a shipped name or a file), by default the shipped
+    weights registered as that method's default."""
+    from avsep_cli import registry
+
     _load_builtin()
     if name not in _REGISTRY:
         raise AvsepError(f"unknown method {name!r}; available: {', '.join(_REGISTRY)}")
     if name in _LEARNED:
         if weights is None:
-            raise AvsepError(f"--method {name} needs --weights PATH (a checkpoint from avsep train)")
+            shipped = registry.default_for(name)
+            if shipped is None:
+                raise AvsepError(f"--method {name} needs --weights PATH (a checkpoint from avsep train): "
+                                 "no shipped default weights for it")
+            weights = shipped["name"]
         return _REGISTRY[name](weights, device)
     return _REGISTRY[name]()
 

@@ -158,10 +158,19 @@ class IALCMSMethod:
 FIXED_SEGMENT = {"avpc": dsp.SEGMENT, "sop": dsp.SEGMENT}  # nets whose depth needs 256 STFT frames
 
 
-def method_from_checkpoint(path: str, name: str | None = None, device: str | torch.device = "cpu") -> MaskMethod | IALCMSMethod:
-    data = checkpoint.load(path, map_location=device)
-    model = checkpoint.build_model(data).to(device)
+def method_from_checkpoint(path: str, name: str | None = None, device: str | torch.device = "cpu",
+                          label: str | None = None) -> MaskMethod | IALCMSMethod:
+    """A method from shipped weights (by name, sha256-checked), a .safetensors file or a training
+    checkpoint; the file must hold the model `name` asks for. `label` names the method in reports."""
+    from avsep_cli import registry
+
+    resolved = registry.resolve(path, expect_model=name)
+    data = resolved.data
+    model = registry.build(resolved, device)
     if data["model_name"] == "ialcms":
-        return IALCMSMethod(model, name or "ialcms", frame_size=data["model_args"].get("frame_size", 224))
-    return MaskMethod(model, name or data["model_name"], frame_size=data["model_args"].get("frame_size", 224),
-                      segment=FIXED_SEGMENT.get(data["model_name"]))
+        method = IALCMSMethod(model, label or name or "ialcms", frame_size=data["model_args"].get("frame_size", 224))
+    else:
+        method = MaskMethod(model, label or name or data["model_name"], frame_size=data["model_args"].get("frame_size", 224),
+                            segment=FIXED_SEGMENT.get(data["model_name"]))
+    method.weights_name, method.weights_sha256 = resolved.name, resolved.sha256
+    return method
