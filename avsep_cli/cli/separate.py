@@ -1,31 +1,70 @@
 """Separate the sound of each visible instrument in a video into its own WAV file.
 
-`avsep separate VIDEO -o DIR` decodes the video, finds and tracks the instruments, runs the chosen
-method over the audio guided by each instrument's crops and writes one WAV per instrument plus a
-manifest. The detection/separation pipeline arrives with issue 8; until then this command checks its
-input and output exactly as it will and then says what is missing.
+`avsep separate VIDEO -o DIR` decodes the video, detects and tracks the instruments, runs the chosen
+method over the audio in overlapping windows guided by each instrument's crops, and writes
+`<class>_<k>.wav` per instrument plus `manifest.json` (see `avsep_cli.separator`). `-v` prints the time
+spent in each stage.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Optional
 
 import typer
 
-from avsep_cli import fsio, media
 from avsep_cli.cli import common
 
 
 def separate(
     video: Path = typer.Argument(..., help="Input video (any container FFmpeg reads)."),
     output: Path = typer.Option(Path("stems"), "--output", "-o", help="Output folder."),
-    method: str = typer.Option("avpc", "--method", "-m", help="avpc, ialcms or sop."),
+    method: str = typer.Option("avpc", "--method", "-m", help="avpc, sop or ialcms."),
+    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Shipped weights name (avsep weights list) or a checkpoint/.safetensors file; default: the method's shipped weights."),
+    detector: Optional[str] = typer.Option(None, "--detector", help="Shipped detector name or weights file: ours (avsep train --method detector) or any ultralytics model (e.g. Open Images V7); default: the shipped detector."),
+    boxes: Optional[Path] = typer.Option(None, "--boxes", help="Known boxes instead of the detector (a corpus sidecar JSON or {fps, players: [{class, boxes}]})."),
+    conf: float = typer.Option(0.25, "--conf", help="Detection confidence threshold."),
+    detect_fps: float = typer.Option(4.0, "--detect-fps", help="Frames per second given to the detector and tracker."),
+    min_duration: float = typer.Option(1.0, "--min-duration", help="Drop tracks shorter than this (seconds)."),
+    on_empty: str = typer.Option("auto", "--on-empty", help="Nothing detected: whole-frame (one object) or error (auto: whole-frame for avpc/sop, error for ialcms)."),
+    full_length: bool = typer.Option(False, "--full-length", help="Write each stem over the whole video, not only where its instrument is visible."),
+    residual: bool = typer.Option(False, "--residual", help="Also write residual.wav (mixture minus the stems)."),
+    with_video: bool = typer.Option(False, "--video", help="Also write <class>_<k>.mp4: the input video with only that instrument's sound."),
+    plots: bool = typer.Option(False, "--plots", help="Also write a spectrogram/mask PNG per instrument."),
+    batch_windows: int = typer.Option(4, "--batch-windows", help="Windows per model call."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print the time spent in each stage."),
     force: bool = common.ForceOption,
     device: str = common.DeviceOption,
 ) -> None:
+    from rich.console import Console
+
+    from avsep_cli import media
+    from avsep_cli.separator import Separator
+
+    t0 = time.perf_counter()
     info = media.probe(video)
     media.require(info, audio=True, video=True, min_duration=1.0)
-    common.resolve_device(device)
-    out = fsio.prepare_output_dir(output)
-    fsio.refuse_existing([out / "manifest.json"], force)
-    raise common.not_yet(f"separation with --method {method}", 8, "detection and the separate pipeline")
+    dev = common.resolve_device(device)
+    sep = Separator(method, weights, detector or "auto", device=dev, conf=conf, detect_fps=detect_fps,
+                    min_duration=min_duration, on_empty=on_empty, full_length=full_length, residual=residual,
+                    batch_windows=batch_windows)
+    with common.progress() as bar:
+        task = bar.add_task("scan", total=2.0)
+        steps = {"scan": 0.0, "separate": 1.0}
+        result = sep.separate_file(video, output, boxes=boxes, force=force, video=with_video, plots=plots,
+                                   on_progress=lambda stage, frac: bar.update(task, completed=steps[stage] + frac,
+                                                                              description=stage))
+    err = Console(stderr=True)
+    for w in result.warnings:
+        err.print(f"warning: {w}", highlight=False)
+    out = Console()
+    for ident in result.identities:
+        out.print(f"{output / ident.file}  {ident.cls} (track {ident.track_id}, "
+                  f"{ident.start:.1f}-{ident.end:.1f} s, conf {ident.mean_conf:.2f})", highlight=False)
+    out.print(f"{len(result.identities)} stem(s) and manifest.json in {output}", highlight=False)
+    if verbose or common.verbosity() > 0:
+        total = time.perf_counter() - t0
+        for stage, secs in result.timings.items():
+            out.print(f"  {stage:<14} {secs:8.2f} s", highlight=False)
+        out.print(f"  {'total':<14} {total:8.2f} s for {info.duration:.1f} s of video", highlight=False)

@@ -1,0 +1,590 @@
+"""The separation pipeline: a video in, the sound of each visible instrument out.
+
+`Separator(method, weights, detector).separate_file(video, out_dir)` runs, with bounded memory:
+
+1. **Scan** (frames, streamed): decode at `detect_fps`, detect instruments, track them (`tracking`), and
+   keep, on a coarser guidance grid (`guide_fps`), a square padded crop of every tracked instrument plus
+   a square whole-frame view (the fallback when nothing is detected). Only crops are kept, never frames,
+   and they wait in a temporary folder (`CropStore`), not in memory.
+2. **Separate** (audio, streamed): the mixture, resampled to the models' 11,025 Hz, is cut into windows
+   of the method's training length overlapping by half; each window is separated for every identity at
+   once, guided by that identity's crops at the window's frame times (seconds -> guidance-grid index;
+   an identity not visible then uses its nearest crop in time); windows go through the model in batches
+   and are merged by overlap-add with a triangle window (weights min(n+1, L-n), normalised by their
+   sum, so an identity model gives back the mixture exactly). Samples are written as soon as no later
+   window can touch them, so memory does not grow with the video's length.
+3. **Gate and write**: each stem is kept only over the span where its identity was seen (50 ms fades;
+   `full_length` keeps all of it), the optional residual is the mixture minus the written stems. Files
+   are written under temporary names and renamed when complete; then the manifest, and on request
+   a video per identity with only its sound and spectrogram/mask plots.
+
+With `out_dir=None` the stems are returned as arrays instead (the library use); `boxes` injects known
+boxes (e.g. a corpus sidecar) in place of the detector.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from avsep_cli import dsp, fsio, media, registry
+from avsep_cli.datasets import square_crop
+from avsep_cli.errors import AvsepError
+from avsep_cli.tracking import OnlineTracker, Track
+
+log = logging.getLogger(__name__)
+
+SEPARABLE = ("avpc", "sop", "ialcms", "tiny")
+FADE_S = 0.05
+
+
+# --- overlap-add ------------------------------------------------------------------------------------
+
+
+def triangle(length: int) -> np.ndarray:
+    """(L,) weights min(n + 1, L - n): positive everywhere, so the normalised sum is defined at the edges."""
+    n = np.arange(length)
+    return np.minimum(n + 1, length - n).astype(np.float64)
+
+
+class OverlapAdd:
+    """Streaming overlap-add of windowed estimates (C channels) with a triangle window.
+
+    `windows(chunk)` takes mixture samples as they are decoded and yields (start, window) pairs of length
+    L every `hop` samples; `end()` yields the zero-padded windows needed to cover the tail. `add(start,
+    est)` accumulates an estimate (C, L); `pop(upto)` returns the finished samples before `upto`
+    (C, n) and forgets them."""
+
+    def __init__(self, length: int, hop: int, channels: int):
+        self.L, self.hop, self.C = length, hop, channels
+        self.w = triangle(length)
+        self.mix = np.zeros(0, np.float32)  # undelivered-window mixture samples from `mix_start`
+        self.mix_start = 0
+        self.next_start = 0
+        self.total = 0  # samples seen so far
+        self.acc = np.zeros((channels, 0))  # weighted sums from `acc_start`
+        self.wsum = np.zeros(0)
+        self.acc_start = 0
+
+    def _window(self, start: int) -> np.ndarray:
+        off = start - self.mix_start
+        win = self.mix[off : off + self.L]
+        return np.pad(win, (0, self.L - len(win))) if len(win) < self.L else win.copy()
+
+    def _trim(self) -> None:
+        drop = self.next_start - self.mix_start
+        if drop > 0:
+            self.mix, self.mix_start = self.mix[drop:], self.next_start
+
+    def windows(self, chunk: np.ndarray):
+        self.mix = np.concatenate([self.mix, chunk.astype(np.float32)])
+        self.total += len(chunk)
+        while self.next_start + self.L <= self.total:
+            yield self.next_start, self._window(self.next_start)
+            self.next_start += self.hop
+            self._trim()
+
+    def end(self):
+        """Windows covering the samples after the last full window (zero-padded)."""
+        while self.total > 0 and (self.next_start == 0 or self.next_start - self.hop + self.L < self.total):
+            yield self.next_start, self._window(self.next_start)
+            self.next_start += self.hop
+            self._trim()
+
+    def add(self, start: int, est: np.ndarray) -> None:
+        need = start + self.L - self.acc_start
+        if need > self.wsum.shape[0]:
+            grow = need - self.wsum.shape[0]
+            self.acc = np.concatenate([self.acc, np.zeros((self.C, grow))], axis=1)
+            self.wsum = np.concatenate([self.wsum, np.zeros(grow)])
+        off = start - self.acc_start
+        self.acc[:, off : off + self.L] += est * self.w
+        self.wsum[off : off + self.L] += self.w
+
+    def pop(self, upto: int) -> np.ndarray:
+        """Finished samples [acc_start, upto) as (C, n), normalised by the window sum."""
+        n = max(0, min(upto, self.total) - self.acc_start)
+        out = self.acc[:, :n] / np.maximum(self.wsum[:n], 1e-12)
+        self.acc, self.wsum = self.acc[:, n:], self.wsum[n:]
+        self.acc_start += n
+        return out
+
+
+# --- crops on disk ----------------------------------------------------------------------------------
+
+
+class CropStore:
+    """Guidance crops kept in a temporary folder and indexed in memory, so a long video does not fill
+    the memory with pictures (a 224 px crop is 150 kB; an hour at 1 crop/s per instrument is ~0.5 GB)."""
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="avsep-crops-"))
+        self.index: dict[int, dict[int, Path]] = {}
+
+    def put(self, owner: int, g: int, crop: np.ndarray) -> None:
+        path = self.dir / f"{owner}-{g}.npy"
+        np.save(path, crop)
+        self.index.setdefault(owner, {})[g] = path
+
+    def view(self, owners: list[int]) -> "CropView":
+        merged: dict[int, Path] = {}
+        for o in owners:
+            merged.update(self.index.get(o, {}))
+        return CropView(merged)
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class CropView(Mapping):
+    """grid index -> crop (S, S, 3) uint8 of one identity, read from disk on access."""
+
+    def __init__(self, paths: dict[int, Path]):
+        self.paths = paths
+
+    def __getitem__(self, g: int) -> np.ndarray:
+        return np.load(self.paths[g])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+WHOLE = -1  # the CropStore owner of the whole-frame views
+
+
+# --- injected boxes ---------------------------------------------------------------------------------
+
+
+class InjectedBoxes:
+    """Known boxes in place of a detector: a corpus sidecar (`players` with per-frame boxes at its `fps`)
+    or {"fps": f, "players": [{"class": name, "boxes": [[x1, y1, x2, y2] | null, ...]}]}."""
+
+    def __init__(self, source: str | Path | dict, classes: tuple[str, ...] | None = None):
+        data = source if isinstance(source, dict) else self._read(Path(source))
+        try:
+            self.fps = float(data.get("fps", 8.0))
+            self.players = [(p["class"], p["boxes"]) for p in data["players"]]
+        except (KeyError, TypeError, AttributeError):
+            raise AvsepError(f"{source}: boxes need 'players', each with 'class' and 'boxes'") from None
+        self.classes = tuple(classes or sorted({c for c, _ in self.players}))
+        self.ignored: list[str] = sorted({c for c, _ in self.players} - set(self.classes))
+        self.name, self.sha256 = "boxes", None
+
+    def info(self) -> dict:
+        return {"weights": "boxes given by the caller", "sha256": None, "ignored": self.ignored}
+
+    @staticmethod
+    def _read(path: Path) -> dict:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise AvsepError(f"cannot read boxes from {path}: {e}") from None
+
+    def at(self, times: list[float]) -> list[np.ndarray]:
+        out = []
+        for t in times:
+            rows = []
+            for cls, boxes in self.players:
+                i = int(np.floor(t * self.fps + 1e-6))
+                if cls in self.classes and 0 <= i < len(boxes) and boxes[i] is not None:
+                    rows.append([*boxes[i], 1.0, self.classes.index(cls)])
+            out.append(np.asarray(rows, dtype=np.float64).reshape(-1, 6))
+        return out
+
+
+# --- results ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Identity:
+    name: str  # file stem, <class>_<k>
+    cls: str
+    track_id: int
+    mean_conf: float
+    start: float  # seconds, first and last sighting (+ one frame)
+    end: float
+    boxes: list[dict]  # [{"t": seconds, "box": [x1, y1, x2, y2]}] at the detection rate
+    file: str | None = None
+
+
+@dataclass
+class SeparationResult:
+    input: str
+    method: str
+    sample_rate: int
+    duration: float
+    identities: list[Identity]
+    stems: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n,) (in-memory use only)
+    residual: np.ndarray | None = None
+    files: list[Path] = field(default_factory=list)
+    manifest: dict = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Timer:
+    def __init__(self):
+        self.t: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.t[stage] = self.t.get(stage, 0.0) + time.perf_counter() - t0
+
+
+# --- the separator -----------------------------------------------------------------------------------
+
+
+class Separator:
+    """Video -> one stem per visible instrument. `method`: avpc, sop, ialcms (or tiny, a test model);
+    `weights`: a shipped name or a file (None: the method's shipped default); `detector`: a
+    `detection.Detector`, a shipped name or a weights file, "auto" (the shipped default, if any) or None
+    (every call then passes `boxes`)."""
+
+    def __init__(self, method: str = "avpc", weights: str | Path | None = None, detector="auto", *,
+                 device: str | torch.device = "cpu", conf: float = 0.25, detect_fps: float = 4.0,
+                 guide_fps: float = 1.0, min_duration: float = 1.0, on_empty: str = "auto",
+                 full_length: bool = False, residual: bool = False, batch_windows: int = 4):
+        from avsep_cli.methods import get_method
+
+        if method not in SEPARABLE:
+            raise AvsepError(f"--method {method!r} cannot separate a video; choose one of {', '.join(SEPARABLE[:3])}")
+        if on_empty not in ("auto", "whole-frame", "error"):
+            raise AvsepError(f"--on-empty must be whole-frame or error, not {on_empty!r}")
+        if weights is None:
+            shipped = registry.default_for(method)
+            if shipped is None:
+                raise AvsepError(f"--method {method} needs --weights PATH (a checkpoint from avsep train): "
+                                 "no shipped default weights for it")
+            weights = shipped["name"]
+        if detect_fps <= 0 or guide_fps <= 0 or guide_fps > detect_fps:
+            raise AvsepError("need 0 < guidance fps <= detection fps")
+        self.method_name = method
+        self.device = torch.device(device)
+        self.method = get_method(method, weights=str(weights), device=self.device)
+        self.weights_name, self.weights_sha256 = self.method.weights_name, self.method.weights_sha256
+        self.detector = self._detector(detector, conf)
+        self.conf, self.detect_fps, self.min_duration = conf, detect_fps, min_duration
+        self.guide_every = max(1, int(round(detect_fps / guide_fps)))
+        self.guide_fps = detect_fps / self.guide_every
+        self.on_empty = ("error" if method == "ialcms" else "whole-frame") if on_empty == "auto" else on_empty
+        self.full_length, self.residual, self.batch_windows = full_length, residual, max(1, batch_windows)
+        self.segment = getattr(self.method, "segment", None) or dsp.SEGMENT
+        self.k = max(1, self.method.frames_per_source)
+        self.frame_gap = float(getattr(self.method, "frame_gap", 3.0))
+        self.frame_size = int(getattr(self.method, "frame_size", 224))
+
+    def _detector(self, detector, conf: float):
+        if isinstance(detector, str) and detector == "auto":
+            shipped = registry.default_for("detector")
+            detector = shipped["name"] if shipped else None
+        if detector is None or not isinstance(detector, (str, Path)):
+            return detector
+        from avsep_cli.detection import Detector
+
+        path, sha = registry.shipped_file(str(detector), "detector")
+        return Detector(path, device=self.device, conf=conf, sha256=sha)
+
+    # -- public ------------------------------------------------------------------------------------
+
+    def separate_file(self, path: str | Path, out_dir: str | Path | None = None, *, boxes=None,
+                      force: bool = False, video: bool = False, plots: bool = False,
+                      on_progress: Callable[[str, float], None] | None = None) -> SeparationResult:
+        """Separate `path`. With `out_dir`: write `<class>_<k>.wav` per identity (+ residual.wav),
+        manifest.json and, on request, videos and plots there; without: return the stems as arrays."""
+        path = Path(path)
+        info = media.probe(path)
+        media.require(info, audio=True, video=True, min_duration=1.0)
+        detector = InjectedBoxes(boxes, getattr(self.detector, "classes", None)) if boxes is not None else self.detector
+        if detector is None:
+            raise AvsepError("no detector: pass --detector WEIGHTS (or --boxes FILE)")
+        timer = _Timer()
+        progress = on_progress or (lambda stage, frac: None)
+        out = fsio.prepare_output_dir(out_dir) if out_dir is not None else None
+        if out is not None:
+            fsio.refuse_existing([out / "manifest.json"], force)
+
+        store = CropStore()
+        try:
+            return self._separate(path, info, detector, out, store, timer, progress, force, video, plots)
+        finally:
+            store.close()
+
+    def _separate(self, path: Path, info, detector, out: Path | None, store: CropStore, timer: _Timer, progress,
+                  force: bool, video: bool, plots: bool) -> SeparationResult:
+        tracks, crops = self._scan(path, info.duration, detector, store, timer, progress)
+        result = SeparationResult(str(path), self.method_name, dsp.SAMPLE_RATE, info.duration, [])
+        if not tracks:
+            if self.on_empty == "error":
+                raise AvsepError(f"no instrument detected in {path} (--on-empty whole-frame separates the whole frame)")
+            msg = f"no instrument detected in {path}: the whole frame is one object"
+            log.warning(msg)
+            result.warnings.append(msg)
+            n_frames = max(1, int(np.ceil(info.duration * self.detect_fps)))
+            whole_track = Track(0, -1, list(range(n_frames)), [np.zeros(4)] * n_frames, [0.0] * n_frames)
+            tracks, crops = [whole_track], {0: store.view([WHOLE])}
+        result.identities = self._identities(tracks, detector)
+        names = [i.name for i in result.identities]
+        if out is not None:
+            fsio.refuse_existing([out / f"{n}.wav" for n in names] + ([out / "residual.wav"] if self.residual else [])
+                                 + ([out / f"{n}.mp4" for n in names] if video else []), force)
+
+        with timer("separate"):
+            self._separate_audio(path, result, tracks, crops, out, timer, progress)
+        if out is not None and video:
+            with timer("video"):
+                for ident in result.identities:
+                    wav = media.read_audio_file(out / ident.file, sr=dsp.SAMPLE_RATE)
+                    result.files.append(media.mux_audio(path, wav, dsp.SAMPLE_RATE, out / f"{ident.name}.mp4"))
+        if plots:
+            with timer("plots"):
+                result.files += self._plots(out, result)
+        result.timings = dict(timer.t)
+        result.manifest = self._manifest(result, detector, info)
+        if out is not None:
+            with fsio.atomic_path(out / "manifest.json") as tmp:
+                tmp.write_text(json.dumps(result.manifest, indent=1) + "\n")
+            result.files.append(out / "manifest.json")
+        return result
+
+    # -- pass 1: frames -----------------------------------------------------------------------------
+
+    def _scan(self, path: Path, duration: float, detector, store: CropStore, timer: _Timer, progress):
+        """-> identities and {identity: {grid index: crop (S, S, 3)}}; the whole-frame views are kept in
+        `store` under WHOLE."""
+        tracker = OnlineTracker(self.detect_fps, self.conf, self.min_duration)
+        batch: list[tuple[int, float, np.ndarray]] = []
+        size = self.frame_size
+
+        def flush():
+            frames = np.stack([f for _, _, f in batch])
+            with timer("detect"):
+                if isinstance(detector, InjectedBoxes):
+                    dets = detector.at([t for _, t, _ in batch])
+                else:
+                    dets = detector(frames)
+            with timer("track"):
+                for (i, _, frame), d in zip(batch, dets):
+                    seen = tracker.update(d)
+                    if i % self.guide_every == 0:
+                        g = i // self.guide_every
+                        h, w = frame.shape[:2]
+                        store.put(WHOLE, g, square_crop(frame, (0, 0, w, h), size, pad=0.0))
+                        for tid, box in seen:
+                            store.put(tid, g, square_crop(frame, box, size))
+            batch.clear()
+
+        frames_iter = media.iter_frames(path, self.detect_fps, duration=duration)
+        while True:
+            with timer("decode frames"):
+                item = next(frames_iter, None)
+            if item is None:
+                break
+            t, frame = item
+            batch.append((len(batch) + tracker.frame, t, frame))
+            if len(batch) == 8:
+                flush()
+                progress("scan", min(1.0, t / max(duration, 1e-9)))
+        if batch:
+            flush()
+        identities, raw_to_id = tracker.finish()
+        crops = {i.track_id: store.view([raw for raw, ident in raw_to_id.items() if ident == i.track_id])
+                 for i in identities}
+        return identities, crops
+
+    def _identities(self, tracks: list[Track], detector) -> list[Identity]:
+        counts: dict[str, int] = {}
+        out = []
+        for t in tracks:
+            cls = "whole_frame" if t.cls < 0 else detector.classes[t.cls]
+            counts[cls] = counts.get(cls, 0) + 1
+            boxes = [] if t.cls < 0 else [{"t": round(f / self.detect_fps, 3), "box": [round(float(v), 1) for v in b]}
+                                          for f, b in zip(t.frames, t.boxes)]
+            out.append(Identity(f"{cls}_{counts[cls]}", cls, t.track_id, round(t.mean_conf, 4),
+                                round(t.first / self.detect_fps, 3), round((t.last + 1) / self.detect_fps, 3), boxes))
+        return out
+
+    # -- pass 2: audio ------------------------------------------------------------------------------
+
+    def _guidance(self, crops: list[Mapping[int, np.ndarray]], starts: list[int]) -> torch.Tensor:
+        """(B, S, K, 3, H, W) uint8: per window and identity, its crops at the window's frame times."""
+        sr, L = dsp.SAMPLE_RATE, self.segment
+        grids = [sorted(c) for c in crops]
+        batch = []
+        for s0 in starts:
+            centre = (s0 + L / 2) / sr
+            times = [centre + (j - (self.k - 1) / 2) * self.frame_gap for j in range(self.k)]
+            per_id = []
+            for c, grid in zip(crops, grids):
+                pics = []
+                for t in times:
+                    g = int(round(t * self.guide_fps))
+                    i = bisect.bisect_left(grid, g)
+                    near = min((grid[j] for j in (i - 1, i) if 0 <= j < len(grid)), key=lambda x: abs(x - g))
+                    pics.append(c[near])
+                per_id.append(np.stack(pics))
+            batch.append(np.stack(per_id))
+        return torch.from_numpy(np.stack(batch)).permute(0, 1, 2, 5, 3, 4).contiguous()
+
+    def _gates(self, tracks: list[Track], n0: int, n: int) -> np.ndarray:
+        """(S, n) weights of samples [n0, n0 + n): 1 over each identity's span, 0 outside, linear fades."""
+        t = (n0 + np.arange(n)) / dsp.SAMPLE_RATE
+        out = np.ones((len(tracks), n))
+        if self.full_length:
+            return out
+        for s, tr in enumerate(tracks):
+            a, b = tr.first / self.detect_fps, (tr.last + 1) / self.detect_fps
+            out[s] = np.clip(np.minimum(t - a + FADE_S, b + FADE_S - t) / FADE_S, 0.0, 1.0)
+        return out
+
+    def _separate_audio(self, path: Path, result: SeparationResult, tracks: list[Track],
+                        crops: dict[int, Mapping[int, np.ndarray]], out: Path | None, timer: _Timer, progress) -> None:
+        L = self.segment
+        S = len(tracks)
+        ola = OverlapAdd(L, L // 2, S)
+        crop_list = [crops[t.track_id] for t in tracks]
+        for c in crop_list:
+            if not c:
+                raise AvsepError("an identity has no guidance crop (detection rate too low for its span?)")
+        names = [i.name for i in result.identities]
+        chunks: dict[str, list[np.ndarray]] = {n: [] for n in names + ["residual"]}
+        mix_kept = {"n0": 0, "mix": np.zeros(0, np.float32)}  # mixture samples not yet written
+        with contextlib.ExitStack() as stack:
+            writers = {}
+            if out is not None:
+                import soundfile as sf
+
+                for ident in result.identities:
+                    ident.file = f"{ident.name}.wav"
+                for n in names + (["residual"] if self.residual else []):
+                    tmp = stack.enter_context(fsio.atomic_path(out / f"{n}.wav"))
+                    writers[n] = stack.enter_context(sf.SoundFile(tmp, "w", dsp.SAMPLE_RATE, 1, "PCM_16"))
+
+            def emit(est: np.ndarray) -> None:
+                n0 = mix_kept["n0"]
+                n = est.shape[1]
+                mix, mix_kept["mix"] = mix_kept["mix"][:n], mix_kept["mix"][n:]
+                stems = est * self._gates(tracks, n0, n)
+                mix_kept["n0"] = n0 + n
+                parts = dict(zip(names, stems))
+                if self.residual:
+                    parts["residual"] = mix - stems.sum(0)
+                for name, wav in parts.items():
+                    wav = np.clip(wav, -1.0, 1.0).astype(np.float32)
+                    if name in writers:
+                        writers[name].write(wav)
+                    elif out is None:
+                        chunks[name].append(wav)
+
+            pending: list[tuple[int, np.ndarray]] = []
+
+            def run(final: bool) -> None:
+                while pending and (final or len(pending) >= self.batch_windows):
+                    todo, pending[:] = pending[: self.batch_windows], pending[self.batch_windows :]
+                    with timer("guidance"):
+                        frames = self._guidance(crop_list, [s for s, _ in todo])
+                    mixture = torch.from_numpy(np.stack([w for _, w in todo])).float()
+                    from avsep_cli.methods import MixBatch
+
+                    batch = MixBatch(mixture=mixture, stems=torch.zeros(len(todo), S, 0),
+                                     classes=[[i.cls for i in result.identities]] * len(todo), frames=frames)
+                    with timer("model"), torch.no_grad():
+                        est = self.method.separate(batch).double().cpu().numpy()  # (B, S, L)
+                    for (s0, _), e in zip(todo, est):
+                        ola.add(s0, e)
+                    # samples before the first window still to run are final
+                    upto = pending[0][0] if pending else (ola.total if final else ola.next_start)
+                    emit(ola.pop(upto))
+
+            audio = media.iter_audio(path, dsp.SAMPLE_RATE, chunk_seconds=30.0, duration=result.duration)
+            while True:
+                with timer("decode audio"):
+                    chunk = next(audio, None)
+                if chunk is None:
+                    break
+                mix_kept["mix"] = np.concatenate([mix_kept["mix"], chunk.astype(np.float32)])
+                pending.extend(ola.windows(chunk))
+                run(final=False)
+                progress("separate", min(1.0, ola.total / dsp.SAMPLE_RATE / max(result.duration, 1e-9)))
+            pending.extend(ola.end())
+            run(final=True)
+            emit(ola.pop(ola.total))
+        if out is not None:
+            result.files += [out / f"{n}.wav" for n in names + (["residual"] if self.residual else [])]
+        else:
+            result.stems = {n: np.concatenate(chunks[n]) if chunks[n] else np.zeros(0, np.float32) for n in names}
+            if self.residual:
+                result.residual = np.concatenate(chunks["residual"]) if chunks["residual"] else np.zeros(0, np.float32)
+
+    # -- outputs ------------------------------------------------------------------------------------
+
+    def _plots(self, out: Path | None, result: SeparationResult) -> list[Path]:
+        """One PNG per identity: mixture, stem and effective mask over a 6-s excerpt in its span."""
+        if out is None:
+            return []
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        sr, L = dsp.SAMPLE_RATE, self.segment
+        paths = []
+        spec = lambda wav: dsp.LOG.warp(dsp.stft(torch.from_numpy(wav).float()).abs())  # noqa: E731  (256, T)
+        for ident in result.identities:
+            start = max(0.0, (ident.start + ident.end) / 2 - L / sr / 2)
+            mix = media.load_audio(result.input, sr, start=start, duration=L / sr)
+            stem = media.read_audio_file(out / ident.file, sr=sr)[int(start * sr) : int(start * sr) + L]
+            stem = np.pad(stem, (0, len(mix) - len(stem)))
+            m, e = spec(mix), spec(stem)
+            fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
+            db = dict(vmin=-10, vmax=4, cmap="magma", origin="lower", aspect="auto")
+            axes[0].imshow(dsp.log_magnitude(m).numpy(), **db)
+            axes[1].imshow(dsp.log_magnitude(e).numpy(), **db)
+            axes[2].imshow((e / m.clamp_min(1e-8)).clamp(0, 1).numpy(), vmin=0, vmax=1, cmap="gray", origin="lower", aspect="auto")
+            for ax, title in zip(axes, ("mixture", ident.name, "mask")):
+                ax.set_title(f"{title} ({start:.1f}-{start + L / sr:.1f} s)", fontsize=8)
+                ax.axis("off")
+            fig.tight_layout()
+            p = out / f"{ident.name}.png"
+            with fsio.atomic_path(p) as tmp:
+                fig.savefig(tmp, dpi=80)
+            plt.close(fig)
+            paths.append(p)
+        return paths
+
+    def _manifest(self, result: SeparationResult, detector, info) -> dict:
+        return {
+            "input": result.input,
+            "duration": round(info.duration, 3),
+            "method": self.method_name,
+            "weights": {"name": self.weights_name, "sha256": self.weights_sha256},
+            "detector": detector.info(),  # weights, sha256, ... and the model classes we ignore
+            "device": str(self.device),
+            "sample_rate": dsp.SAMPLE_RATE,
+            "window": {"samples": self.segment, "hop": self.segment // 2, "frames_per_window": self.k,
+                       "frame_gap_s": self.frame_gap},
+            "detect_fps": self.detect_fps,
+            "full_length": self.full_length,
+            "residual": "residual.wav" if self.residual else None,
+            "warnings": result.warnings,
+            "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
+            "identities": [ident.__dict__ for ident in result.identities],
+        }
