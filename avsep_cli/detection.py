@@ -276,16 +276,20 @@ class Detector:
     class names our indices refer to (default: our 15 classes). Calling it on (N, H, W, 3) uint8 RGB
     frames returns N float32 arrays (M, 6): x1, y1, x2, y2 in pixels of the input frames, confidence,
     index into `classes`; boxes of model classes we do not know are dropped.
+    `agnostic` (default) keeps one box per object whatever its class scores (NMS across classes): an
+    instrument has one class, and a weak detector otherwise stacks several boxes of different classes on it.
     """
 
     def __init__(self, weights: str | os.PathLike, device="cpu", conf: float = 0.25, imgsz: int | None = None,
-                 sha256: str | None = None, classes: Sequence[str] | None = None, batch: int = 16):
+                 sha256: str | None = None, classes: Sequence[str] | None = None, batch: int = 16,
+                 agnostic: bool = True):
         if not 0.0 <= conf <= 1.0:
             raise AvsepError(f"detector confidence {conf}: expected a value between 0 and 1")
         self.classes: tuple[str, ...] = tuple(classes) if classes else default_classes()
         self.device = ultralytics_device(device)
         self.conf = float(conf)
         self.batch = max(1, int(batch))
+        self.agnostic = agnostic  # one box per object whatever the class scores say (NMS across classes)
         self.path = _resolve_weights(weights)
         self.name = str(weights)
         from avsep_cli.checkpoint import sha256 as file_sha256
@@ -322,7 +326,7 @@ class Detector:
             for s in range(0, len(frames), self.batch):
                 bgr = [np.ascontiguousarray(f[..., ::-1]) for f in frames[s:s + self.batch]]  # ultralytics reads BGR
                 results = self.model.predict(bgr, imgsz=self.imgsz, conf=self.conf, device=self.device,
-                                             verbose=False, save=False)
+                                             verbose=False, save=False, agnostic_nms=self.agnostic)
                 out.extend(self._ours(r.boxes) for r in results)
         return out
 

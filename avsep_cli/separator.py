@@ -260,7 +260,7 @@ class Separator:
     (every call then passes `boxes`)."""
 
     def __init__(self, method: str = "avpc", weights: str | Path | None = None, detector="auto", *,
-                 device: str | torch.device = "cpu", conf: float = 0.25, detect_fps: float = 4.0,
+                 device: str | torch.device = "cpu", conf: float = 0.1, detect_fps: float = 4.0,
                  guide_fps: float = 1.0, min_duration: float = 1.0, on_empty: str = "auto",
                  full_length: bool = False, residual: bool = False, batch_windows: int = 4):
         from avsep_cli.methods import get_method
@@ -301,7 +301,7 @@ class Separator:
         from avsep_cli.detection import Detector
 
         path, sha = registry.shipped_file(str(detector), "detector")
-        return Detector(path, device=self.device, conf=conf, sha256=sha)
+        return Detector(path, device=self.device, conf=conf / 2, sha256=sha)  # the tracker's low boxes too
 
     # -- public ------------------------------------------------------------------------------------
 

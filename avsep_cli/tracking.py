@@ -87,14 +87,16 @@ class _Detections:
 
 
 def bytetrack(conf: float = 0.25, buffer_frames: int = 16):
-    """An ultralytics ByteTrack with its default thresholds, `conf` as the detection threshold and a
-    lost-track buffer of `buffer_frames` sampled frames."""
+    """An ultralytics ByteTrack matching boxes by IoU alone, `conf` as the threshold of confident detections
+    (half of it for the second, low-confidence association) and a lost-track buffer of `buffer_frames`
+    sampled frames."""
     from ultralytics.trackers.byte_tracker import BYTETracker
     from ultralytics.utils import IterableSimpleNamespace
 
-    args = IterableSimpleNamespace(tracker_type="bytetrack", track_high_thresh=conf, track_low_thresh=0.1,
+    args = IterableSimpleNamespace(tracker_type="bytetrack", track_high_thresh=conf, track_low_thresh=conf / 2,
                                    new_track_thresh=conf, track_buffer=buffer_frames, match_thresh=0.8,
-                                   fuse_score=True)
+                                   fuse_score=False)  # cost 1 - IoU: fusing the score (1 - IoU * conf)
+    # would stop a weak but well-placed detector's boxes (conf ~0.2) from ever matching their track
     return BYTETracker(args)
 
 

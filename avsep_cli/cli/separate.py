@@ -24,7 +24,7 @@ def separate(
     weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Shipped weights name (avsep weights list) or a checkpoint/.safetensors file; default: the method's shipped weights."),
     detector: Optional[str] = typer.Option(None, "--detector", help="Shipped detector name or weights file: ours (avsep train --method detector) or any ultralytics model (e.g. Open Images V7); default: the shipped detector."),
     boxes: Optional[Path] = typer.Option(None, "--boxes", help="Known boxes instead of the detector (a corpus sidecar JSON or {fps, players: [{class, boxes}]})."),
-    conf: float = typer.Option(0.25, "--conf", help="Detection confidence threshold."),
+    conf: float = typer.Option(0.1, "--conf", help="Detection confidence threshold (tracks also take boxes down to half of it)."),
     detect_fps: float = typer.Option(4.0, "--detect-fps", help="Frames per second given to the detector and tracker."),
     min_duration: float = typer.Option(1.0, "--min-duration", help="Drop tracks shorter than this (seconds)."),
     on_empty: str = typer.Option("auto", "--on-empty", help="Nothing detected: whole-frame (one object) or error (auto: whole-frame for avpc/sop, error for ialcms)."),
