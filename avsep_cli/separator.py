@@ -7,8 +7,8 @@
    a square whole-frame view (the fallback when nothing is detected). Only crops are kept, never frames,
    and they wait in a temporary folder (`CropStore`), not in memory.
 2. **Separate** (audio, streamed): the mixture, resampled to the models' 11,025 Hz, is cut into windows
-   of the method's training length overlapping by half; each window is separated for every identity at
-   once, guided by that identity's crops at the window's frame times (seconds -> guidance-grid index;
+   of the method's training length overlapping by half; each window is separated for every identity
+   visible in it (all of them with `full_length`), guided by that identity's crops at the window's frame times (seconds -> guidance-grid index;
    an identity not visible then uses its nearest crop in time); windows go through the model in batches
    and are merged by overlap-add with a triangle window (weights min(n+1, L-n), normalised by their
    sum, so an identity model gives back the mixture exactly). Samples are written as soon as no later
@@ -262,26 +262,21 @@ class Separator:
     def __init__(self, method: str = "avpc", weights: str | Path | None = None, detector="auto", *,
                  device: str | torch.device = "cpu", conf: float = 0.1, detect_fps: float = 4.0,
                  guide_fps: float = 1.0, min_duration: float = 1.0, on_empty: str = "auto",
-                 full_length: bool = False, residual: bool = False, batch_windows: int = 4):
+                 full_length: bool = False, residual: bool = False, batch_windows: int = 4,
+                 detect_imgsz: int | None = None):
         from avsep_cli.methods import get_method
 
         if method not in SEPARABLE:
             raise AvsepError(f"--method {method!r} cannot separate a video; choose one of {', '.join(SEPARABLE[:3])}")
         if on_empty not in ("auto", "whole-frame", "error"):
             raise AvsepError(f"--on-empty must be whole-frame or error, not {on_empty!r}")
-        if weights is None:
-            shipped = registry.default_for(method)
-            if shipped is None:
-                raise AvsepError(f"--method {method} needs --weights PATH (a checkpoint from avsep train): "
-                                 "no shipped default weights for it")
-            weights = shipped["name"]
         if detect_fps <= 0 or guide_fps <= 0 or guide_fps > detect_fps:
             raise AvsepError("need 0 < guidance fps <= detection fps")
         self.method_name = method
         self.device = torch.device(device)
-        self.method = get_method(method, weights=str(weights), device=self.device)
+        self.method = get_method(method, weights=None if weights is None else str(weights), device=self.device)
         self.weights_name, self.weights_sha256 = self.method.weights_name, self.method.weights_sha256
-        self.detector = self._detector(detector, conf)
+        self.detector = self._detector(detector, conf, detect_imgsz)
         self.conf, self.detect_fps, self.min_duration = conf, detect_fps, min_duration
         self.guide_every = max(1, int(round(detect_fps / guide_fps)))
         self.guide_fps = detect_fps / self.guide_every
@@ -292,7 +287,7 @@ class Separator:
         self.frame_gap = float(getattr(self.method, "frame_gap", 3.0))
         self.frame_size = int(getattr(self.method, "frame_size", 224))
 
-    def _detector(self, detector, conf: float):
+    def _detector(self, detector, conf: float, imgsz: int | None):
         if isinstance(detector, str) and detector == "auto":
             shipped = registry.default_for("detector")
             detector = shipped["name"] if shipped else None
@@ -301,7 +296,8 @@ class Separator:
         from avsep_cli.detection import Detector
 
         path, sha = registry.shipped_file(str(detector), "detector")
-        return Detector(path, device=self.device, conf=conf / 2, sha256=sha)  # the tracker's low boxes too
+        # conf / 2: the tracker's low-confidence boxes too; imgsz None: the size the detector was trained at
+        return Detector(path, device=self.device, conf=conf / 2, imgsz=imgsz, sha256=sha)
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -424,25 +420,26 @@ class Separator:
 
     # -- pass 2: audio ------------------------------------------------------------------------------
 
-    def _guidance(self, crops: list[Mapping[int, np.ndarray]], starts: list[int]) -> torch.Tensor:
-        """(B, S, K, 3, H, W) uint8: per window and identity, its crops at the window's frame times."""
-        sr, L = dsp.SAMPLE_RATE, self.segment
-        grids = [sorted(c) for c in crops]
-        batch = []
-        for s0 in starts:
-            centre = (s0 + L / 2) / sr
-            times = [centre + (j - (self.k - 1) / 2) * self.frame_gap for j in range(self.k)]
-            per_id = []
-            for c, grid in zip(crops, grids):
-                pics = []
-                for t in times:
-                    g = int(round(t * self.guide_fps))
-                    i = bisect.bisect_left(grid, g)
-                    near = min((grid[j] for j in (i - 1, i) if 0 <= j < len(grid)), key=lambda x: abs(x - g))
-                    pics.append(c[near])
-                per_id.append(np.stack(pics))
-            batch.append(np.stack(per_id))
-        return torch.from_numpy(np.stack(batch)).permute(0, 1, 2, 5, 3, 4).contiguous()
+    def _guidance(self, crops: Mapping[int, np.ndarray], s0: int) -> torch.Tensor:
+        """(K, 3, H, W) uint8: one identity's crops at the frame times of the window starting at sample s0
+        (its nearest crop in time where it was not seen then)."""
+        centre = (s0 + self.segment / 2) / dsp.SAMPLE_RATE
+        grid = sorted(crops)
+        pics = []
+        for j in range(self.k):
+            g = int(round((centre + (j - (self.k - 1) / 2) * self.frame_gap) * self.guide_fps))
+            i = bisect.bisect_left(grid, g)
+            near = min((grid[n] for n in (i - 1, i) if 0 <= n < len(grid)), key=lambda x: abs(x - g))
+            pics.append(crops[near])
+        return torch.from_numpy(np.stack(pics)).permute(0, 3, 1, 2)
+
+    def _active(self, track: Track, s0: int) -> bool:
+        """Whether the window starting at s0 touches the identity's span (always, with full_length)."""
+        if self.full_length:
+            return True
+        sr = dsp.SAMPLE_RATE
+        a, b = (track.first / self.detect_fps - FADE_S) * sr, ((track.last + 1) / self.detect_fps + FADE_S) * sr
+        return s0 < b and s0 + self.segment > a
 
     def _gates(self, tracks: list[Track], n0: int, n: int) -> np.ndarray:
         """(S, n) weights of samples [n0, n0 + n): 1 over each identity's span, 0 outside, linear fades."""
@@ -457,6 +454,8 @@ class Separator:
 
     def _separate_audio(self, path: Path, result: SeparationResult, tracks: list[Track],
                         crops: dict[int, Mapping[int, np.ndarray]], out: Path | None, timer: _Timer, progress) -> None:
+        from avsep_cli.methods import MixBatch
+
         L = self.segment
         S = len(tracks)
         ola = OverlapAdd(L, L // 2, S)
@@ -499,15 +498,20 @@ class Separator:
             def run(final: bool) -> None:
                 while pending and (final or len(pending) >= self.batch_windows):
                     todo, pending[:] = pending[: self.batch_windows], pending[self.batch_windows :]
-                    with timer("guidance"):
-                        frames = self._guidance(crop_list, [s for s, _ in todo])
-                    mixture = torch.from_numpy(np.stack([w for _, w in todo])).float()
-                    from avsep_cli.methods import MixBatch
-
-                    batch = MixBatch(mixture=mixture, stems=torch.zeros(len(todo), S, 0),
-                                     classes=[[i.cls for i in result.identities]] * len(todo), frames=frames)
-                    with timer("model"), torch.no_grad():
-                        est = self.method.separate(batch).double().cpu().numpy()  # (B, S, L)
+                    # only (window, identity) pairs where the identity is visible run through the model
+                    pairs = [(w, k) for w, (s0, _) in enumerate(todo) for k in range(S) if self._active(tracks[k], s0)]
+                    est = np.zeros((len(todo), S, L))
+                    for c in range(0, len(pairs), 2 * self.batch_windows):
+                        chunk = pairs[c : c + 2 * self.batch_windows]
+                        with timer("guidance"):
+                            frames = torch.stack([self._guidance(crop_list[k], todo[w][0]) for w, k in chunk])[:, None]
+                        batch = MixBatch(mixture=torch.from_numpy(np.stack([todo[w][1] for w, _ in chunk])).float(),
+                                         stems=torch.zeros(len(chunk), 1, 0), frames=frames,  # (P, 1, K, 3, H, W)
+                                         classes=[[result.identities[k].cls] for _, k in chunk])
+                        with timer("model"), torch.no_grad():
+                            out = self.method.separate(batch)[:, 0].double().cpu().numpy()  # (P, L)
+                        for (w, k), e in zip(chunk, out):
+                            est[w, k] = e
                     for (s0, _), e in zip(todo, est):
                         ola.add(s0, e)
                     # samples before the first window still to run are final

@@ -8,7 +8,7 @@ peak RSS and the per-stage breakdown `-v` prints. Targets (issue 8): 60 s separa
 this 2-core CPU; peak memory <= 3 GB for 10 minutes.
 
     python benchmarks/bench_separate.py --weights W.pt --detector D.pt [--method avpc]
-        [--seconds 60] [--memory-minutes 10] [--clip demo/corpus/duet/.../syn000000.mp4]
+        [--seconds 60] [--memory-minutes 10] [--clip demo/corpus/duet/.../syn000000.mp4] [--detect-imgsz 320]
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ def run(video: Path, args) -> dict:
         cmd += ["--weights", args.weights]
     if args.detector:
         cmd += ["--detector", args.detector]
+    if args.detect_imgsz:
+        cmd += ["--detect-imgsz", str(args.detect_imgsz)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -81,6 +83,7 @@ def main() -> None:
     ap.add_argument("--weights")
     ap.add_argument("--detector")
     ap.add_argument("--method", default="avpc")
+    ap.add_argument("--detect-imgsz", type=int, help="detector input size (the canvas shrinks the instruments)")
     ap.add_argument("--clip", type=Path)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--memory-minutes", type=float, default=10.0, help="0: skip the memory run")

@@ -27,6 +27,7 @@ def separate(
     conf: float = typer.Option(0.1, "--conf", help="Detection confidence threshold (tracks also take boxes down to half of it)."),
     detect_fps: float = typer.Option(4.0, "--detect-fps", help="Frames per second given to the detector and tracker."),
     min_duration: float = typer.Option(1.0, "--min-duration", help="Drop tracks shorter than this (seconds)."),
+    detect_imgsz: Optional[int] = typer.Option(None, "--detect-imgsz", help="Detector input size in pixels (default: its training size); raise it for high-resolution video with small instruments."),
     on_empty: str = typer.Option("auto", "--on-empty", help="Nothing detected: whole-frame (one object) or error (auto: whole-frame for avpc/sop, error for ialcms)."),
     full_length: bool = typer.Option(False, "--full-length", help="Write each stem over the whole video, not only where its instrument is visible."),
     residual: bool = typer.Option(False, "--residual", help="Also write residual.wav (mixture minus the stems)."),
@@ -48,7 +49,7 @@ def separate(
     dev = common.resolve_device(device)
     sep = Separator(method, weights, detector or "auto", device=dev, conf=conf, detect_fps=detect_fps,
                     min_duration=min_duration, on_empty=on_empty, full_length=full_length, residual=residual,
-                    batch_windows=batch_windows)
+                    batch_windows=batch_windows, detect_imgsz=detect_imgsz)
     with common.progress() as bar:
         task = bar.add_task("scan", total=2.0)
         steps = {"scan": 0.0, "separate": 1.0}

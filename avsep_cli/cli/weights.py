@@ -33,7 +33,7 @@ def list_() -> None:
     t = Table("name", "method", "default", "parameters", "dtype", "2-mix SDR", "sha256")
     for e in rows:
         sdr = e.get("metrics", {}).get("mix2", {}).get("sdr")
-        t.add_row(e["name"], e["method"], "yes" if e.get("default") else "", f"{e.get('parameters', 0):,}",
+        t.add_row(e["name"], e["method"], "yes" if e.get("default") else "", f"{e['parameters']:,}" if 'parameters' in e else '',
                   e.get("dtype", ""), "" if sdr is None else f"{sdr:.2f}", e["sha256"][:12])
     _console().print(t)
 
