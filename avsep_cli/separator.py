@@ -502,15 +502,15 @@ class Separator:
                     pairs = [(w, k) for w, (s0, _) in enumerate(todo) for k in range(S) if self._active(tracks[k], s0)]
                     est = np.zeros((len(todo), S, L))
                     for c in range(0, len(pairs), 2 * self.batch_windows):
-                        chunk = pairs[c : c + 2 * self.batch_windows]
+                        group = pairs[c : c + 2 * self.batch_windows]
                         with timer("guidance"):
-                            frames = torch.stack([self._guidance(crop_list[k], todo[w][0]) for w, k in chunk])[:, None]
-                        batch = MixBatch(mixture=torch.from_numpy(np.stack([todo[w][1] for w, _ in chunk])).float(),
-                                         stems=torch.zeros(len(chunk), 1, 0), frames=frames,  # (P, 1, K, 3, H, W)
-                                         classes=[[result.identities[k].cls] for _, k in chunk])
+                            frames = torch.stack([self._guidance(crop_list[k], todo[w][0]) for w, k in group])[:, None]
+                        batch = MixBatch(mixture=torch.from_numpy(np.stack([todo[w][1] for w, _ in group])).float(),
+                                         stems=torch.zeros(len(group), 1, 0), frames=frames,  # (P, 1, K, 3, H, W)
+                                         classes=[[result.identities[k].cls] for _, k in group])
                         with timer("model"), torch.no_grad():
-                            out = self.method.separate(batch)[:, 0].double().cpu().numpy()  # (P, L)
-                        for (w, k), e in zip(chunk, out):
+                            separated = self.method.separate(batch)[:, 0].double().cpu().numpy()  # (P, L)
+                        for (w, k), e in zip(group, separated):
                             est[w, k] = e
                     for (s0, _), e in zip(todo, est):
                         ola.add(s0, e)
