@@ -43,6 +43,15 @@ def sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def verify_sha256(path: str | os.PathLike, expected: str, what: str) -> str:
+    """The file's sha256, which must be `expected`; one AvsepError line naming `what` otherwise."""
+    got = sha256(path)
+    if got != expected.lower():
+        raise AvsepError(f"{what} {path} fails its sha256 check (expected {expected[:12]}…, got {got[:12]}…): "
+                         "the file is corrupt or was modified")
+    return got
+
+
 def save(path: str | os.PathLike, data: dict[str, Any]) -> Path:
     """Write a checkpoint atomically (a crash mid-write never leaves a truncated file)."""
     path = Path(path)
@@ -58,9 +67,7 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu", expe
     if not path.is_file():
         raise AvsepError(f"checkpoint not found: {path}")
     if expected_sha256 is not None:
-        got = sha256(path)
-        if got != expected_sha256:
-            raise AvsepError(f"checkpoint {path} fails its sha256 check (expected {expected_sha256[:12]}…, got {got[:12]}…): the file is corrupt or was modified")
+        verify_sha256(path, expected_sha256, "checkpoint")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file for the user

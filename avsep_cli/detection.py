@@ -292,12 +292,10 @@ class Detector:
         self.agnostic = agnostic  # one box per object whatever the class scores say (NMS across classes)
         self.path = _resolve_weights(weights)
         self.name = str(weights)
-        from avsep_cli.checkpoint import sha256 as file_sha256
+        from avsep_cli import checkpoint
 
-        self.sha256 = file_sha256(self.path)
-        if sha256 is not None and self.sha256 != sha256.lower():
-            raise AvsepError(f"detector weights {self.path} fail their sha256 check (expected {sha256[:12]}…, got "
-                             f"{self.sha256[:12]}…): the file is corrupt or was modified")
+        self.sha256 = (checkpoint.verify_sha256(self.path, sha256, "detector weights") if sha256 is not None
+                       else checkpoint.sha256(self.path))
         self.model = _load_yolo(self.path)
         names = self.model.names
         mapping, self.ignored = map_class_names(names, self.classes)

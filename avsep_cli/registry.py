@@ -68,10 +68,7 @@ def verify_file(e: dict, folder: Path | None = None) -> Path:
     path = (folder or weights_dir()) / e["file"]
     if not path.is_file():
         raise AvsepError(f"shipped weights {e['name']!r} are missing: {path}")
-    got = checkpoint.sha256(path)
-    if got != e["sha256"]:
-        raise AvsepError(f"shipped weights {e['name']!r} fail their sha256 check ({path}: expected "
-                         f"{e['sha256'][:12]}…, got {got[:12]}…): the file is corrupt or was modified")
+    checkpoint.verify_sha256(path, e["sha256"], f"shipped weights {e['name']!r}:")
     return path
 
 
@@ -183,13 +180,16 @@ def add_file(path: str | Path, name: str, method: str, *, folder: Path | None = 
 
 
 def shipped_file(spec: str, method: str) -> tuple[Path, str | None]:
-    """A shipped name (sha256-checked) or a path -> (path, expected sha256 or None), for files that
-    are not separators (the detector)."""
+    """A shipped name or a path -> (path, the manifest's sha256 or None), for files that are not
+    separators (the detector): whoever loads the file checks the hash, once, just before loading."""
     if not Path(spec).exists() and any(e["name"] == spec for e in entries()):
         e = entry(spec)
         if e.get("method") != method:
             raise AvsepError(f"shipped weights {spec!r} are for {e.get('method')}, not {method}")
-        return verify_file(e), e["sha256"]
+        path = weights_dir() / e["file"]
+        if not path.is_file():
+            raise AvsepError(f"shipped weights {spec!r} are missing: {path}")
+        return path, e["sha256"]
     return Path(spec), None
 
 

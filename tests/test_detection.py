@@ -162,7 +162,7 @@ def test_boxes_of_two_model_classes_for_one_of_ours_are_merged(fake_oiv7):
 
 
 def test_weights_errors_are_one_line(fake_oiv7, tmp_path, capsys):
-    with pytest.raises(AvsepError, match="fail their sha256 check"):
+    with pytest.raises(AvsepError, match="fails its sha256 check"):
         Detector(fake_oiv7, sha256="0" * 64)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

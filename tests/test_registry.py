@@ -48,7 +48,7 @@ def test_tampered_file_fails_with_a_clear_message(shipped, capsys):
     data = bytearray((copy / path.name).read_bytes())
     data[-10] ^= 0xFF  # one byte of the weights
     (copy / path.name).write_bytes(bytes(data))
-    with pytest.raises(Exception, match="fail their sha256 check"):
+    with pytest.raises(Exception, match="fails its sha256 check"):
         registry.resolve("tiny-test", folder=copy)
     rc, out, _ = run(capsys, "weights", "verify")
     assert rc == 0 and "1 file(s) verified" in out
