@@ -63,9 +63,11 @@ class OverlapAdd:
     """Streaming overlap-add of windowed estimates (C channels) with a triangle window.
 
     `windows(chunk)` takes mixture samples as they are decoded and yields (start, window) pairs of length
-    L every `hop` samples; `end()` yields the zero-padded windows needed to cover the tail. `add(start,
-    est)` accumulates an estimate (C, L); `pop(upto)` returns the finished samples before `upto`
-    (C, n) and forgets them."""
+    L every `hop` samples; `end()` yields the one window that covers the tail: flush with the end of the
+    input, so it holds real samples only (zero-padded only when the whole input is shorter than L; a
+    half-empty window separates worse). `add(start, est)` accumulates an estimate (C, L); `pop(upto)`
+    returns the finished samples before `upto` (C, n) and forgets them; no window yet to come reaches
+    before `settled`."""
 
     def __init__(self, length: int, hop: int, channels: int):
         self.L, self.hop, self.C = length, hop, channels
@@ -83,10 +85,16 @@ class OverlapAdd:
         win = self.mix[off : off + self.L]
         return np.pad(win, (0, self.L - len(win))) if len(win) < self.L else win.copy()
 
+    @property
+    def settled(self) -> int:
+        """Samples before this index get no further window (the tail window starts after the last full one)."""
+        return max(0, self.next_start - self.hop + 1)
+
     def _trim(self) -> None:
-        drop = self.next_start - self.mix_start
+        keep_from = max(0, self.next_start - self.hop)  # the tail window may start anywhere after the last one
+        drop = keep_from - self.mix_start
         if drop > 0:
-            self.mix, self.mix_start = self.mix[drop:], self.next_start
+            self.mix, self.mix_start = self.mix[drop:], keep_from
 
     def windows(self, chunk: np.ndarray):
         self.mix = np.concatenate([self.mix, chunk.astype(np.float32)])
@@ -97,11 +105,17 @@ class OverlapAdd:
             self._trim()
 
     def end(self):
-        """Windows covering the samples after the last full window (zero-padded)."""
-        while self.total > 0 and (self.next_start == 0 or self.next_start - self.hop + self.L < self.total):
-            yield self.next_start, self._window(self.next_start)
-            self.next_start += self.hop
-            self._trim()
+        """The window covering the samples after the last full window, if any."""
+        if self.total == 0:
+            return
+        if self.next_start == 0:  # shorter than one window: zero-padded
+            start = 0
+        elif self.next_start - self.hop + self.L < self.total:
+            start = self.total - self.L
+        else:
+            return
+        yield start, self._window(start)
+        self.next_start = self.total  # nothing further
 
     def add(self, start: int, est: np.ndarray) -> None:
         need = start + self.L - self.acc_start
@@ -515,7 +529,7 @@ class Separator:
                     for (s0, _), e in zip(todo, est):
                         ola.add(s0, e)
                     # samples before the first window still to run are final
-                    upto = pending[0][0] if pending else (ola.total if final else ola.next_start)
+                    upto = pending[0][0] if pending else (ola.total if final else ola.settled)
                     emit(ola.pop(upto))
 
             audio = media.iter_audio(path, dsp.SAMPLE_RATE, chunk_seconds=30.0, duration=result.duration)
