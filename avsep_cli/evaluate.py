@@ -145,6 +145,12 @@ class MethodReport:
     skipped_sources: int = 0
     seconds: float = 0.0
     audio_seconds: float = 0.0
+    params: int | None = None  # learned methods: parameter count of the model (frozen trunk included)
+
+    @property
+    def seconds_per_clip(self) -> float:
+        """Inference time (separation, not scoring) per 6 s of audio."""
+        return self.seconds / max(self.audio_seconds, 1e-9) * 6.0
 
     def summary(self, kind: str | None = None) -> dict:
         """Mean, median, 95% CI per metric over valid sources (optionally one kind: mix or duet)."""
@@ -177,7 +183,8 @@ def evaluate(method: Method, items: list[TestItem], *, window: int, batch_size: 
              keep: int = 0) -> tuple[MethodReport, list[dict]]:
     """Run `method` over `items` in batches and score every source. Returns the report and, for the
     first `keep` items, the signals needed for plots."""
-    report = MethodReport(method.name)
+    model = getattr(method, "model", None)
+    report = MethodReport(method.name, params=sum(p.numel() for p in model.parameters()) if model is not None else None)
     kept: list[dict] = []
     for b0 in range(0, len(items), batch_size):
         chunk = items[b0 : b0 + batch_size]
@@ -276,6 +283,34 @@ def report_json(reports: list[MethodReport], setup: dict) -> dict:
     }
 
 
+def report_markdown(reports: list[MethodReport], setup: dict) -> str:
+    """The README's results table: one row per method, mean SDR [95% CI], SIR, SAR on the test mixtures,
+    the same on the duet clips, parameters and inference time per 6-s clip."""
+    head = (f"{setup['mix']}-mix, {setup['split']} split, {setup['num']} mixtures (seed {setup['seed']})"
+            + (" and the corpus duet clips" if setup.get("duets") else ""))
+    lines = [f"<!-- avsep eval --mix {setup['mix']} --num {setup['num']} --seed {setup['seed']}: {head} -->",
+             "| method | params | SDR [95% CI] | SIR | SAR | duets SDR | duets SIR | duets SAR | s / 6-s clip |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def cell(sm: dict, m: str) -> str:
+        return f"{sm[m]['mean']:.2f}" if sm[m]["n"] else "-"
+
+    for r in reports:
+        mix, duet = r.summary("mix"), r.summary("duet")
+        sdr = f"{mix['sdr']['mean']:.2f} [{mix['sdr']['ci_low']:.2f}, {mix['sdr']['ci_high']:.2f}]" if mix["sdr"]["n"] else "-"
+        params = f"{r.params / 1e6:.2f} M" if r.params else "-"
+        lines.append(f"| {r.method} | {params} | {sdr} | {cell(mix, 'sir')} | {cell(mix, 'sar')} | {cell(duet, 'sdr')} "
+                     f"| {cell(duet, 'sir')} | {cell(duet, 'sar')} | {r.seconds_per_clip:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_text(path: Path, text: str) -> None:
+    from avsep_cli.fsio import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
 def write_json(path: Path, data: dict) -> None:
     from avsep_cli.fsio import atomic_path
 
@@ -335,3 +370,51 @@ def write_plots(folder: Path, method: str, kept: Iterable[dict]) -> list[Path]:
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+# --- end to end: a `Separator`'s output on a corpus clip ---------------------------------------------
+
+
+def box_iou(a, b) -> float:
+    """IoU of two x0, y0, x1, y1 boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_identities(identities, sidecar: dict, min_iou: float = 0.5) -> dict[str, str]:
+    """Ground-truth player class -> name of the output identity whose tracked boxes overlap that player's
+    true boxes most (mean IoU over the identity's sightings, at least `min_iou`). `identities` are
+    `separator.Identity`s (or dicts with name and boxes, as in manifest.json)."""
+    fps, best = float(sidecar["fps"]), {}
+    for ident in identities:
+        name, boxes = (ident["name"], ident["boxes"]) if isinstance(ident, dict) else (ident.name, ident.boxes)
+        for p in sidecar["players"]:
+            n = len(p["boxes"])
+            ov = float(np.mean([box_iou(b["box"], p["boxes"][min(n - 1, int(b["t"] * fps))]) for b in boxes]))
+            if ov >= min_iou and ov > best.get(p["class"], (0.0, ""))[0]:
+                best[p["class"]] = (ov, name)
+    return {cls: name for cls, (_, name) in best.items()}
+
+
+def score_clip_stems(clip: Clip, stems: dict[str, np.ndarray], owner: dict[str, str]) -> list[dict]:
+    """Per ground-truth player of a duet `clip`: BSS Eval SDR of the stem `owner[class]` names (from
+    `stems`, name -> waveform at dsp.SAMPLE_RATE) against its own reference and against the other player's.
+    A player without an output identity gets NaNs and found=False."""
+    refs = {c: media.read_audio_file(p, sr=dsp.SAMPLE_RATE) for c, p in clip.stems.items()}
+    rows = []
+    for cls in clip.classes:
+        row = {"clip": clip.id, "class": cls, "found": cls in owner, "stem": owner.get(cls),
+               "sdr_own": math.nan, "sdr_other": math.nan}
+        if cls in owner:
+            est = np.asarray(stems[owner[cls]], np.float64)
+            for key, ref_cls in (("sdr_own", cls), ("sdr_other", next(c for c in clip.classes if c != cls))):
+                ref = refs[ref_cls]
+                n = min(len(ref), len(est))
+                res = metrics.bss_eval(torch.from_numpy(ref[None, None, :n].astype(np.float64)),
+                                       torch.from_numpy(est[None, None, :n]))
+                row[key] = float(res.sdr[0, 0])
+        rows.append(row)
+    return rows

@@ -17,10 +17,10 @@ def run_eval(capsys, *args):
 
 
 def test_oracle_far_above_mixture_and_reports_are_deterministic(tiny_corpus, tmp_path, capsys):
-    j1, j2, c1 = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "a.csv"
+    j1, j2, c1, md = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "a.csv", tmp_path / "table.md"
     args = ["--method", "mixture,oracle-ibm,oracle-ibm-log", "--mix", "2", "--data", str(tiny_corpus), "--num", "6"]
     code, out, _ = run_eval(capsys, *args, "--json", str(j1), "--csv", str(c1), "--plots", str(tmp_path / "png"),
-                            "--plots-num", "2")
+                            "--plots-num", "2", "--markdown", str(md))
     assert code == 0 and "oracle-ibm" in out and "SDR" in out
     assert run_eval(capsys, *args, "--json", str(j2))[0] == 0
     assert j1.read_bytes() == j2.read_bytes()  # same seed, same mixtures, same numbers
@@ -39,6 +39,13 @@ def test_oracle_far_above_mixture_and_reports_are_deterministic(tiny_corpus, tmp
     assert methods["oracle-ibm"]["summary"]["duet"]["sdr"]["mean"] > methods["mixture"]["summary"]["duet"]["sdr"]["mean"] + 10
     assert len(c1.read_text().splitlines()) == 1 + 3 * len(methods["mixture"]["sources"])
     assert len(list((tmp_path / "png").glob("*.png"))) == 3 * 2
+    # the Markdown table: one row per method with the JSON's means (reference methods have no parameters)
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]] for r in md.read_text().splitlines()[3:]}
+    assert sorted(rows) == sorted(methods)
+    for name, cells in rows.items():
+        summ = methods[name]["summary"]
+        assert cells[0] == "-" and cells[1].startswith(f"{summ['mix']['sdr']['mean']:.2f} [")
+        assert cells[4] == f"{summ['duet']['sdr']['mean']:.2f}" and float(cells[7]) >= 0
 
 
 def test_three_source_mixtures(tiny_corpus, tmp_path, capsys):

@@ -31,6 +31,7 @@ def eval_(
     duets: bool = typer.Option(True, "--duets/--no-duets", help="Also score the corpus' duet clips."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write every figure as JSON."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write every per-source figure as CSV."),
+    md_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the summary as a Markdown table (the README's results)."),
     plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for spectrogram PNGs."),
     plots_num: int = typer.Option(4, "--plots-num", help="How many mixtures to plot per method."),
     batch_size: int = typer.Option(8, "--batch-size", help="Mixtures per batch."),
@@ -55,7 +56,7 @@ def eval_(
     win = evaluate.parse_window(window)
     if num < 1 or batch_size < 1:
         raise AvsepError("--num and --batch-size must be at least 1")
-    outputs = [p for p in (json_path, csv_path) if p is not None]
+    outputs = [p for p in (json_path, csv_path, md_path) if p is not None]
     for p in outputs:
         from avsep_cli.fsio import prepare_output_dir, refuse_existing
 
@@ -80,6 +81,8 @@ def eval_(
         evaluate.write_json(json_path, evaluate.report_json(reports, setup))
     if csv_path:
         evaluate.write_csv(csv_path, reports)
+    if md_path:
+        evaluate.write_text(md_path, evaluate.report_markdown(reports, setup))
 
 
 def _fmt(s: dict) -> str:
@@ -96,14 +99,13 @@ def _print_tables(reports: list, setup: dict) -> None:
         if not any(s.kind == kind for r in reports for s in r.scores):
             continue
         t = Table(title=f"{title} ({setup['split']} split, seed {setup['seed']}): mean ±95% CI half-width")
-        for col in ("method", "n", "SDR", "SDR med", "SIR", "SAR", "SDRi", "skipped", "s / 6-s clip"):
+        for col in ("method", "params", "n", "SDR", "SDR med", "SIR", "SAR", "SDRi", "skipped", "s / 6-s clip"):
             t.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
         for r in reports:
             sm = r.summary(kind)
-            per_clip = r.seconds / max(r.audio_seconds, 1e-9) * 6.0
-            t.add_row(r.method, str(sm["sdr"]["n"]), _fmt(sm["sdr"]), f"{sm['sdr']['median']:.2f}" if sm["sdr"]["n"] else "-",
+            t.add_row(r.method, f"{r.params / 1e6:.2f} M" if r.params else "-", str(sm["sdr"]["n"]), _fmt(sm["sdr"]), f"{sm['sdr']['median']:.2f}" if sm["sdr"]["n"] else "-",
                       _fmt(sm["sir"]), _fmt(sm["sar"]), _fmt(sm["sdri"]),
-                      f"{r.skipped_clips} clips / {r.skipped_sources} src", f"{per_clip:.3f}")
+                      f"{r.skipped_clips} clips / {r.skipped_sources} src", f"{r.seconds_per_clip:.3f}")
         out.print(t)
     per_class = {r.method: r.per_class("mix") for r in reports}
     classes = sorted({c for pc in per_class.values() for c in pc})
