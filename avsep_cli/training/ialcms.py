@@ -11,7 +11,7 @@ mixture: duets) and independent pairs Q (an element of P with an element of anot
 FIFO memory bank, or both from the bank); critic hinge loss L_D and separator loss L_G.
 
 `IALCMSSystem` alternates like the authors' code: the critic every step, the separator every
-`separator_every`-th step (every step when IAL is off). The separator minimises
+`separator_every`-th step (every step when IAL is off, or idle: supervised training on solo clips). The separator minimises
 L_sep + lambda1 L_G + lambda2 L_av with the trainer's optimiser (Adam; visual head lr 1e-3, the rest 1e-4);
 the critic minimises L_D with its own Adam (lr 1e-4, betas (0, 0.9), weight decay 1e-3). The logged `loss`
 is the paper's total L = L_sep + lambda1 (L_G + L_D) + lambda2 L_av; L_D's gradient only ever moves the
@@ -296,7 +296,8 @@ class IALCMSSystem(System):
     def manual_step(self, batch, step: int, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
         """One training step: critic update (every step), separator update (every `separator_every`-th)."""
         o = self.opts
-        sep_now = (not o.ial) or step % o.separator_every == 0
+        # supervised batches are solo clips: no dependent pairs, IAL idle, so nothing to alternate with
+        sep_now = (not o.ial) or o.supervised or step % o.separator_every == 0
         self.model.train()
         with torch.set_grad_enabled(sep_now):
             f = self.forward_losses(batch)
