@@ -8,7 +8,7 @@ peak RSS and the per-stage breakdown `-v` prints. Targets (issue 8): 60 s separa
 this 2-core CPU; peak memory <= 3 GB for 10 minutes.
 
     python benchmarks/bench_separate.py --weights W.pt --detector D.pt [--method avpc]
-        [--seconds 60] [--memory-minutes 10] [--clip demo/corpus/duet/.../syn000000.mp4] [--detect-imgsz 320]
+        [--seconds 60] [--memory-minutes 10] [--clip demo/corpus/duet/.../syn001249.mp4] [--detect-imgsz 320]
 """
 
 from __future__ import annotations
