@@ -19,3 +19,18 @@ class MediaError(AvsepError):
 class OutputError(AvsepError):
     """An output that cannot be written or that exists already (without --force)."""
 
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every clean-up runs; the CLI exits 143 (128 + SIGTERM)."""
+
+    exit_code = 143
+
+
+def stopped(e: KeyboardInterrupt) -> int:
+    """Say in one line that the run was stopped by Ctrl-C or SIGTERM; -> the exit code (130 or 143)."""
+    import sys
+
+    terminated = isinstance(e, Terminated)
+    print(f"avsep: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+    return 143 if terminated else 130

@@ -4,7 +4,9 @@ Test mixtures are N solo clips of different classes, each cut to an aligned wind
 10 s) at a seeded start and summed; the same seed always gives the same mixtures, so two runs give
 identical numbers. The corpus' duet clips are scored too, against their ground-truth stems. Every
 per-source figure is kept (JSON/CSV); the summary gives mean, median and a 95% confidence interval per
-metric and per class. Unreadable clips are skipped and counted, never fatal mid-run.
+metric and per class. Unreadable clips, and test items whose reference audio has NaN or inf samples (a
+data problem), are skipped with a warning and counted; an estimate with NaN or inf samples (a method's
+failure) is scored as invalid, counted, and warned about once per method. Neither is fatal mid-run.
 """
 
 from __future__ import annotations
@@ -142,7 +144,8 @@ class MethodReport:
     method: str
     scores: list[SourceScore] = field(default_factory=list)
     skipped_clips: int = 0
-    skipped_sources: int = 0
+    skipped_sources: int = 0  # invalid sources: silent reference or estimate, or a non-finite estimate
+    nonfinite_estimates: int = 0  # estimates with NaN or inf samples (also counted in skipped_sources)
     seconds: float = 0.0
     audio_seconds: float = 0.0
     params: int | None = None  # learned methods: parameter count of the model (frozen trunk included)
@@ -156,21 +159,22 @@ class MethodReport:
         """Mean, median, 95% CI per metric over valid sources (optionally one kind: mix or duet)."""
         rows = [s for s in self.scores if s.valid and (kind is None or s.kind == kind)]
         cols = {m: [getattr(s, m) for s in rows] for m in METRICS + ("si_sdr",)}
-        cols["sdri"] = [s.sdr - s.sdr_mixture for s in rows]
+        cols["sdri"] = [s.sdr - s.sdr_mixture for s in rows if s.sdr is not None and s.sdr_mixture is not None]
         return {m: _summary(v) for m, v in cols.items()}
 
     def per_class(self, kind: str = "mix") -> dict[str, dict]:
         classes = sorted({s.cls for s in self.scores if s.kind == kind})
         res = {}
         for c in classes:
-            vals = [s.sdr for s in self.scores if s.valid and s.kind == kind and s.cls == c]
+            vals = [s.sdr for s in self.scores if s.valid and s.kind == kind and s.cls == c and s.sdr is not None]
             res[c] = {"n": len(vals), "sdr_mean": float(np.mean(vals)) if vals else None}
         return res
 
 
-def _summary(values: list[float]) -> dict:
-    """metrics.summarize as plain JSON-able numbers (None where there is nothing to summarise)."""
-    sm = asdict(metrics.summarize(torch.tensor(values, dtype=torch.float64)))
+def _summary(values: list[float | None]) -> dict:
+    """metrics.summarize as plain JSON-able numbers (None where there is nothing to summarise); None
+    entries are left out, as summarize leaves out NaN and inf."""
+    sm = asdict(metrics.summarize(torch.tensor([v for v in values if v is not None], dtype=torch.float64)))
     return {k: (v if k == "n" else _round(v)) for k, v in sm.items()}
 
 
@@ -191,8 +195,10 @@ def evaluate(method: Method, items: list[TestItem], *, window: int, batch_size: 
         loaded = []
         for it in chunk:
             try:
-                loaded.append((it, *load_item(it, window)))
-            except AvsepError as e:  # unreadable clip: count it, go on
+                row = (it, *load_item(it, window))
+                _check_references(it, row[2])
+                loaded.append(row)
+            except AvsepError as e:  # unreadable clip or NaN/inf reference audio: count it, go on
                 log.warning("skipping %s: %s", it.key, e)
                 report.skipped_clips += 1
         # items of one batch must share their source count (mix items do; duets have 2)
@@ -211,13 +217,17 @@ def evaluate(method: Method, items: list[TestItem], *, window: int, batch_size: 
             report.seconds += time.perf_counter() - t0
             report.audio_seconds += len(rows) * window / dsp.SAMPLE_RATE
             ref = stems.to(torch.float64)
+            # NaN/inf in an estimate: bss_eval, sdr_improvement and si_sdr mark that entry invalid
+            report.nonfinite_estimates += int((~torch.isfinite(est).all(-1)).sum())
             res = metrics.bss_eval(ref, est)
-            sdri, _ = metrics.sdr_improvement(ref, est, mixture.to(torch.float64))
+            sdri, sdri_ok = metrics.sdr_improvement(ref, est, mixture.to(torch.float64))
             si = metrics.si_sdr(ref, est)
+            # a source counts when every figure of it is a number (the summaries rely on it)
+            valid = (res.valid & sdri_ok & torch.isfinite(si)).cpu()
             for bi, r in enumerate(rows):
                 it = r[0]
                 for s in range(ref.shape[1]):
-                    ok = bool(res.valid[bi, s])
+                    ok = bool(valid[bi, s])
                     report.skipped_sources += 0 if ok else 1
                     clip = it.clips[s if it.kind == "mix" else 0]
                     report.scores.append(SourceScore(
@@ -234,7 +244,18 @@ def evaluate(method: Method, items: list[TestItem], *, window: int, batch_size: 
                                  "estimates": est[bi].float().cpu(), "classes": list(it.classes)})
         if on_batch:
             on_batch(len(chunk))
+    if report.nonfinite_estimates:
+        # short, so that the log handler keeps it on one line; the count is also in the JSON and the table
+        log.warning("%s: %d estimate(s) with NaN/inf samples scored as invalid", method.name, report.nonfinite_estimates)
     return report, kept
+
+
+def _check_references(item: TestItem, refs: np.ndarray) -> None:
+    """Raise AvsepError when a reference window (S, L) has NaN or inf samples: a data problem (a broken
+    stem or decode cache), so the item is skipped and counted like an unreadable clip, not scored."""
+    bad = [item.classes[s] for s in range(refs.shape[0]) if not np.isfinite(refs[s]).all()]
+    if bad:
+        raise AvsepError(f"reference of {', '.join(bad)} has NaN/inf samples")
 
 
 def _frames_for(method: Method, rows: list, window: int) -> torch.Tensor:
@@ -276,6 +297,7 @@ def report_json(reports: list[MethodReport], setup: dict) -> dict:
                 "per_class": r.per_class("mix"),
                 "skipped_clips": r.skipped_clips,
                 "skipped_sources": r.skipped_sources,
+                "nonfinite_estimates": r.nonfinite_estimates,
                 "sources": [asdict(s) for s in r.scores],
             }
             for r in reports

@@ -1,8 +1,11 @@
 """All media input and output: probing, streamed decoding of audio and frames, and writing WAV/FLAC
-files and videos, with PyAV (FFmpeg) for containers and soundfile for plain audio files.
+files and videos. Everything is read with PyAV (FFmpeg), plain audio files included, so one decoder
+and one downmix serve every input; plain audio files are written with soundfile.
 
 Decoding is streamed so that a long video never sits in memory: audio arrives in chunks through
-FFmpeg's resampler and frames are picked one at a time by timestamp. Every time given to or returned
+FFmpeg's resampler and frames are picked one at a time by timestamp. Audio is made mono by FFmpeg's
+layout-aware downmix (`_Downmix`), from the audio stream the caller names (`audio_stream`, as in
+ffmpeg's `-map 0:a:N`) or else the first. Every time given to or returned
 by this module is in seconds from the file's common origin, the earliest start of its audio and video
 streams, so audio and frames decoded separately stay in sync even when one stream starts late. Every
 problem with an input file becomes a one-line `MediaError` naming the file; every problem writing an
@@ -11,6 +14,7 @@ output becomes an `OutputError`; writes are atomic (see `fsio.atomic_path`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -55,7 +59,10 @@ _PCM_SUBTYPES = {"PCM_16", "PCM_24", "PCM_32", "PCM_S8", "PCM_U8"}
 @dataclass(frozen=True)
 class MediaInfo:
     """What `probe` learns from a file's header. `duration` runs from the common origin to the end of
-    the longest stream; `audio_start` / `video_start` are each stream's start after the origin."""
+    the longest stream; `audio_start` / `video_start` are each stream's start after the origin. The
+    audio fields describe the audio stream that decoding uses, `audio_stream` (its index among the
+    file's `audio_streams` audio streams, as in ffmpeg's `-map 0:a:N`). `warnings` holds one line per
+    thing a user should hear about (several audio streams and none chosen): shown once by the caller."""
 
     path: Path
     duration: float
@@ -68,6 +75,10 @@ class MediaInfo:
     height: int | None
     audio_start: float
     video_start: float
+    audio_streams: int = 0
+    audio_stream: int | None = None
+    channel_layout: str | None = None  # as the file declares it: "stereo", "5.1(side)", "6 channels" (no positions)
+    warnings: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------- probing
@@ -94,9 +105,20 @@ def _reason(e: BaseException) -> str:
     return getattr(e, "strerror", None) or str(e) or type(e).__name__
 
 
-def _streams(container) -> tuple[av.audio.stream.AudioStream | None, av.video.stream.VideoStream | None]:
-    """The first audio stream and the first real video stream (cover art is not video)."""
-    audio = next(iter(container.streams.audio), None)
+def _streams(
+    container, path: Path, audio_stream: int | None = None
+) -> tuple[av.audio.stream.AudioStream | None, av.video.stream.VideoStream | None]:
+    """Audio stream `audio_stream` (index among the audio streams; None: the first) and the first real
+    video stream (cover art is not video). An index the file does not have is a `MediaError`."""
+    streams = container.streams.audio
+    n = len(streams)
+    if audio_stream is None:
+        audio = streams[0] if n else None
+    elif isinstance(audio_stream, int) and not isinstance(audio_stream, bool) and 0 <= audio_stream < n:
+        audio = streams[audio_stream]
+    else:
+        have = "no audio stream" if n == 0 else "1 audio stream (0)" if n == 1 else f"{n} audio streams (0 to {n - 1})"
+        raise MediaError(f"{path}: has no audio stream {audio_stream}; it has {have}")
     video = None
     for s in container.streams.video:
         if not (s.disposition & av.stream.Disposition.attached_pic):
@@ -112,8 +134,11 @@ def _stream_start(stream) -> float | None:
 
 
 def _timing(container, audio, video) -> tuple[float, float, dict]:
-    """(origin, duration from origin, {stream index: declared end in absolute seconds})."""
-    starts = [t for t in (_stream_start(audio), _stream_start(video)) if t is not None]
+    """(origin, duration from origin, {stream index: declared end in absolute seconds}). The origin is
+    the earliest start of all audio streams and `video`, so it does not depend on which audio stream is
+    decoded; the duration and ends are those of `audio` and `video`."""
+    starts = [_stream_start(s) for s in (*container.streams.audio, video)]
+    starts = [t for t in starts if t is not None]
     origin = min(starts) if starts else 0.0
     container_end = None
     if container.duration is not None:
@@ -136,14 +161,23 @@ def _timing(container, audio, video) -> tuple[float, float, dict]:
     return origin, max(duration, 0.0), ends
 
 
-def probe(path: str | os.PathLike) -> MediaInfo:
-    """Read a file's header: streams, duration, rates and sizes. Raises `MediaError` for anything that
-    is not a readable audio/video file."""
+def _several_audio_streams(path: Path, count: int) -> str:
+    """The one line for a file with `count` > 1 audio streams decoded without choosing one."""
+    return (f"{path} has {count} audio streams; using the first (audio stream 0); "
+            f"choose another with --audio-stream N (0 to {count - 1})")
+
+
+def probe(path: str | os.PathLike, *, audio_stream: int | None = None) -> MediaInfo:
+    """Read a file's header: streams, duration, rates and sizes, for audio stream `audio_stream`
+    (None: the first; with several, `warnings` says so). Raises `MediaError` for anything that is not
+    a readable audio/video file, and for an audio stream index the file does not have."""
     path = Path(path)
     with _open(path) as c:
-        audio, video = _streams(c)
+        audio, video = _streams(c, path, audio_stream)
         if audio is None and video is None:
             raise MediaError(f"{path}: has no audio or video stream")
+        n_audio = len(c.streams.audio)
+        warnings = (_several_audio_streams(path, n_audio),) if audio_stream is None and n_audio > 1 else ()
         origin, duration, _ = _timing(c, audio, video)
         fps = None
         if video is not None:
@@ -161,6 +195,10 @@ def probe(path: str | os.PathLike) -> MediaInfo:
             height=video.codec_context.height if video is not None else None,
             audio_start=(_stream_start(audio) or origin) - origin if audio is not None else 0.0,
             video_start=(_stream_start(video) or origin) - origin if video is not None else 0.0,
+            audio_streams=n_audio,
+            audio_stream=None if audio is None else audio_stream or 0,
+            channel_layout=audio.codec_context.layout.name if audio is not None else None,
+            warnings=warnings,
         )
 
 
@@ -206,6 +244,61 @@ def _check_complete(path: Path, kind: str, reached: float, expected_end: float |
         )
 
 
+def _known_layout(layout: av.AudioLayout) -> av.AudioLayout | None:
+    """`layout`, or for channels without positions (a WAV without a channel mask) FFmpeg's default
+    layout for that many channels ("6 channels" -> 5.1, as ffmpeg guesses); None if there is none."""
+    if all(ch.name != "NONE" for ch in layout.channels):
+        return layout
+    try:
+        return av.AudioLayout(f"{layout.nb_channels}c")
+    except ValueError:
+        return None
+
+
+class _Downmix:
+    """Decoded audio frames -> (n,) float32 mono at the frame's own rate, one array per frame.
+
+    More than two channels go through FFmpeg's own layout-aware downmix, libswresample's matrix to
+    stereo (what `ffmpeg -ac 2` does: centre and surrounds at -3 dB into left and right, LFE dropped, no
+    normalisation for float output), and then left and right are averaged, so that mono comes out as it
+    is and stereo exactly as (L + R) / 2, as always. Equivalently: FFmpeg's mono matrix (`-ac 1`) scaled
+    by 1/sqrt(2), the gain that keeps stereo where it was; a centre-only 5.1 mix lands 3.01 dB below the
+    same signal in mono (channel averaging put it 15.56 dB below). Channels without positions get
+    FFmpeg's default layout for their count; a count without one is averaged. Rematrixing at the input
+    rate holds back no samples, so the timing of the output is the timing of the frames.
+
+    Samples are read from packed float frames only: PyAV 18 miscounts the planes of a planar frame with
+    8 or more channels (a 7.1 track) and crashes the interpreter reading them."""
+
+    def __init__(self):
+        self.key = None  # (format, layout, rate) the converters below were made for
+        self.to_float = self.to_stereo = self.relabel = None
+        self.channels = 0
+
+    def __call__(self, frame) -> Iterator[np.ndarray]:
+        key = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if key != self.key:  # the first frame, or a layout change mid-stream (broadcast 2.0 <-> 5.1)
+            layout = frame.layout
+            self.key, self.channels, known = key, layout.nb_channels, _known_layout(layout)
+            rematrix = self.channels > 1 and known is not None and known.name != "stereo"
+            self.relabel = known if rematrix and known is not layout else None
+            self.to_stereo = av.AudioResampler(format="flt", layout="stereo") if rematrix else None
+            # A known layout goes straight into the rematrix; anything else is first read as it is.
+            self.to_float = None if rematrix and self.relabel is None else av.AudioResampler(format="flt")
+        for f in [frame] if self.to_float is None else self.to_float.resample(frame):
+            if self.relabel is not None:  # positions were unknown: the same samples, default layout
+                sr, f = f.sample_rate, av.AudioFrame.from_ndarray(f.to_ndarray(), format="flt", layout=self.relabel)
+                f.sample_rate = sr
+            if self.to_stereo is None:
+                x = f.to_ndarray().reshape(-1, self.channels).T  # packed (1, n * C) -> (C, n)
+            else:
+                out = [g.to_ndarray() for g in self.to_stereo.resample(f)]
+                if not out:
+                    continue
+                x = np.concatenate(out, axis=1).reshape(-1, 2).T  # (2, n)
+            yield x.mean(axis=0, dtype=np.float32)
+
+
 def iter_audio(
     path: str | os.PathLike,
     sr: int = SAMPLE_RATE,
@@ -213,22 +306,27 @@ def iter_audio(
     chunk_seconds: float = 30.0,
     start: float = 0.0,
     duration: float | None = None,
+    audio_stream: int | None = None,
 ) -> Iterator[np.ndarray]:
-    """Decode the first audio stream as float32 mono chunks of `chunk_seconds` (the last one shorter)
+    """Decode audio stream `audio_stream` (index among the file's audio streams, as in ffmpeg's
+    `-map 0:a:N`; None: the first) as float32 mono chunks of `chunk_seconds` (the last one shorter)
     at rate `sr`.
 
-    Channels are averaged; sample 0 is at `start` seconds after the common origin, so a stream that
-    starts late is preceded by zeros. Output samples sit on the grid k / sr from the origin whatever
+    Channels are downmixed by FFmpeg's layout-aware matrix (see `_Downmix`: mono as is, stereo as
+    (L + R) / 2, the centre of 5.1 at -3 dB). Sample 0 is at `start` seconds after the common origin,
+    so a stream that starts late is preceded by zeros. Output samples sit on the grid k / sr from the origin whatever
     `start` is, so windows cut from the same file line up with each other. Codec padding past the
     stream's declared end (AAC fills its last frame) is dropped. With `duration` the output
     stops after round(duration * sr) samples (sooner if the file ends first; `load_audio` pads).
-    Raises `MediaError` if the stream cannot be decoded to where it should end.
+    Raises `MediaError` if the stream cannot be decoded to where it should end, or if the file has
+    no audio stream `audio_stream`. Says nothing about a file with several audio streams: `probe`
+    puts that in `MediaInfo.warnings`, for the caller to show once.
     """
     path = Path(path)
     chunk = max(1, int(round(chunk_seconds * sr)))
     limit = None if duration is None else max(0, int(round(duration * sr)))
     with _open(path) as c:
-        audio, video = _streams(c)
+        audio, video = _streams(c, path, audio_stream)
         if audio is None:
             raise MediaError(f"{path} has no audio stream")
         origin, _, ends = _timing(c, audio, video)
@@ -245,7 +343,7 @@ def iter_audio(
                 c.seek(int((origin + start - back) / audio.time_base), stream=audio, backward=True)
             except av.error.FFmpegError:
                 c.seek(0, stream=audio)  # unseekable: decode from the top and drop
-        to_float = av.AudioResampler(format="fltp")  # keeps rate and layout
+        downmix = _Downmix()
         resampler = av.AudioResampler(format="fltp", layout="mono", rate=sr)
         target = int(math.floor(start * in_sr + 1e-6))  # `start` in input samples from the origin
         drop_in = None  # input samples to drop (> 0) or zeros to insert (< 0); set by the first frame
@@ -306,8 +404,10 @@ def iter_audio(
         for frame in _decode(c, audio, path):
             if frame.time is not None:
                 reached = frame.time + frame.samples / frame.sample_rate
-            for f in to_float.resample(frame):
-                mono = f.to_ndarray().mean(axis=0, dtype=np.float32)  # (channels, n) -> (n,)
+            if frame.sample_rate != in_sr:
+                raise MediaError(f"{path}: audio frames at {frame.sample_rate} Hz in a {in_sr} Hz stream "
+                                 "(the rate changes mid-stream)")
+            for mono in downmix(frame):  # (n,)
                 if drop_in is None:
                     first = frame.time if frame.time is not None else origin
                     p = int(round((first - origin) * in_sr))  # first decoded sample, from the origin
@@ -338,11 +438,16 @@ def iter_audio(
 
 
 def load_audio(
-    path: str | os.PathLike, sr: int = SAMPLE_RATE, *, start: float = 0.0, duration: float | None = None
+    path: str | os.PathLike,
+    sr: int = SAMPLE_RATE,
+    *,
+    start: float = 0.0,
+    duration: float | None = None,
+    audio_stream: int | None = None,
 ) -> np.ndarray:
     """The whole of `iter_audio` as one float32 array; exactly round(duration * sr) samples when
     `duration` is given (zero-padded if the file ends first)."""
-    parts = list(iter_audio(path, sr, start=start, duration=duration))
+    parts = list(iter_audio(path, sr, start=start, duration=duration, audio_stream=audio_stream))
     wav = np.concatenate(parts) if parts else np.zeros(0, np.float32)
     if duration is not None:
         n = max(0, int(round(duration * sr)))
@@ -350,31 +455,24 @@ def load_audio(
     return wav.astype(np.float32, copy=False)
 
 
-def read_audio_file(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Read a WAV/FLAC file (e.g. a ground-truth stem) as float32 mono at rate `sr`."""
+def read_audio_file(path: str | os.PathLike, sr: int = SAMPLE_RATE, *, audio_stream: int | None = None) -> np.ndarray:
+    """Read an audio file (e.g. a ground-truth stem: WAV, FLAC, or anything FFmpeg reads) as float32
+    mono at rate `sr`. It is `load_audio` from the start of the file: the same decoder, downmix and
+    resampler as for videos, so a multichannel WAV with a channel mask, or one without (FFmpeg's
+    default layout for its channel count), is downmixed like a film's 5.1 track."""
     path = Path(path)
     if not path.exists():
         raise MediaError(f"{path}: no such file")
     if path.is_dir():
         raise MediaError(f"{path}: is a folder, not an audio file")
-    try:
-        data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)  # (n, channels)
-    except (sf.LibsndfileError, RuntimeError, OSError) as e:
-        raise MediaError(f"{path}: not an audio file soundfile can read: {_reason(e)}") from None
-    wav = data.mean(axis=1, dtype=np.float32)
-    if file_sr != sr:
-        import torch
-        import torchaudio.functional as AF
-
-        wav = AF.resample(torch.from_numpy(wav), file_sr, sr).numpy()
-    return np.ascontiguousarray(wav, dtype=np.float32)
+    return load_audio(path, sr, audio_stream=audio_stream)
 
 
 # --------------------------------------------------------------------------------------------- frames
 
 
 def _video_stream(c, path: Path):
-    _, video = _streams(c)
+    _, video = _streams(c, path)
     if video is None:
         raise MediaError(f"{path} has no video stream (frames are needed)")
     video.thread_type = "AUTO"
@@ -414,7 +512,7 @@ def iter_frames(
     n_max = None if duration is None else int(math.ceil(duration * fps - 1e-9))
     with _open(path) as c:
         video = _video_stream(c, path)
-        audio, _ = _streams(c)
+        audio, _ = _streams(c, path)
         origin, _, ends = _timing(c, audio, video)
         step = 1.0 / float(video.average_rate or video.guessed_rate or 25)
         if start > 0:
@@ -468,7 +566,7 @@ def frames_at(path: str | os.PathLike, times: Sequence[float], size: tuple[int, 
     out: list[np.ndarray | None] = [None] * len(times)
     with _open(path) as c:
         video = _video_stream(c, path)
-        audio, _ = _streams(c)
+        audio, _ = _streams(c, path)
         origin, _, ends = _timing(c, audio, video)
         step = 1.0 / float(video.average_rate or video.guessed_rate or 25)
         frames = None
@@ -699,7 +797,7 @@ def mux_audio(
     acodec = acodec or _DEFAULT_ACODEC.get(suffix, "aac")
     wav = _clip(_as_channels(audio), out_path)
     with _open(video_path) as c:
-        in_audio, in_video = _streams(c)
+        in_audio, in_video = _streams(c, video_path)
         if in_video is None:
             raise MediaError(f"{video_path} has no video stream (frames are needed)")
         origin, _, _ = _timing(c, in_audio, in_video)
@@ -724,3 +822,34 @@ def mux_audio(
         except OSError as e:
             raise OutputError(f"cannot write {out_path}: {_reason(e)}") from None
     return out_path
+
+
+class WavWriter:
+    """A streamed 16-bit PCM WAV writer whose every failure (a full disk, a vanished folder) is one
+    `OutputError` naming `shown` (the file's final name) and the cause."""
+
+    def __init__(self, path: str | os.PathLike, sr: int, shown: str | os.PathLike | None = None, channels: int = 1):
+        self.path, self.shown = Path(path), Path(shown or path)
+        self.f = self._guard(lambda: sf.SoundFile(self.path, "w", sr, channels, "PCM_16"))
+
+    def _guard(self, op):
+        try:
+            return op()
+        except (OSError, sf.SoundFileError, RuntimeError) as e:  # libsndfile reports ENOSPC as "System error."
+            raise OutputError(fsio.describe_write_error(e, self.shown)) from None
+
+    def write(self, samples: np.ndarray) -> None:
+        self._guard(lambda: self.f.write(samples))
+
+    def close(self) -> None:
+        self._guard(self.f.close)
+
+    def __enter__(self) -> "WavWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            with contextlib.suppress(Exception):
+                self.f.close()

@@ -3,9 +3,9 @@
 The field reports `bss_eval_sources` (Vincent et al. 2006, 512-tap time-invariant distortion filter) as
 computed by `mir_eval.separation`, which is deprecated in mir_eval 0.8 and slow (it re-solves the
 least-squares projection for every estimate/reference pair and re-projects onto all references for
-every pair). This module computes the same numbers (agreement with mir_eval 0.8.2 well within 0.01 dB,
-see tests/test_metrics.py) by sharing work and using the structure of the problem. Per clip, the
-correlations of the references with each other and with every estimate are computed once by FFT. The
+every pair). This module computes the same numbers (agreement with mir_eval 0.8.2 within 0.01 dB; see
+tests/test_metrics.py for what is measured) by sharing work and using the structure of the problem. Per
+clip, the correlations of the references with each other and with every estimate are computed once by FFT. The
 Gram matrix G of the F delays of all S references is block Toeplitz (in delay-major order its S x S
 blocks are R[m]_ij = r_ij[m]) and each reference's own Gram block is Toeplitz, so the projection energies
 d^T G^-1 d of all estimates (d: correlations of an estimate with the delayed references) are read off a
@@ -23,13 +23,17 @@ factorisation of G^-1 without ever forming G or rebuilding the projected signals
 * CUDA tensors, and the fallback: the explicit Gram matrix, one Cholesky factorisation of (S*F)^2 per clip
   and one of F^2 per reference (`_dense_energies`), which is what GPUs do fast.
 
-On the 2-core development machine (benchmarks/bench_metrics.py: 2 sources x 65535 samples, quiet machine,
-mir_eval ~270-285 ms per clip) this is about 40x faster than mir_eval per clip in batches of 16 (~6.5 ms
-per clip) and about 22x for single clips through the drop-in (~12 ms), with default or single threads.
+On the 2-core development machine (benchmarks/bench_metrics.py: 2 sources x 65535 samples, quiet machine)
+this takes ~8.7 ms per clip in batches of 16 and ~12.4 ms for single clips through the drop-in, with default
+or single threads, whether or not the permutation is searched (all pairs are computed either way). Against
+mir_eval in the same mode: ~17x and ~12x without permutation (mir_eval ~150 ms per clip; `avsep eval`'s
+mode, `--no-permutation`), ~36x and ~25x with it (mir_eval ~320 ms: it decomposes all S^2 pairs then).
 
 `bss_eval_sources` is the NumPy drop-in for mir_eval; `bss_eval` is the batched torch API (CPU or CUDA,
-float64 inside) that marks silent sources as skipped instead of raising; `si_sdr`, `sdr_improvement` and
-`summarize` are the helpers evaluation scripts need.
+float64 inside) that marks silent sources, and signals with NaN or inf samples, as skipped instead of
+raising; `si_sdr`, `sdr_improvement` and `summarize` are the helpers evaluation scripts need. Shapes that
+cannot be meant (more sources than samples, more than MAX_SOURCES sources, too few samples for the
+filter) raise `BssEvalError` before any work, in every entry point.
 """
 
 from __future__ import annotations
@@ -42,7 +46,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-# mir_eval's limit (brute-force permutation search and memory grow fast with the number of sources).
+from avsep_cli.errors import AvsepError
+
+# mir_eval's limit, checked the same way (read at call time, so it can be raised like
+# mir_eval.separation.MAX_SOURCES). Cost grows as S^3 per clip: measured on the 2-core development machine
+# at 65535 samples, 0.1 s for 8 sources, 0.4 s for 16, 3.4 s for 32 (extrapolated: a minute or two at 100).
 MAX_SOURCES = 100
 # Default filter length of bss_eval_sources (taps of the allowed time-invariant distortion filter).
 FILTER_LEN = 512
@@ -63,12 +71,20 @@ _LEVINSON_REL_FLOOR = 1e-10
 _LEVINSON_PD_FLOOR = 1e-13
 
 
+class BssEvalError(AvsepError, ValueError):
+    """Input BSS Eval cannot score (a shape that cannot be meant, too many sources, NaN or inf samples
+    where the drop-in needs finite ones). A ValueError, as mir_eval raises, and an AvsepError, so that the
+    CLI reports it in one line."""
+
+
 @dataclass
 class BssResult:
     """Batched bss_eval output; every tensor is (B, S) and indexed by *reference* source j.
 
     sdr/sir/sar are in dB (float64, NaN exactly where `valid` is False, never inf); perm[b, j] is the
-    estimate matched to reference j; valid[b, j] is False where reference j or its estimate is silent.
+    estimate matched to reference j; valid[b, j] is False where reference j or its estimate is silent, where
+    that estimate has a NaN or inf sample, and for every source of a clip with such a sample in any of its
+    references (every reference enters every projection of its clip).
     """
 
     sdr: torch.Tensor
@@ -483,7 +499,7 @@ def _levinson_energies(rr: np.ndarray, xc: np.ndarray, silent: np.ndarray, e_tot
     if n_src > 1:  # with one source |e_interf|^2 is exactly 0, not a difference of two estimates
         dens = np.minimum(dens, p_all_ - p_one)
     allowed = _LEVINSON_TOL * np.maximum(dens, _LEVINSON_REL_FLOOR * e_tot_)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN or overflowing energies: rejected
         ok = (ratio > _LEVINSON_PD_FLOOR) & ((err_all[:, :, None] + err_one) <= allowed).all((1, 2))
     return p_one, p_all, ok
 
@@ -578,6 +594,51 @@ def _best_perm(sir: torch.Tensor) -> tuple[int, ...]:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Input checks
+# ----------------------------------------------------------------------------------------------------
+
+
+def _check_sizes(shape: tuple, n_src: int, n_smp: int, flen: int, layout: str) -> None:
+    """Reject, before anything is allocated, shapes that cannot be meant; `layout` names the expected axes.
+
+    More sources than samples is a transposed array or a channel axis (a (2, 8000, 1) array read as 8000
+    sources of 1 sample would need terabytes); more than MAX_SOURCES sources is mir_eval's limit; and with
+    L <= (S-1)*F + 1 samples the F delays of the S references span every signal of that length, so every
+    estimate is "perfect" and the ratios mean nothing (the Gram matrix is singular besides).
+    """
+    if flen < 1:
+        raise BssEvalError(f"filter_len must be at least 1, got {flen}")
+    if n_src > n_smp:
+        raise BssEvalError(
+            f"shape {tuple(shape)} read as {layout} gives {n_src} sources of {n_smp} sample{'s' * (n_smp != 1)} each; "
+            "samples go on the last axis (is the array transposed, or does it have a channel axis?)"
+        )
+    if n_src > MAX_SOURCES:
+        raise BssEvalError(
+            f"{n_src} sources is more than MAX_SOURCES = {MAX_SOURCES} (mir_eval's limit: the cost grows as the cube "
+            "of the number of sources); set avsep_cli.metrics.MAX_SOURCES to override"
+        )
+    need = (n_src - 1) * flen + 2
+    if n_smp < need:
+        raise BssEvalError(
+            f"{n_smp} samples are too few to score {n_src} sources with a {flen}-tap distortion filter: at least "
+            f"(S-1)*{flen}+2 = {need} are needed (with fewer, the filtered references span every signal)"
+        )
+
+
+def _zero_nonfinite(x: torch.Tensor, ss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x (B, N, L) and its sums of squares ss (B, N) -> x with every signal that has a NaN or inf sample zeroed
+    (so that nothing non-finite reaches the FFTs and solvers), its sums of squares, and which signals were
+    finite (B, N) bool. A finite sum of squares proves its signal finite, so the exact check (a full pass
+    over x) runs only when some sum is not."""
+    if bool(torch.isfinite(ss).all()):
+        return x, ss, torch.ones_like(ss, dtype=torch.bool)
+    fin = torch.isfinite(x).all(-1)
+    x = torch.where(fin[..., None], x, 0.0)
+    return x, _sum_sq(x), fin
+
+
+# ----------------------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------------------
 
@@ -596,7 +657,12 @@ def bss_eval(
     reference, estimate: (B, S, L) (or (S, L), treated as B=1). Returns a `BssResult` of (B, S) tensors.
     Silent sources (mean square <= `silence_threshold`) are skipped: a silent reference is removed from the
     projection subspace of its clip (it spans nothing) and its entry is invalid; a silent estimate makes
-    its entry invalid. Invalid entries are NaN; valid ones are finite (clamped to +-300 dB).
+    its entry invalid. An estimate with a NaN or inf sample makes its entry invalid too (a method's failure,
+    scored as nothing); a reference with one makes every entry of its clip invalid, since every reference
+    enters every projection of the clip (a data problem: callers should check their references). Invalid
+    entries are NaN; valid ones are finite (clamped to +-300 dB). Raises `BssEvalError` (a ValueError) on
+    mismatched shapes and on shapes that cannot be meant (see `_check_sizes`: S > L, S > MAX_SOURCES,
+    L < (S-1)*filter_len + 2), before any work.
     With `compute_permutation` the estimates are matched to references by maximum mean SIR (mir_eval's
     rule, invalid pairs left out); otherwise estimate j is scored against reference j.
     `max_chunk` bounds how many clips are processed at once (the batch is split into equal chunks); the
@@ -605,17 +671,24 @@ def bss_eval(
     amortise the Levinson recursion's per-step overhead over more clips.
     """
     if reference.shape != estimate.shape:
-        raise ValueError(f"reference shape {tuple(reference.shape)} != estimate shape {tuple(estimate.shape)}")
+        raise BssEvalError(f"reference shape {tuple(reference.shape)} != estimate shape {tuple(estimate.shape)}")
     if reference.ndim == 2:
         reference, estimate = reference[None], estimate[None]
     if reference.ndim != 3:
-        raise ValueError(f"expected (B, S, L) tensors, got {reference.ndim} dimensions")
+        raise BssEvalError(f"expected (B, S, L) tensors, got {reference.ndim} dimensions")
     bsz, n_src, n_smp = reference.shape
+    _check_sizes(reference.shape, n_src, n_smp, filter_len, "(B, S, L)")
     dev = reference.device
+    if bsz == 0:
+        empty = torch.empty(0, n_src, dtype=torch.float64, device=dev)
+        return BssResult(empty, empty.clone(), empty.clone(), torch.empty(0, n_src, dtype=torch.long, device=dev),
+                         torch.empty(0, n_src, dtype=torch.bool, device=dev))
     ref = reference.to(torch.float64)
     est = estimate.to(dtype=torch.float64, device=dev)
-    ref_ok = _sum_sq(ref) / n_smp > silence_threshold  # (B, S)
-    est_ok = _sum_sq(est) / n_smp > silence_threshold
+    ref, ref_ss, ref_fin = _zero_nonfinite(ref, _sum_sq(ref))
+    est, est_ss, est_fin = _zero_nonfinite(est, _sum_sq(est))
+    ref_ok = (ref_ss / n_smp > silence_threshold) & ref_fin.all(-1, keepdim=True)  # (B, S)
+    est_ok = (est_ss / n_smp > silence_threshold) & est_fin
     if not bool(ref_ok.all()):
         ref = ref * ref_ok[..., None]  # zero silent references so they drop out of the Gram matrix exactly
     if max_chunk is None:
@@ -630,7 +703,8 @@ def bss_eval(
         p_one, p_all, e_tot = _pairwise_energies(r, e, filter_len)
         pairs.append(torch.stack(_ratios(p_one, p_all, e_tot, cap=True)))  # (3, b, M, S)
     sdr, sir, sar = torch.cat(pairs, 1).unbind(0)  # each (B, M=S, S) [estimate, reference]
-    pair_ok = est_ok[:, :, None] & ref_ok[:, None, :]
+    # valid means finite: this also catches finite samples so large that their energies overflow
+    pair_ok = est_ok[:, :, None] & ref_ok[:, None, :] & torch.isfinite(sdr) & torch.isfinite(sir) & torch.isfinite(sar)
     sdr, sir, sar = (torch.where(pair_ok, v, torch.nan) for v in (sdr, sir, sar))
 
     if compute_permutation:
@@ -649,12 +723,17 @@ def bss_eval_sources(reference_sources, estimated_sources, compute_permutation: 
     reference_sources, estimated_sources: arrays (nsrc, nsampl), or 1-D for one source.
     Returns (sdr, sir, sar, perm), NumPy arrays of shape (nsrc,): perm[j] is the estimate matched to
     reference j (by maximum mean SIR; arange(nsrc) when compute_permutation is False).
-    Raises ValueError, like mir_eval, on mismatched shapes, more than 2 dimensions, more than
-    MAX_SOURCES sources, and any all-zero reference or estimate (the batched `bss_eval` reports those as
-    skipped instead). Empty inputs warn and return empty arrays. A zero denominator gives inf (as mir_eval,
-    e.g. the SIR of a single source). Ratios above ~150 dB (estimate equal to a filtered reference) are
-    rounding noise here and in mir_eval alike: there mir_eval reports ~300 dB and this function may
-    report inf, since residual energies are read off as differences of projection energies.
+    Raises `BssEvalError` (a ValueError, as mir_eval raises) on mismatched shapes, more than 2 dimensions,
+    more than MAX_SOURCES sources, and any all-zero reference or estimate (the batched `bss_eval` reports
+    those as skipped instead), like mir_eval; and, where mir_eval 0.8 returns NaN or runs into garbage or
+    out of memory, on NaN or inf samples, on more sources than samples (a transposed array) and on fewer
+    than (nsrc-1)*512+2 samples (the filtered references would span every signal). Empty inputs warn
+    twice, once for each argument, and return empty arrays, as in mir_eval (which also warns that it is
+    deprecated: that FutureWarning is its own). A zero denominator gives inf (as mir_eval, e.g. the SIR of
+    a single source). Ratios above ~90 dB are rounding noise here and in mir_eval alike and may differ by
+    a dB or more (e.g. beside a practically silent reference, or for an estimate equal to a filtered
+    reference, where mir_eval reports ~300 dB and this function may report inf, since residual energies
+    are read off as differences of projection energies).
     """
     # contiguous copies: torch cannot wrap views with negative strides (e.g. est[::-1])
     ref = np.ascontiguousarray(reference_sources, dtype=np.float64)
@@ -664,20 +743,29 @@ def bss_eval_sources(reference_sources, estimated_sources, compute_permutation: 
     if ref.ndim == 1:
         ref = ref[np.newaxis, :]
     if ref.shape != est.shape:
-        raise ValueError(
+        raise BssEvalError(
             f"The shape of estimated sources and the true sources should match. reference_sources.shape = "
             f"{ref.shape}, estimated_sources.shape = {est.shape}"
         )
     if ref.ndim > 2:
-        raise ValueError(f"Sources must be (nsrc, nsampl); got {ref.ndim} dimensions")
+        raise BssEvalError(f"Sources must be (nsrc, nsampl); got {ref.ndim} dimensions")
     if ref.size == 0:
-        warnings.warn("reference_sources is empty; sdr, sir, sar and perm will be empty arrays", stacklevel=2)
+        # mir_eval's validate warns for each argument (UserWarning), then returns empty arrays
+        for name in ("reference_sources", "estimated_sources"):
+            warnings.warn(
+                f"{name} is empty, should be of size (nsrc, nsample).  sdr, sir, sar, and perm will all be empty "
+                "np.ndarrays",
+                stacklevel=2,
+            )
         return np.array([]), np.array([]), np.array([]), np.array([])
+    _check_sizes(ref.shape, ref.shape[0], ref.shape[1], FILTER_LEN, "(nsrc, nsampl)")
+    for name, x in (("reference", ref), ("estimated", est)):
+        bad = np.flatnonzero(~np.isfinite(x).all(1))
+        if bad.size:
+            raise BssEvalError(f"{name} source(s) {bad.tolist()} have NaN or inf samples; BSS Eval needs finite signals")
     for name, x in (("reference", ref), ("estimated", est)):
         if np.any(np.all(x == 0, axis=1)):
-            raise ValueError(f"All the {name} sources should be non-silent (not all zeros)")
-    if ref.shape[0] > MAX_SOURCES:
-        raise ValueError(f"{ref.shape[0]} sources is more than MAX_SOURCES = {MAX_SOURCES}")
+            raise BssEvalError(f"All the {name} sources should be non-silent (not all zeros)")
 
     n_src = ref.shape[0]
     rt, et = torch.from_numpy(ref)[None], torch.from_numpy(est)[None]
@@ -695,8 +783,8 @@ def si_sdr(reference: torch.Tensor, estimate: torch.Tensor, *, zero_mean: bool =
     """Scale-invariant SDR in dB (Le Roux et al. 2019), (..., L) -> (...), computed in float64.
 
     10 log10(|a s|^2 / |a s - e|^2) with a = <e, s>/|s|^2. NaN where the reference or the estimate is
-    silent (mean square <= SILENCE_THRESHOLD); capped at 300 dB like `bss_eval`. `zero_mean` subtracts
-    each signal's mean first (some papers do; the default does not).
+    silent (mean square <= SILENCE_THRESHOLD) or has a NaN or inf sample; capped at 300 dB like `bss_eval`.
+    `zero_mean` subtracts each signal's mean first (some papers do; the default does not).
     """
     s = reference.to(torch.float64)
     e = estimate.to(dtype=torch.float64, device=s.device)
@@ -710,6 +798,7 @@ def si_sdr(reference: torch.Tensor, estimate: torch.Tensor, *, zero_mean: bool =
     den = ((e - target) ** 2).sum(-1)
     val = 10.0 * torch.log10((num / den).clamp(_DEN_FLOOR, 1.0 / _DEN_FLOOR))
     ok = ((s * s).mean(-1) > SILENCE_THRESHOLD) & ((e * e).mean(-1) > SILENCE_THRESHOLD)
+    ok &= torch.isfinite(s).all(-1) & torch.isfinite(e).all(-1)
     return torch.where(ok, val, torch.nan)
 
 
@@ -726,24 +815,33 @@ def sdr_improvement(
     reference, estimate: (B, S, L); mixture: (B, L). Estimates are scored in the given order (no
     permutation). The mixture is projected through the same factorised Gram matrices as the estimates
     (one extra "estimate" per clip). Returns (sdri (B, S), valid (B, S)); sdri is NaN where invalid
-    (silent reference, estimate or mixture).
+    (silent reference, estimate or mixture; NaN or inf samples as in `bss_eval`: in the estimate or the
+    mixture, that entry; in any reference, the whole clip). Shapes are checked as in `bss_eval`.
     """
     if reference.shape != estimate.shape:
-        raise ValueError(f"reference shape {tuple(reference.shape)} != estimate shape {tuple(estimate.shape)}")
+        raise BssEvalError(f"reference shape {tuple(reference.shape)} != estimate shape {tuple(estimate.shape)}")
+    if reference.ndim != 3:
+        raise BssEvalError(f"expected (B, S, L) tensors, got {reference.ndim} dimensions")
     if mixture.shape != reference.shape[:1] + reference.shape[2:]:
-        raise ValueError(f"mixture shape {tuple(mixture.shape)} should be (B, L) = {(reference.shape[0], reference.shape[2])}")
-    bsz, n_src, _ = reference.shape
+        raise BssEvalError(f"mixture shape {tuple(mixture.shape)} should be (B, L) = {(reference.shape[0], reference.shape[2])}")
+    bsz, n_src, n_smp = reference.shape
+    _check_sizes(reference.shape, n_src, n_smp, filter_len, "(B, S, L)")
     ref = reference.to(torch.float64)
     est = torch.cat([estimate.to(ref), mixture.to(ref)[:, None]], 1)  # (B, S+1, L): mixture is the last
-    ref_ok = _sum_sq(ref) / ref.shape[-1] > silence_threshold
-    est_ok = _sum_sq(est) / est.shape[-1] > silence_threshold
+    if bsz == 0:
+        empty = torch.empty(0, n_src, dtype=ref.dtype, device=ref.device)
+        return empty, torch.empty(0, n_src, dtype=torch.bool, device=ref.device)
+    ref, ref_ss, ref_fin = _zero_nonfinite(ref, _sum_sq(ref))
+    est, est_ss, est_fin = _zero_nonfinite(est, _sum_sq(est))
+    ref_ok = (ref_ss / n_smp > silence_threshold) & ref_fin.all(-1, keepdim=True)
+    est_ok = (est_ss / n_smp > silence_threshold) & est_fin
     if not bool(ref_ok.all()):
         ref = ref * ref_ok[..., None]
     p_one, p_all, e_tot = _pairwise_energies(ref, est, filter_len)
     sdr = _ratios(p_one, p_all, e_tot, cap=True)[0]  # (B, S+1, S)
     j = torch.arange(n_src, device=ref.device)
     gain = sdr[:, j, j] - sdr[:, n_src, :]
-    valid = ref_ok & est_ok[:, :n_src] & est_ok[:, n_src : n_src + 1]
+    valid = ref_ok & est_ok[:, :n_src] & est_ok[:, n_src : n_src + 1] & torch.isfinite(gain)
     return torch.where(valid, gain, torch.nan), valid
 
 

@@ -8,8 +8,9 @@ loading never unpickles anything. The detector stays an ultralytics `.pt`, whose
 before ultralytics opens it.
 
 `resolve(spec)` takes a shipped name or a path: a `.safetensors` file (config from its metadata) or a
-training checkpoint from `avsep train` (loaded with `weights_only=True`). The folder is `weights/` at the
-top of the source tree, or `$AVSEP_WEIGHTS`.
+training checkpoint from `avsep train` (loaded with `weights_only=True`, its content checksum verified;
+see `avsep_cli.checkpoint`); weights that do not fit the model they name are refused in one line. The
+folder is `weights/` at the top of the source tree, or `$AVSEP_WEIGHTS`.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def resolve(spec: str | Path, expect_model: str | None = None, folder: Path | No
     elif path.suffix == ".safetensors":
         data, sha = _read_safetensors(path, folder), checkpoint.sha256(path)
     else:
-        data, sha = checkpoint.load(path), checkpoint.sha256(path)
+        data, sha = checkpoint.load(path, warn=False), checkpoint.sha256(path)
     if expect_model is not None and data.get("model_name") != expect_model:
         raise AvsepError(f"{spec} holds a {data.get('model_name')!r} model, not {expect_model!r}")
     return Resolved(str(spec) if shipped else path.name, path, sha, data, shipped)
@@ -135,8 +136,9 @@ def export(ckpt: str | Path, name: str, method: str, *, folder: Path | None = No
 
     folder = folder or weights_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    data = checkpoint.load(ckpt)
-    model = checkpoint.build_model(data)
+    data = checkpoint.load(ckpt, warn=False)
+    model = checkpoint.build_model(data, ckpt)
+    checkpoint.warn_unverified(data, ckpt)
     cast = lambda v: (v.half() if fp16 and v.is_floating_point() else v).contiguous()  # noqa: E731
     state = {k: cast(v) for k, v in model.state_dict().items()}
     meta = {"model_name": data["model_name"], "model_args": json.dumps(data["model_args"], sort_keys=True)}
@@ -208,4 +210,9 @@ def write_entry(e: dict, folder: Path | None = None) -> None:
 
 
 def build(resolved: Resolved, device: str | torch.device = "cpu") -> torch.nn.Module:
-    return checkpoint.build_model(resolved.data).to(device)
+    """The model of resolved weights; weights that do not fit the model they name are one AvsepError line.
+    A training checkpoint without a checksum (older avsep) is built with a warning."""
+    model = checkpoint.build_model(resolved.data, resolved.path)
+    if not resolved.shipped and resolved.path.suffix != ".safetensors":  # safetensors: no content checksum
+        checkpoint.warn_unverified(resolved.data, resolved.path)
+    return model.to(device)

@@ -28,6 +28,7 @@ import bisect
 import contextlib
 import json
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -40,8 +41,9 @@ import numpy as np
 import torch
 
 from avsep_cli import dsp, fsio, media, registry
+from avsep_cli.boxes import validate_boxes
 from avsep_cli.datasets import square_crop
-from avsep_cli.errors import AvsepError
+from avsep_cli.errors import AvsepError, OutputError
 from avsep_cli.tracking import OnlineTracker, Track
 
 log = logging.getLogger(__name__)
@@ -144,18 +146,43 @@ class CropStore:
     the memory with pictures (a 224 px crop is 150 kB; an hour at 1 crop/s per instrument is ~0.5 GB)."""
 
     def __init__(self):
-        self.dir = Path(tempfile.mkdtemp(prefix="avsep-crops-"))
+        try:
+            self.dir = Path(tempfile.mkdtemp(prefix="avsep-crops-"))
+        except OSError as e:
+            raise OutputError(f"cannot make a temporary folder for guidance crops in {tempfile.gettempdir()} "
+                              f"(TMPDIR): {e.strerror or e}") from None
         self.index: dict[int, dict[int, Path]] = {}
+        self.best: dict[int, tuple[float, int, Path]] = {}  # owner -> (confidence, grid index, path)
+
+    def _save(self, name: str, crop: np.ndarray) -> Path:
+        path = self.dir / name
+        try:
+            np.save(path, crop)
+        except OSError as e:
+            raise OutputError(fsio.describe_write_error(e, self.dir, what="guidance crops to ")
+                              + " (set TMPDIR to a folder with space)") from None
+        return path
 
     def put(self, owner: int, g: int, crop: np.ndarray) -> None:
-        path = self.dir / f"{owner}-{g}.npy"
-        np.save(path, crop)
-        self.index.setdefault(owner, {})[g] = path
+        self.index.setdefault(owner, {})[g] = self._save(f"{owner}-{g}.npy", crop)
+        if owner in self.best:  # a guidance frame caught it after all
+            self.best.pop(owner)[2].unlink(missing_ok=True)
+
+    def offer_best(self, owner: int, g: int, conf: float, crop_fn: Callable[[], np.ndarray]) -> None:
+        """While no guidance frame has caught `owner`, keep its most confident crop from the other detection
+        frames (at grid position `g`, rounded): a short track between guidance frames still gets guidance."""
+        if owner in self.index or (owner in self.best and self.best[owner][0] >= conf):
+            return
+        self.best[owner] = (conf, g, self._save(f"{owner}-best.npy", crop_fn()))
 
     def view(self, owners: list[int]) -> "CropView":
         merged: dict[int, Path] = {}
         for o in owners:
             merged.update(self.index.get(o, {}))
+        if not merged:  # seen only between guidance frames: its best crop, at the grid index where it was seen
+            best = max((self.best[o] for o in owners if o in self.best), default=None, key=lambda b: b[0])
+            if best is not None:
+                merged[best[1]] = best[2]
         return CropView(merged)
 
     def close(self) -> None:
@@ -190,6 +217,7 @@ class InjectedBoxes:
 
     def __init__(self, source: str | Path | dict, classes: tuple[str, ...] | None = None):
         data = source if isinstance(source, dict) else self._read(Path(source))
+        validate_boxes(data, source)
         try:
             self.fps = float(data.get("fps", 8.0))
             self.players = [(p["class"], p["boxes"]) for p in data["players"]]
@@ -243,6 +271,7 @@ class SeparationResult:
     sample_rate: int
     duration: float
     identities: list[Identity]
+    audio_stream: int | None = None  # which of the input's audio streams was separated (0-based)
     stems: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n,) (in-memory use only)
     residual: np.ndarray | None = None
     files: list[Path] = field(default_factory=list)
@@ -284,8 +313,10 @@ class Separator:
             raise AvsepError(f"--method {method!r} cannot separate a video; choose one of {', '.join(SEPARABLE[:3])}")
         if on_empty not in ("auto", "whole-frame", "error"):
             raise AvsepError(f"--on-empty must be whole-frame or error, not {on_empty!r}")
-        if detect_fps <= 0 or guide_fps <= 0 or guide_fps > detect_fps:
-            raise AvsepError("need 0 < guidance fps <= detection fps")
+        if not (math.isfinite(detect_fps) and math.isfinite(guide_fps) and 0 < guide_fps <= detect_fps):
+            raise AvsepError("need 0 < guidance fps <= detection fps (finite)")
+        if not (0 <= conf <= 1 and math.isfinite(min_duration) and min_duration >= 0 and batch_windows >= 1):
+            raise AvsepError("need conf in [0, 1], min_duration >= 0 and batch_windows >= 1")
         self.method_name = method
         self.device = torch.device(device)
         self.method = get_method(method, weights=None if weights is None else str(weights), device=self.device)
@@ -295,7 +326,7 @@ class Separator:
         self.guide_every = max(1, int(round(detect_fps / guide_fps)))
         self.guide_fps = detect_fps / self.guide_every
         self.on_empty = ("error" if method == "ialcms" else "whole-frame") if on_empty == "auto" else on_empty
-        self.full_length, self.residual, self.batch_windows = full_length, residual, max(1, batch_windows)
+        self.full_length, self.residual, self.batch_windows = full_length, residual, batch_windows
         self.segment = getattr(self.method, "segment", None) or dsp.SEGMENT
         self.k = max(1, self.method.frames_per_source)
         self.frame_gap = float(getattr(self.method, "frame_gap", 3.0))
@@ -316,63 +347,70 @@ class Separator:
     # -- public ------------------------------------------------------------------------------------
 
     def separate_file(self, path: str | Path, out_dir: str | Path | None = None, *, boxes=None,
-                      force: bool = False, video: bool = False, plots: bool = False,
+                      force: bool = False, video: bool = False, plots: bool = False, audio_stream: int | None = None,
                       on_progress: Callable[[str, float], None] | None = None) -> SeparationResult:
         """Separate `path`. With `out_dir`: write `<class>_<k>.wav` per identity (+ residual.wav),
-        manifest.json and, on request, videos and plots there; without: return the stems as arrays."""
+        manifest.json and, on request, videos and plots there; without: return the stems as arrays.
+        `audio_stream`: which of the file's audio streams (0-based; default the first, with a warning when
+        there are several)."""
         path = Path(path)
-        info = media.probe(path)
+        info = media.probe(path, audio_stream=audio_stream)
         media.require(info, audio=True, video=True, min_duration=1.0)
         detector = InjectedBoxes(boxes, getattr(self.detector, "classes", None)) if boxes is not None else self.detector
         if detector is None:
             raise AvsepError("no detector: pass --detector WEIGHTS (or --boxes FILE)")
         timer = _Timer()
         progress = on_progress or (lambda stage, frac: None)
-        out = fsio.prepare_output_dir(out_dir) if out_dir is not None else None
-        if out is not None:
-            fsio.refuse_existing([out / "manifest.json"], force)
+        with contextlib.ExitStack() as stack:
+            out = None
+            if out_dir is not None:  # everything is staged and appears at once, in commit()
+                out = stack.enter_context(fsio.OutputFolder(out_dir, force=force, listed=_manifest_files))
+                out.refuse_existing(["manifest.json"])
+            store = CropStore()
+            stack.callback(store.close)
+            result = self._separate(path, info, detector, out, store, timer, progress, video, plots)
+            if out is not None:
+                result.files = out.commit()
+            return result
 
-        store = CropStore()
-        try:
-            return self._separate(path, info, detector, out, store, timer, progress, force, video, plots)
-        finally:
-            store.close()
-
-    def _separate(self, path: Path, info, detector, out: Path | None, store: CropStore, timer: _Timer, progress,
-                  force: bool, video: bool, plots: bool) -> SeparationResult:
+    def _separate(self, path: Path, info, detector, out: fsio.OutputFolder | None, store: CropStore, timer: _Timer,
+                  progress, video: bool, plots: bool) -> SeparationResult:
+        result = SeparationResult(str(path), self.method_name, dsp.SAMPLE_RATE, info.duration, [], info.audio_stream)
+        for w in info.warnings:
+            _warn(result, w)
         tracks, crops = self._scan(path, info.duration, detector, store, timer, progress)
-        result = SeparationResult(str(path), self.method_name, dsp.SAMPLE_RATE, info.duration, [])
         if not tracks:
             if self.on_empty == "error":
                 raise AvsepError(f"no instrument detected in {path} (--on-empty whole-frame separates the whole frame)")
-            msg = f"no instrument detected in {path}: the whole frame is one object"
-            log.warning(msg)
-            result.warnings.append(msg)
+            _warn(result, f"no instrument detected in {path}: the whole frame is one object")
             n_frames = max(1, int(np.ceil(info.duration * self.detect_fps)))
             whole_track = Track(0, -1, list(range(n_frames)), [np.zeros(4)] * n_frames, [0.0] * n_frames)
             tracks, crops = [whole_track], {0: store.view([WHOLE])}
         result.identities = self._identities(tracks, detector)
         names = [i.name for i in result.identities]
         if out is not None:
-            fsio.refuse_existing([out / f"{n}.wav" for n in names] + ([out / "residual.wav"] if self.residual else [])
-                                 + ([out / f"{n}.mp4" for n in names] if video else []), force)
+            out.refuse_existing([f"{n}.wav" for n in names] + (["residual.wav"] if self.residual else [])
+                                + ([f"{n}.mp4" for n in names] if video else []))
 
         with timer("separate"):
             self._separate_audio(path, result, tracks, crops, out, timer, progress)
         if out is not None and video:
             with timer("video"):
                 for ident in result.identities:
-                    wav = media.read_audio_file(out / ident.file, sr=dsp.SAMPLE_RATE)
-                    result.files.append(media.mux_audio(path, wav, dsp.SAMPLE_RATE, out / f"{ident.name}.mp4"))
-        if plots:
+                    wav = media.read_audio_file(out.stage(ident.file), sr=dsp.SAMPLE_RATE)
+                    media.mux_audio(path, wav, dsp.SAMPLE_RATE, out.stage(f"{ident.name}.mp4"))
+        if plots and out is not None:
             with timer("plots"):
-                result.files += self._plots(out, result)
+                self._plots(out, result)
         result.timings = dict(timer.t)
         result.manifest = self._manifest(result, detector, info)
         if out is not None:
-            with fsio.atomic_path(out / "manifest.json") as tmp:
-                tmp.write_text(json.dumps(result.manifest, indent=1) + "\n")
-            result.files.append(out / "manifest.json")
+            result.manifest["files"] = [n for n in out.names if n != "manifest.json"]
+            manifest = out.stage("manifest.json")
+            try:
+                manifest.write_text(json.dumps(result.manifest, indent=1) + "\n")
+            except OSError as e:
+                raise OutputError(fsio.describe_write_error(e, out.path / "manifest.json")) from None
         return result
 
     # -- pass 1: frames -----------------------------------------------------------------------------
@@ -394,12 +432,16 @@ class Separator:
             with timer("track"):
                 for (i, _, frame), d in zip(batch, dets):
                     seen = tracker.update(d)
+                    g = int(round(i / self.guide_every))
                     if i % self.guide_every == 0:
-                        g = i // self.guide_every
                         h, w = frame.shape[:2]
                         store.put(WHOLE, g, square_crop(frame, (0, 0, w, h), size, pad=0.0))
                         for tid, box in seen:
                             store.put(tid, g, square_crop(frame, box, size))
+                    else:  # a track may live only between guidance frames: keep its best crop
+                        for tid, box in seen:
+                            store.offer_best(tid, g, tracker.raw[tid].confs[-1],
+                                             lambda f=frame, b=box: square_crop(f, b, size))
             batch.clear()
 
         frames_iter = media.iter_frames(path, self.detect_fps, duration=duration)
@@ -474,22 +516,18 @@ class Separator:
         S = len(tracks)
         ola = OverlapAdd(L, L // 2, S)
         crop_list = [crops[t.track_id] for t in tracks]
-        for c in crop_list:
-            if not c:
-                raise AvsepError("an identity has no guidance crop (detection rate too low for its span?)")
+        assert all(crop_list), "every tracked identity keeps at least its best crop"
         names = [i.name for i in result.identities]
         chunks: dict[str, list[np.ndarray]] = {n: [] for n in names + ["residual"]}
         mix_kept = {"n0": 0, "mix": np.zeros(0, np.float32)}  # mixture samples not yet written
         with contextlib.ExitStack() as stack:
             writers = {}
             if out is not None:
-                import soundfile as sf
-
                 for ident in result.identities:
                     ident.file = f"{ident.name}.wav"
                 for n in names + (["residual"] if self.residual else []):
-                    tmp = stack.enter_context(fsio.atomic_path(out / f"{n}.wav"))
-                    writers[n] = stack.enter_context(sf.SoundFile(tmp, "w", dsp.SAMPLE_RATE, 1, "PCM_16"))
+                    writers[n] = stack.enter_context(media.WavWriter(out.stage(f"{n}.wav"), dsp.SAMPLE_RATE,
+                                                                     out.path / f"{n}.wav"))
 
             def emit(est: np.ndarray) -> None:
                 n0 = mix_kept["n0"]
@@ -532,7 +570,8 @@ class Separator:
                     upto = pending[0][0] if pending else (ola.total if final else ola.settled)
                     emit(ola.pop(upto))
 
-            audio = media.iter_audio(path, dsp.SAMPLE_RATE, chunk_seconds=30.0, duration=result.duration)
+            audio = media.iter_audio(path, dsp.SAMPLE_RATE, chunk_seconds=30.0, duration=result.duration,
+                                     audio_stream=result.audio_stream)
             while True:
                 with timer("decode audio"):
                     chunk = next(audio, None)
@@ -545,31 +584,26 @@ class Separator:
             pending.extend(ola.end())
             run(final=True)
             emit(ola.pop(ola.total))
-        if out is not None:
-            result.files += [out / f"{n}.wav" for n in names + (["residual"] if self.residual else [])]
-        else:
+        if out is None:
             result.stems = {n: np.concatenate(chunks[n]) if chunks[n] else np.zeros(0, np.float32) for n in names}
             if self.residual:
                 result.residual = np.concatenate(chunks["residual"]) if chunks["residual"] else np.zeros(0, np.float32)
 
     # -- outputs ------------------------------------------------------------------------------------
 
-    def _plots(self, out: Path | None, result: SeparationResult) -> list[Path]:
+    def _plots(self, out: fsio.OutputFolder, result: SeparationResult) -> None:
         """One PNG per identity: mixture, stem and effective mask over a 6-s excerpt in its span."""
-        if out is None:
-            return []
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         sr, L = dsp.SAMPLE_RATE, self.segment
-        paths = []
         spec = lambda wav: dsp.LOG.warp(dsp.stft(torch.from_numpy(wav).float()).abs())  # noqa: E731  (256, T)
         for ident in result.identities:
             start = max(0.0, (ident.start + ident.end) / 2 - L / sr / 2)
-            mix = media.load_audio(result.input, sr, start=start, duration=L / sr)
-            stem = media.read_audio_file(out / ident.file, sr=sr)[int(start * sr) : int(start * sr) + L]
+            mix = media.load_audio(result.input, sr, start=start, duration=L / sr, audio_stream=result.audio_stream)
+            stem = media.read_audio_file(out.stage(ident.file), sr=sr)[int(start * sr) : int(start * sr) + L]
             stem = np.pad(stem, (0, len(mix) - len(stem)))
             m, e = spec(mix), spec(stem)
             fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
@@ -581,17 +615,18 @@ class Separator:
                 ax.set_title(f"{title} ({start:.1f}-{start + L / sr:.1f} s)", fontsize=8)
                 ax.axis("off")
             fig.tight_layout()
-            p = out / f"{ident.name}.png"
-            with fsio.atomic_path(p) as tmp:
-                fig.savefig(tmp, dpi=80)
-            plt.close(fig)
-            paths.append(p)
-        return paths
+            try:
+                fig.savefig(out.stage(f"{ident.name}.png"), dpi=80)
+            except OSError as e:
+                raise OutputError(fsio.describe_write_error(e, out.path / f"{ident.name}.png")) from None
+            finally:
+                plt.close(fig)
 
     def _manifest(self, result: SeparationResult, detector, info) -> dict:
         return {
             "input": result.input,
             "duration": round(info.duration, 3),
+            "audio_stream": result.audio_stream,
             "method": self.method_name,
             "weights": {"name": self.weights_name, "sha256": self.weights_sha256},
             "detector": detector.info(),  # weights, sha256, ... and the model classes we ignore
@@ -606,3 +641,24 @@ class Separator:
             "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
             "identities": [ident.__dict__ for ident in result.identities],
         }
+
+
+def _warn(result: SeparationResult, msg: str) -> None:
+    """A warning for the caller: logged once (the CLI shows the log) and kept in `result.warnings` and the
+    manifest."""
+    log.warning(msg)
+    result.warnings.append(msg)
+
+
+def _manifest_files(manifest: dict) -> list[str]:
+    """The file names an earlier run's manifest lists (what `--force` replaces as a whole)."""
+    if isinstance(manifest.get("files"), list):
+        return manifest["files"]
+    names = []  # manifests before "files": what they imply
+    for ident in manifest.get("identities", []):
+        if ident.get("file"):
+            stem = Path(ident["file"]).stem
+            names += [ident["file"], f"{stem}.mp4", f"{stem}.png"]
+    if manifest.get("residual"):
+        names.append(manifest["residual"])
+    return names

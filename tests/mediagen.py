@@ -125,3 +125,75 @@ def make_media(
             audio_until(float("inf"))
             out.mux(aus.encode(None))
     return {"audio": wav, "frame_times": list(frame_times)}
+
+
+def tone(freq: float, seconds: float, sr: int = 48000, amplitude: float = 0.5) -> np.ndarray:
+    """(n,) float32 sine of `freq` Hz and peak `amplitude`."""
+    t = np.arange(int(round(seconds * sr))) / sr
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+_AUDIO_CODEC = {".wav": "pcm_f32le", ".flac": "flac", ".mkv": "flac", ".m4a": "aac", ".mp4": "aac", ".aac": "aac"}
+
+
+def _write_audio_stream(out, wav: np.ndarray, sr: int, layout: str, codec: str):
+    """Add an audio stream for `wav` ((channels, n) float32) to `out`; -> (stream, frames to encode)."""
+    stream = out.add_stream(codec, rate=sr, layout=layout)
+    if codec == "aac":
+        stream.bit_rate = 128000 * wav.shape[0]
+    frames = []
+    for pos in range(0, wav.shape[1], 1024):
+        # Packed: PyAV 18 cannot build planar frames of 8 or more channels.
+        packed = np.ascontiguousarray(wav[:, pos : pos + 1024].T).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(packed, format="flt", layout=layout)
+        frame.sample_rate = sr
+        frame.time_base = Fraction(1, sr)
+        frame.pts = pos
+        frames.append(frame)
+    return stream, frames
+
+
+def make_layout_audio(path: str | Path, wav: np.ndarray, layout: str, sr: int = 48000) -> Path:
+    """Write (channels, n) float audio with an explicit FFmpeg channel layout ("5.1", "5.1(side)",
+    "7.1", "stereo", "mono"), audio only, codec by suffix (.wav float PCM with a WAVEFORMATEXTENSIBLE
+    channel mask, .flac, .mkv FLAC, .m4a/.mp4 AAC, .aac raw ADTS, whose files can be concatenated into
+    one stream that changes layout). A WAV without a channel mask is what soundfile writes for more
+    than two channels."""
+    path = Path(path)
+    wav = np.asarray(wav, np.float32)
+    assert av.AudioLayout(layout).nb_channels == wav.shape[0], (layout, wav.shape)
+    with av.open(str(path), "w") as out:
+        stream, frames = _write_audio_stream(out, wav, sr, layout, _AUDIO_CODEC[path.suffix.lower()])
+        for frame in frames:
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def make_multi_audio(
+    path: str | Path, freqs: tuple[float, ...] = (440.0, 880.0), *, seconds: float = 2.0, sr: int = 48000, video: bool = False
+) -> list[np.ndarray]:
+    """A file (.mkv: FLAC; .mp4: AAC) with one mono audio stream per frequency in `freqs`, stream k a
+    sine of freqs[k] Hz at 0.5 peak, optionally after a `pattern_frame` video stream at 25 fps.
+    Returns the (n,) sources in stream order."""
+    path = Path(path)
+    sources = [tone(f, seconds, sr) for f in freqs]
+    codec = _AUDIO_CODEC[path.suffix.lower()]
+    with av.open(str(path), "w") as out:
+        vs = None
+        if video:
+            vs = out.add_stream(VCODEC[path.suffix.lower()], rate=25)
+            vs.width, vs.height, vs.pix_fmt = 160, 120, "yuv420p"
+        streams = [_write_audio_stream(out, s[None], sr, "mono", codec) for s in sources]
+        if vs is not None:
+            for k in range(round(seconds * 25)):
+                frame = av.VideoFrame.from_ndarray(pattern_frame(k), format="rgb24")
+                frame.pts = k
+                frame.time_base = Fraction(1, 25)
+                out.mux(vs.encode(frame))
+            out.mux(vs.encode(None))
+        for stream, frames in streams:
+            for frame in frames:
+                out.mux(stream.encode(frame))
+            out.mux(stream.encode(None))
+    return sources

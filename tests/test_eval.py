@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from avsep_cli.cli import main
@@ -96,3 +97,68 @@ def test_existing_outputs_are_refused(tiny_corpus, tmp_path, capsys):
     j.write_text("{}")
     code, _, err = run_eval(capsys, "--method", "mixture", "--data", str(tiny_corpus), "--json", str(j))
     assert code == 2 and "--force" in err and j.read_text() == "{}"
+
+
+def _outputs(tmp_path):
+    return tmp_path / "r.json", tmp_path / "r.md"
+
+
+def test_nonfinite_estimate_is_invalid_counted_and_reports_are_written(tiny_corpus, tmp_path, capsys, monkeypatch):
+    """A method whose estimate holds one +inf sample (and another one NaN) must not crash the summary: those
+    two sources are invalid and counted, one warning line says so, table, JSON and Markdown are written."""
+    from avsep_cli.methods import reference
+
+    real = reference.MixtureMethod.separate
+
+    def broken(self, batch):
+        est = real(self, batch)
+        est[0, 0, 100] = float("inf")  # first item of the batch: one sample of each estimate
+        est[0, 1, 7] = float("nan")
+        return est
+
+    monkeypatch.setattr(reference.MixtureMethod, "separate", broken)
+    j, md = _outputs(tmp_path)
+    code, out, err = run_eval(capsys, "--method", "mixture", "--data", str(tiny_corpus), "--num", "4", "--no-duets",
+                              "--batch-size", "4", "--json", str(j), "--markdown", str(md))
+    assert code == 0, err
+    assert "SDR" in out and "Traceback" not in err
+    warn = [line for line in err.splitlines() if "NaN/inf" in line]
+    assert len(warn) == 1 and "mixture: 2 estimate(s) with NaN/inf samples scored as invalid" in warn[0]
+    rep = json.loads(j.read_text())["methods"]["mixture"]
+    bad = [(s["item"], s["source"]) for s in rep["sources"] if not s["valid"]]
+    assert bad == [("mix2-0000", 0), ("mix2-0000", 1)]
+    assert rep["nonfinite_estimates"] == 2 and rep["skipped_sources"] == 2 and rep["skipped_clips"] == 0
+    assert all(s["sdr"] is None and s["sdr_mixture"] is None for s in rep["sources"] if not s["valid"])
+    summ = rep["summary"]["mix"]
+    for m in ("sdr", "sir", "sar", "si_sdr", "sdri"):
+        assert summ[m]["n"] == 6 and isinstance(summ[m]["mean"], float), m
+    row = md.read_text().splitlines()[3]
+    assert row.startswith("| mixture |") and f"{summ['sdr']['mean']:.2f} [" in row
+
+
+def test_nan_reference_item_is_skipped_with_a_warning(tiny_corpus, tmp_path, capsys, monkeypatch):
+    """A NaN in a reference is a data problem: that item is skipped and counted like an unreadable clip,
+    with one warning line naming it; the other items are scored and every report is written."""
+    from avsep_cli import evaluate
+
+    real = evaluate.load_item
+
+    def load(item, window):
+        mix, refs, starts = real(item, window)
+        if item.key == "mix2-0001":
+            refs = refs.copy()
+            refs[1, 50] = np.nan
+        return mix, refs, starts
+
+    monkeypatch.setattr(evaluate, "load_item", load)
+    j, md = _outputs(tmp_path)
+    code, _, err = run_eval(capsys, "--method", "oracle-irm", "--data", str(tiny_corpus), "--num", "3", "--no-duets",
+                              "--json", str(j), "--markdown", str(md))
+    assert code == 0, err
+    warn = [line for line in err.splitlines() if "mix2-0001" in line]
+    assert len(warn) == 1 and "skipping" in warn[0] and "NaN/inf" in warn[0]
+    rep = json.loads(j.read_text())["methods"]["oracle-irm"]
+    assert rep["skipped_clips"] == 1 and rep["skipped_sources"] == 0 and rep["nonfinite_estimates"] == 0
+    assert sorted({s["item"] for s in rep["sources"]}) == ["mix2-0000", "mix2-0002"]
+    assert all(s["valid"] for s in rep["sources"]) and rep["summary"]["mix"]["sdr"]["n"] == 4
+    assert md.read_text().splitlines()[3].startswith("| oracle-irm |")

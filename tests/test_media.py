@@ -66,6 +66,8 @@ def test_probe_reports_streams(files, ext):
     assert info.fps == pytest.approx(25.0)
     assert (info.width, info.height) == (160, 120)
     assert abs(info.audio_start) < 0.03 and abs(info.video_start) < 0.03
+    layout = "2 channels" if ext == ".avi" else "stereo"  # AVI PCM carries no channel positions
+    assert (info.audio_streams, info.audio_stream, info.channel_layout, info.warnings) == (1, 0, layout, ())
 
 
 def test_probe_errors_name_the_file(tmp_path, files):
@@ -415,7 +417,7 @@ def test_write_audio_and_read_audio_file(tmp_path):
     np.testing.assert_allclose(same_rate, stereo.mean(0), atol=1e-6)
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"RIFF....WAVEjunk")
-    with pytest.raises(MediaError, match="not an audio file"):
+    with pytest.raises(MediaError, match="not a media file FFmpeg can read"):  # read by FFmpeg, like videos
         media.read_audio_file(junk)
     with pytest.raises(MediaError, match="no such file"):
         media.read_audio_file(tmp_path / "nope.flac")

@@ -104,6 +104,30 @@ def test_resume_continues_exactly(tiny_corpus, tmp_path):
     assert len((tmp_path / "split" / "metrics.jsonl").read_text().splitlines()) == 2
 
 
+def test_resume_mid_epoch_reports_the_whole_epochs_train_loss(tiny_corpus, tmp_path):
+    """Ctrl-C half-way through an epoch, then --resume: the epoch's train_loss is the mean over all its
+    steps (the partial sums travel in the checkpoint), as in a run that was never interrupted."""
+    from avsep_cli.training.trainer import Interrupted
+
+    dev = torch.device("cpu")
+    cfg = {"epochs": 1, "steps_per_epoch": 4}
+    straight = train(small_cfg(tiny_corpus, **cfg), tmp_path / "straight", device=dev)
+
+    def ctrl_c_after_two_steps(step: int, total: int, row: dict) -> None:
+        if step == 2:  # the trainer's own SIGINT handler: stop at this step boundary
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted):
+        train(small_cfg(tiny_corpus, **cfg), tmp_path / "split", device=dev, on_step=ctrl_c_after_two_steps)
+    ck = checkpoint.load(tmp_path / "split" / "last.pt")
+    assert (ck["epoch"], ck["step_in_epoch"], ck["epoch_steps"]) == (0, 2, 2)
+    resumed = train(None, tmp_path / "split", device=dev, resume=True)
+    assert len(straight) == len(resumed) == 1
+    assert abs(resumed[0]["train_loss"] - straight[0]["train_loss"]) < 1e-6, (resumed[0], straight[0])
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_one_training_step_lowers_the_loss_on_its_batch(tiny_corpus):
     from avsep_cli.training.run import build_system
     from avsep_cli.training.trainer import Trainer, collate, seed_everything
@@ -122,7 +146,8 @@ def test_one_training_step_lowers_the_loss_on_its_batch(tiny_corpus):
     assert after < first
 
 
-def test_ctrl_c_leaves_a_loadable_checkpoint(tiny_corpus, tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_leaves_a_loadable_checkpoint(tiny_corpus, tmp_path, sig, code):
     run = tmp_path / "run"
     cmd = AVSEP + ["train", "--method", "tiny", "--root", str(tiny_corpus), "--run", str(run), "--epochs", "50",
                    "--steps-per-epoch", "30", "--batch-size", "2", "--segment", str(SEG), "--val-num", "0"]
@@ -131,10 +156,10 @@ def test_ctrl_c_leaves_a_loadable_checkpoint(tiny_corpus, tmp_path):
     while not (run / "config.json").exists() and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(3.0)  # some steps into the first epoch
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "checkpoint saved" in err
+    assert proc.returncode == code, err
+    assert "checkpoint saved" in err and ("terminated" if sig == signal.SIGTERM else "interrupted") in err
     ck = checkpoint.load(run / "last.pt")
     assert ck["epoch"] * 30 + ck["step_in_epoch"] > 0
     # and the run continues from it

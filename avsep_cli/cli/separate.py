@@ -24,16 +24,17 @@ def separate(
     weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Shipped weights name (avsep weights list) or a checkpoint/.safetensors file; default: the method's shipped weights."),
     detector: Optional[str] = typer.Option(None, "--detector", help="Shipped detector name or weights file: ours (avsep train --method detector) or any ultralytics model (e.g. Open Images V7); default: the shipped detector."),
     boxes: Optional[Path] = typer.Option(None, "--boxes", help="Known boxes instead of the detector (a corpus sidecar JSON or {fps, players: [{class, boxes}]})."),
-    conf: float = typer.Option(0.1, "--conf", help="Detection confidence threshold (tracks also take boxes down to half of it)."),
-    detect_fps: float = typer.Option(4.0, "--detect-fps", help="Frames per second given to the detector and tracker."),
-    min_duration: float = typer.Option(1.0, "--min-duration", help="Drop tracks shorter than this (seconds)."),
-    detect_imgsz: Optional[int] = typer.Option(None, "--detect-imgsz", help="Detector input size in pixels (default: its training size); raise it for high-resolution video with small instruments."),
+    conf: float = typer.Option(0.1, "--conf", callback=common.bounded(0, 1), help="Detection confidence threshold, 0 to 1 (tracks also take boxes down to half of it)."),
+    detect_fps: float = typer.Option(4.0, "--detect-fps", callback=common.bounded(1, 240), help="Frames per second given to the detector and tracker, 1 to 240 (the guidance crops are taken at 1 fps)."),
+    min_duration: float = typer.Option(1.0, "--min-duration", callback=common.bounded(0), help="Drop tracks shorter than this (seconds)."),
+    detect_imgsz: Optional[int] = typer.Option(None, "--detect-imgsz", callback=common.bounded(32, 4096, multiple_of=32), help="Detector input size in pixels, a multiple of 32 up to 4096 (default: its training size); raise it for high-resolution video with small instruments."),
     on_empty: str = typer.Option("auto", "--on-empty", help="Nothing detected: whole-frame (one object) or error (auto: whole-frame for avpc/sop, error for ialcms)."),
     full_length: bool = typer.Option(False, "--full-length", help="Write each stem over the whole video, not only where its instrument is visible."),
     residual: bool = typer.Option(False, "--residual", help="Also write residual.wav (mixture minus the stems)."),
     with_video: bool = typer.Option(False, "--video", help="Also write <class>_<k>.mp4: the input video with only that instrument's sound."),
     plots: bool = typer.Option(False, "--plots", help="Also write a spectrogram/mask PNG per instrument."),
-    batch_windows: int = typer.Option(4, "--batch-windows", help="Windows per model call."),
+    audio_stream: Optional[int] = typer.Option(None, "--audio-stream", callback=common.bounded(0), help="Which audio stream to separate, 0-based as in ffmpeg's -map 0:a:N (default: the first, with a warning when there are several)."),
+    batch_windows: int = typer.Option(4, "--batch-windows", callback=common.bounded(1), help="Windows per model call."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print the time spent in each stage."),
     force: bool = common.ForceOption,
     device: str = common.DeviceOption,
@@ -44,7 +45,7 @@ def separate(
     from avsep_cli.separator import Separator
 
     t0 = time.perf_counter()
-    info = media.probe(video)
+    info = media.probe(video, audio_stream=audio_stream)
     media.require(info, audio=True, video=True, min_duration=1.0)
     dev = common.resolve_device(device)
     sep = Separator(method, weights, detector or "auto", device=dev, conf=conf, detect_fps=detect_fps,
@@ -54,12 +55,10 @@ def separate(
         task = bar.add_task("scan", total=2.0)
         steps = {"scan": 0.0, "separate": 1.0}
         result = sep.separate_file(video, output, boxes=boxes, force=force, video=with_video, plots=plots,
+                                   audio_stream=audio_stream,
                                    on_progress=lambda stage, frac: bar.update(task, completed=steps[stage] + frac,
                                                                               description=stage))
-    err = Console(stderr=True)
-    for w in result.warnings:
-        err.print(f"warning: {w}", highlight=False)
-    out = Console()
+    out = Console()  # warnings went to the log (stderr) once, as they happened
     for ident in result.identities:
         out.print(f"{output / ident.file}  {ident.cls} (track {ident.track_id}, "
                   f"{ident.start:.1f}-{ident.end:.1f} s, conf {ident.mean_conf:.2f})", highlight=False)

@@ -28,24 +28,24 @@ def train(
     method: Optional[str] = typer.Option(None, "--method", "-m", help="tiny, avpc, sop, visual-trunk, ialcms or detector."),
     dataset: str = typer.Option("synth", "--dataset", help="synth (our corpus) or music (MUSIC in our layout)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Data root (corpus or organised MUSIC)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (default 10, detector 30; with --resume: extend the run to this many)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Mixtures per step (per process under torchrun); detector: images per batch."),
-    steps_per_epoch: int = typer.Option(100, "--steps-per-epoch", help="Optimiser steps per epoch."),
-    mix: int = typer.Option(2, "--mix", help="Sources per training mixture (2, 3 or 4)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", callback=common.bounded(1), help="Epochs (default 10, detector 30; with --resume: extend the run to this many)."),
+    batch_size: int = typer.Option(8, "--batch-size", callback=common.bounded(1), help="Mixtures per step (per process under torchrun); detector: images per batch."),
+    steps_per_epoch: int = typer.Option(100, "--steps-per-epoch", callback=common.bounded(1), help="Optimiser steps per epoch."),
+    mix: int = typer.Option(2, "--mix", callback=common.bounded(2, 4), help="Sources per training mixture (2, 3 or 4)."),
     run: Optional[Path] = typer.Option(None, "--run", "--run-dir", help="Run folder (default runs/<method>); under torchrun write --run-dir, since torchrun's own parser reads --run as its --run-path."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder."),
-    seed: int = typer.Option(0, "--seed", help="Seed of everything random."),
-    val_num: int = typer.Option(32, "--val-num", help="Validation mixtures (0: no validation)."),
-    num_workers: int = typer.Option(0, "--num-workers", help="Data-loading worker processes."),
-    segment: int = typer.Option(65535, "--segment", help="Samples per training window."),
-    max_minutes: float = typer.Option(0.0, "--max-minutes", help="Stop at the first epoch end after this many minutes (0: no limit)."),
+    seed: int = typer.Option(0, "--seed", callback=common.bounded(0, common.SEED_MAX), help="Seed of everything random."),
+    val_num: int = typer.Option(32, "--val-num", callback=common.bounded(0), help="Validation mixtures (0: no validation)."),
+    num_workers: int = typer.Option(0, "--num-workers", callback=common.bounded(0), help="Data-loading worker processes (0: in the main process)."),
+    segment: int = typer.Option(65535, "--segment", callback=common.bounded(1024, 2**20), help="Samples per training window (1024 to 1048576)."),
+    max_minutes: float = typer.Option(0.0, "--max-minutes", callback=common.bounded(0), help="Stop at the first epoch end after this many minutes (0: no limit)."),
     model: Optional[str] = typer.Option(None, "--model", help="Detector: ultralytics architecture yaml, trained from scratch (default yolov8n.yaml; also yolo11n.yaml, ...)."),
-    imgsz: Optional[int] = typer.Option(None, "--imgsz", help="Detector: input size in pixels, a multiple of 32 (default 224, the corpus' frame size)."),
-    every: Optional[int] = typer.Option(None, "--every", help="Detector: train on every N-th frame of each clip at 8 fps (default 4)."),
-    max_cpu_minutes: float = typer.Option(0.0, "--max-cpu-minutes", help="Stop before an epoch would take the run past this much process CPU time, all threads and resumes counted (0: no limit)."),
+    imgsz: Optional[int] = typer.Option(None, "--imgsz", callback=common.bounded(32, 4096, multiple_of=32), help="Detector: input size in pixels, a multiple of 32 up to 4096 (default 224, the corpus' frame size)."),
+    every: Optional[int] = typer.Option(None, "--every", callback=common.bounded(1), help="Detector: train on every N-th frame of each clip at 8 fps (default 4)."),
+    max_cpu_minutes: float = typer.Option(0.0, "--max-cpu-minutes", callback=common.bounded(0), help="Stop before an epoch would take the run past this much process CPU time, all threads and resumes counted (0: no limit)."),
     cache_features: bool = typer.Option(False, "--cache-features", help="Cache the frozen trunk's features per frame (much faster on CPU; no frame augmentation)."),
     rcop: bool = typer.Option(False, "--rcop", help="AVPC: RCoP self-supervised pre-training first (stage 1 in RUN/rcop), then Mix-and-Separate from it."),
-    rcop_epochs: int = typer.Option(5, "--rcop-epochs", help="Epochs of the RCoP stage."),
+    rcop_epochs: int = typer.Option(5, "--rcop-epochs", callback=common.bounded(1), help="Epochs of the RCoP stage."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from another run's weights (e.g. a 2-mix run for --mix 3)."),
     preset: str = typer.Option("paper", "--preset", help="Model preset: paper or cpu (smaller, for CPU training)."),
     visual_weights: Optional[Path] = typer.Option(None, "--visual-weights", help="ResNet-18 weights for the visual trunk (a torchvision state dict)."),
@@ -96,8 +96,6 @@ def train(
             raise AvsepError(f"--dataset {dataset}: expected synth or music")
         if root is None:
             raise AvsepError("--root is required: the corpus (avsep data synth) or organised MUSIC folder")
-        if mix not in (2, 3, 4):
-            raise AvsepError(f"--mix {mix}: expected 2, 3 or 4")
         if preset not in ("paper", "cpu"):
             raise AvsepError(f"--preset {preset}: expected paper or cpu")
         if rcop and method != "avpc":
@@ -149,8 +147,8 @@ def train(
                              visual_weights=str(visual_weights) if visual_weights else None,
                              epochs=epochs if resume is not None else None)
         except Interrupted as e:
-            common.stderr.print(f"avsep: {e}")
-            raise typer.Exit(130)
+            common.stderr.print(f"avsep: {e}", highlight=False)
+            raise typer.Exit(143 if e.terminated else 130)
     common.stderr.print(f"run saved in {run_dir}")
 
 

@@ -11,6 +11,7 @@ generator uses.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,11 +67,15 @@ KNOWN_FONTS: dict[str, tuple[str, str, str]] = {
     "TimGM6mb.sf2": ("timgm6mb", "GPL-2.0", "bundled in pip pretty_midi"),
 }
 
+# Where the Debian asset packages are looked for: $AVSEP_SYSTEM_ROOT (default /) + /usr/share/...; CI points
+# it at an empty folder to prove that the tests pass on a machine without the optional assets.
+SYSTEM_ROOT = Path(os.environ.get("AVSEP_SYSTEM_ROOT") or "/")
+
 # Where the fonts are looked for when --soundfont is not given (first found per key wins).
 FONT_SEARCH: tuple[Path, ...] = (
-    Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),
-    Path("/usr/share/sounds/sf3/MuseScore_General_Lite.sf3"),
-    Path("/usr/share/sounds/sf3/MuseScore_General.sf3"),
+    SYSTEM_ROOT / "usr/share/sounds/sf2/FluidR3_GM.sf2",
+    SYSTEM_ROOT / "usr/share/sounds/sf3/MuseScore_General_Lite.sf3",
+    SYSTEM_ROOT / "usr/share/sounds/sf3/MuseScore_General.sf3",
 )
 
 # FluidR3 and MuseScore play these classes with the same recordings (corpus.md): one sample set.
@@ -163,7 +168,7 @@ def find_fonts(paths: list[Path] | None = None) -> list[Font]:
 def missing_fonts() -> list[str]:
     """One line per known font absent from this machine, with the command that installs it."""
     lines = []
-    if not Path("/usr/share/sounds/sf2/FluidR3_GM.sf2").is_file():
+    if not FONT_SEARCH[0].is_file():
         lines.append("SoundFont FluidR3_GM (MIT) is missing: apt-get install -y fluid-soundfont-gm")
     if not any(p.is_file() for p in FONT_SEARCH[1:]):
         lines.append("SoundFont MuseScore_General_Lite (MIT) is missing: "

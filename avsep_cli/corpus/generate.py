@@ -345,15 +345,19 @@ def write_splits(root: Path, pl: Plan) -> None:
                                     _clip_path(root, c).relative_to(root).as_posix()])
 
 
-def generate(root: Path, *, workers: int = 1, progress: Callable | None = None, **kw) -> Plan:
+def generate(root: Path, *, workers: int = 1, progress: Callable | None = None,
+             on_plan: Callable[[Plan], None] | None = None, **kw) -> Plan:
     """Plan and render the corpus into `root` (see `plan` for the options). Finished clips are
-    skipped. `progress(done, total)` is called after every clip."""
+    skipped. `progress(done, total)` is called after every clip; `on_plan(plan)` once the options and
+    any existing corpus in `root` have been checked, before anything is rendered."""
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise AvsepError(f"output path is not a folder: {root}")
     pl = plan(root, **kw)
-    prepare_output_dir(root)
     _check_recipe(root, pl.recipe)
+    prepare_output_dir(root)
+    if on_plan:
+        on_plan(pl)
     with atomic_path(root / "corpus.json") as tmp:
         tmp.write_text(json.dumps(pl.recipe, indent=1, sort_keys=True))
     with atomic_path(root / "classes.txt") as tmp:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from avsep_cli.corpus import drawings
+from avsep_cli.corpus.classes import SYSTEM_ROOT
 
 CLASSES = (
     "accordion", "acoustic_guitar", "cello", "clarinet", "flute", "saxophone", "trumpet", "tuba",
@@ -35,8 +36,8 @@ CLASSES = (
 # Longest side of the cached rasters; load_rgba resamples them to the requested size.
 RASTER = 256
 DEFAULT_ASSETS = Path("/opt/avsep-assets")
-OPENCLIPART_DIR = Path("/usr/share/openclipart/svg/recreation/music")
-NOTO_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
+OPENCLIPART_DIR = SYSTEM_ROOT / "usr/share/openclipart/svg/recreation/music"
+NOTO_FONT = SYSTEM_ROOT / "usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
 DRAWING_SOURCE = "avsep procedural drawing"
 DRAWING_LICENCE = "MIT"  # the project's own licence
 

@@ -2,7 +2,8 @@
 
 A run lives in one folder: `config.json` (the final config), `last.pt` (every epoch, and on Ctrl-C),
 `best.pt` (best validation SDR), `metrics.jsonl` / `metrics.csv` / `curves.png`. `--resume RUN` reads the
-config and `last.pt` back and continues exactly where the run stopped.
+config and `last.pt` back (checksum-verified, and checked to fit the run's model) and continues exactly
+where the run stopped, down to the running loss of an epoch interrupted half-way.
 """
 
 from __future__ import annotations
@@ -215,7 +216,7 @@ def _init_from(model: torch.nn.Module, cfg: TrainConfig) -> None:
     src = Path(cfg.init_from)
     if src.is_dir():
         src = src / "best.pt" if (src / "best.pt").exists() else src / "last.pt"
-    data = checkpoint.load(src)
+    data = loaded = checkpoint.load(src, warn=False)
     if data.get("model_name") == "avpc-rcop" and cfg.method == "avpc":  # RCoP stage 1 -> stage 2
         data = {"model_name": "avpc", "model_args": data["model_args"],
                 "state_dict": {k[5:]: v for k, v in data["state_dict"].items() if k.startswith("avpc.")}}
@@ -223,7 +224,8 @@ def _init_from(model: torch.nn.Module, cfg: TrainConfig) -> None:
         raise AvsepError(f"--init-from {cfg.init_from}: holds a {data.get('model_name')!r} model, not {cfg.method!r}")
     if data["model_args"] != cfg.model:
         raise AvsepError(f"--init-from {cfg.init_from}: its model config differs from this run's ({data['model_args']} vs {cfg.model})")
-    model.load_state_dict(data["state_dict"])
+    checkpoint.load_weights(model, data["state_dict"], src, f"this run's {cfg.method!r} model")
+    checkpoint.warn_unverified(loaded, src)
     log.info("initialised from %s", src)
 
 
@@ -248,10 +250,10 @@ def train(cfg: TrainConfig | None, run_dir: Path, *, device: torch.device, resum
     if cfg.init_from and not resume:
         _init_from(system.model, cfg)
     trainer = Trainer(system, cfg, data, device, run_dir, on_step=on_step)
+    if resume:  # before config.json is rewritten: a checkpoint that is refused leaves the run as it was
+        trainer.resume(run_dir / "last.pt")
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(run_dir / "config.json")
-    if resume:
-        trainer.resume(run_dir / "last.pt")
     validate = make_validation(cfg, system, device) if rank == 0 else None
     return trainer.fit(validate)

@@ -4,8 +4,9 @@ A method supplies a `System` (see `systems.py`): its model, its parameter groups
 returns losses, and a validation that returns metrics. The trainer owns everything around them:
 optimiser and LR steps from the config, gradient clipping, AMP on CUDA, a deterministic sampler whose
 randomness is a pure function of (seed, epoch, index) so that `--resume` continues exactly, plain-data
-checkpoints every epoch plus the best by validation SDR, Ctrl-C handling, CSV/JSONL metrics and a PNG of
-the curves, and DistributedDataParallel when started under torchrun.
+checkpoints (with a content checksum, checked on resume) every epoch plus the best by validation SDR,
+Ctrl-C handling that also saves the partial epoch's loss sums (so its train_loss covers every step),
+CSV/JSONL metrics and a PNG of the curves, and DistributedDataParallel when started under torchrun.
 
 Methods with more than one optimiser (IAL-CMS: separator and critic) define `manual_step(batch, step,
 optimizer) -> losses`; the trainer then calls it in place of its own zero_grad/backward/step, handing it
@@ -35,7 +36,7 @@ import torch
 import torch.distributed as dist
 
 from avsep_cli import checkpoint
-from avsep_cli.errors import AvsepError
+from avsep_cli.errors import AvsepError, Terminated
 from avsep_cli.fsio import atomic_path
 from avsep_cli.training.config import TrainConfig
 
@@ -108,10 +109,11 @@ def _rng_state() -> dict:
 
 
 def _set_rng_state(st: dict) -> None:
-    torch.set_rng_state(st["torch"])
+    # generator states must be CPU byte tensors; a checkpoint loaded with map_location=cuda moved them
+    torch.set_rng_state(st["torch"].cpu())
     random.setstate((3, tuple(st["python"]), st["python_pos"]))
     if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in st["cuda"]])
 
 
 def seed_everything(seed: int) -> None:
@@ -124,7 +126,7 @@ def seed_everything(seed: int) -> None:
 
 
 @contextlib.contextmanager
-def _interruptible(request_stop: Callable[[], None]):
+def _interruptible(request_stop: Callable[[int], None]):
     """While training, the first SIGINT or SIGTERM asks the loop to stop at the next step boundary (so no
     exception lands in the middle of an import or a write), a second one stops at once. Installed
     whatever the process inherited (a job started in the background by a non-interactive shell ignores
@@ -138,7 +140,7 @@ def _interruptible(request_stop: Callable[[], None]):
         if asked:
             raise KeyboardInterrupt
         asked.append(signum)
-        request_stop()
+        request_stop(signum)
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -149,11 +151,15 @@ def _interruptible(request_stop: Callable[[], None]):
 
 
 class Interrupted(Exception):
-    """Raised after Ctrl-C once the checkpoint is safely written."""
+    """Raised after Ctrl-C (or SIGTERM: `terminated`) once the checkpoint is safely written."""
 
-    def __init__(self, path: Path):
-        super().__init__(f"interrupted; checkpoint saved to {path} (continue with --resume {path.parent})")
-        self.path = path
+    def __init__(self, path: Path, terminated: bool = False):
+        word = "terminated" if terminated else "interrupted"
+        super().__init__(f"{word}; checkpoint saved to {path} (continue with --resume {path.parent})")
+        self.path, self.terminated = path, terminated
+
+
+RESUME_KEYS = ("optimizer", "scheduler", "scaler", "rng", "epoch", "step_in_epoch", "global_step", "best")
 
 
 class Trainer:
@@ -179,6 +185,10 @@ class Trainer:
         self.amp = cfg.amp and device.type == "cuda" and not self.manual
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        # the current epoch's loss sums and step count so far: saved with the run's position, so an epoch
+        # interrupted and resumed reports the mean over all its steps, as an uninterrupted one does
+        self.epoch_sums: dict[str, float] = {}
+        self.epoch_steps = 0
         self.best = -math.inf
         self.history: list[dict] = []
 
@@ -213,6 +223,8 @@ class Trainer:
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
+            "epoch_sums": dict(self.epoch_sums),
+            "epoch_steps": self.epoch_steps,
             "best": self.best if math.isfinite(self.best) else None,
             "config": asdict(self.cfg),
         }
@@ -224,16 +236,31 @@ class Trainer:
         return path
 
     def resume(self, path: Path) -> None:
-        data = checkpoint.load(path, map_location=self.device)
-        self.system.model.load_state_dict(data["state_dict"])
-        self.optimizer.load_state_dict(data["optimizer"])
-        if "extra" in data and hasattr(self.system, "load_extra_state"):
-            self.system.load_extra_state(data["extra"])
-        self.scheduler.load_state_dict(data["scheduler"])
-        self.scaler.load_state_dict(data["scaler"])
-        _set_rng_state(data["rng"])
-        self.epoch, self.step_in_epoch, self.global_step = data["epoch"], data["step_in_epoch"], data["global_step"]
-        self.best = -math.inf if data["best"] is None else data["best"]
+        """Restore everything `state()` saved. A checkpoint that fails its checksum, is not a training
+        checkpoint, or does not fit this run's model and optimiser is one AvsepError line naming it."""
+        data = checkpoint.load(path, map_location=self.device, warn=False)
+        checkpoint.check_model_name(data, path, self.system.model_name)
+        missing = [k for k in RESUME_KEYS if k not in data]
+        if missing:
+            raise AvsepError(f"checkpoint {path} is not a training checkpoint (no {', '.join(missing)}): "
+                             "it holds model weights only and cannot be resumed")
+        checkpoint.load_weights(self.system.model, data["state_dict"], path, f"this run's {self.system.model_name!r} model")
+        try:
+            self.optimizer.load_state_dict(data["optimizer"])
+            if "extra" in data and hasattr(self.system, "load_extra_state"):
+                self.system.load_extra_state(data["extra"])
+            self.scheduler.load_state_dict(data["scheduler"])
+            self.scaler.load_state_dict(data["scaler"])
+            _set_rng_state(data["rng"])
+            self.epoch, self.step_in_epoch, self.global_step = (int(data[k]) for k in ("epoch", "step_in_epoch", "global_step"))
+            self.best = -math.inf if data["best"] is None else float(data["best"])
+            # older checkpoints lack the partial epoch's sums: that epoch then averages the resumed steps only
+            self.epoch_sums = {str(k): float(v) for k, v in data.get("epoch_sums", {}).items()}
+            self.epoch_steps = int(data.get("epoch_steps", 0))
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            raise AvsepError(f"checkpoint {path}: its training state does not fit this run "
+                             f"({type(e).__name__}: {checkpoint.error_detail(e)})") from None
+        checkpoint.warn_unverified(data, path)
         hist = self.run_dir / "metrics.jsonl"
         if hist.exists():
             self.history = [json.loads(line) for line in hist.read_text().splitlines() if line.strip()]
@@ -263,23 +290,25 @@ class Trainer:
 
     def fit(self, validate: Callable[[], dict] | None = None) -> list[dict]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._stop = False
+        self._stop, self._stop_signal = False, signal.SIGINT
         try:
             with _interruptible(self._request_stop):
                 self._epochs(validate)
-        except KeyboardInterrupt:  # a second Ctrl-C, or a signal outside the main thread
+        except KeyboardInterrupt as e:  # a second Ctrl-C, or a signal outside the main thread
             self._stop = True
+            if isinstance(e, Terminated):
+                self._stop_signal = signal.SIGTERM
         if self._stop:
             path = self.save("last.pt")
             try:
                 self._write_metrics()
             except Exception as e:  # noqa: BLE001 - the checkpoint is what matters on the way out
                 log.warning("metrics not written: %s", e)
-            raise Interrupted(path)
+            raise Interrupted(path, terminated=self._stop_signal == signal.SIGTERM)
         return self.history
 
-    def _request_stop(self) -> None:
-        self._stop = True
+    def _request_stop(self, signum: int = signal.SIGINT) -> None:
+        self._stop, self._stop_signal = True, signum
 
     def _epochs(self, validate: Callable[[], dict] | None) -> None:
         cfg = self.cfg
@@ -295,7 +324,8 @@ class Trainer:
             batches = epoch_batches(len(self.train_set), cfg.batch_size, cfg.seed, self.epoch, self.steps_per_epoch,
                                     self.rank, self.world)[self.step_in_epoch :]
             t_data = t_step = 0.0
-            sums: dict[str, float] = {}
+            if self.step_in_epoch == 0:
+                self.epoch_sums, self.epoch_steps = {}, 0
             tick = time.perf_counter()
             for batch in _loader(self.train_set, batches, cfg.num_workers):
                 t0 = time.perf_counter()
@@ -305,15 +335,16 @@ class Trainer:
                 t_step += tick - t0
                 self.step_in_epoch += 1
                 self.global_step += 1
+                self.epoch_steps += 1
                 for k, v in losses.items():
-                    sums[k] = sums.get(k, 0.0) + v
+                    self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
                 if self.on_step:
                     self.on_step(self.step_in_epoch, self.steps_per_epoch, losses)
                 if self._stop:
                     return
-            n = max(1, len(batches))
+            n = max(1, self.epoch_steps)
             row = {"type": "epoch", "epoch": self.epoch, "step": self.global_step,
-                   **{f"train_{k}": v / n for k, v in sums.items()},
+                   **{f"train_{k}": v / n for k, v in self.epoch_sums.items()},
                    "lr": self.optimizer.param_groups[0]["lr"],
                    "data_s": round(t_data, 3), "step_s": round(t_step, 3),
                    "data_fraction": round(t_data / max(t_data + t_step, 1e-9), 4)}
@@ -324,6 +355,7 @@ class Trainer:
             self.scheduler.step()
             self.epoch += 1
             self.step_in_epoch = 0
+            self.epoch_sums, self.epoch_steps = {}, 0
             key = f"val_{cfg.monitor}"
             improved = key in row and row[key] > self.best
             if improved:

@@ -25,7 +25,7 @@ from avsep_cli.errors import OutputError
 def extract(
     video: Path = typer.Argument(..., help="Input video (any container FFmpeg reads)."),
     output: Path = typer.Option(..., "--output", "-o", help="Output folder."),
-    fps: float = typer.Option(media.DEFAULT_FPS, "--fps", min=0.01, help="Frames per second to extract."),
+    fps: float = typer.Option(media.DEFAULT_FPS, "--fps", callback=common.bounded(0, 240, lo_open=True), help="Frames per second to extract (above 0, up to 240)."),
     frames: bool = typer.Option(True, "--frames/--no-frames", help="Also write JPEG frames."),
     force: bool = common.ForceOption,
 ) -> None:

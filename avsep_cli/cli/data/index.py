@@ -19,8 +19,8 @@ from avsep_cli.errors import AvsepError
 
 def index(
     root: Path = typer.Argument(..., help="Corpus root (synthetic corpus or MUSIC layout)."),
-    workers: int = typer.Option(2, "--workers", "-j", help="Worker processes."),
-    size: int = typer.Option(cache.DEFAULT_SIZE, "--size", help="Side of the square cached frames, in pixels."),
+    workers: int = typer.Option(2, "--workers", "-j", callback=common.bounded(1), help="Worker processes."),
+    size: int = typer.Option(cache.DEFAULT_SIZE, "--size", callback=common.bounded(16, 1024), help="Side of the square cached frames, in pixels (16 to 1024)."),
     force: bool = common.ForceOption,
 ) -> None:
     with common.progress() as bar:

@@ -1,0 +1,303 @@
+"""The reliability promises of `avsep separate` (docs/reliability.md): outputs appear all together or not
+at all; a full disk or TMPDIR is one line naming the path and the cause; SIGTERM and SIGINT clean up and
+say so in one line; two runs into one folder cannot both write; `--force` replaces a whole earlier run;
+every tracked instrument gets a guidance crop; a damaged input never breaks the contract."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import mediagen as mg
+from avsep_cli import checkpoint, fsio, media
+from avsep_cli.models.tiny import TinyNet, config_dict
+from clihelp import assert_one_error, run
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "demo" / "corpus" / "duet" / "cello+saxophone" / "syn001249.mp4"
+
+
+@pytest.fixture(autouse=True)
+def no_shipped_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("AVSEP_WEIGHTS", str(tmp_path / "no-weights"))
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    m = TinyNet()
+    return checkpoint.save(tmp_path_factory.mktemp("w") / "tiny.pt", checkpoint.model_state("tiny", config_dict(m), m))
+
+
+def boxes_file(path: Path, seconds: float, players=("violin", "cello"), fps: float = 4.0, frames=None) -> Path:
+    """A --boxes file: each player at a fixed place, in every frame (or only in `frames`)."""
+    n = int(np.ceil(seconds * fps))
+    out = []
+    for k, cls in enumerate(players):
+        box = [10.0 + 70 * k, 20.0, 70.0 + 70 * k, 100.0]
+        out.append({"class": cls, "boxes": [box if frames is None or i in frames else None for i in range(n)]})
+    path.write_text(json.dumps({"fps": fps, "players": out}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    d = tmp_path_factory.mktemp("clip")
+    mg.make_media(d / "duet.mp4", seconds=4.0)
+    return d / "duet.mp4", boxes_file(d / "boxes.json", 4.0)
+
+
+def separate_args(video, out, weights, boxes, *extra):
+    return ["separate", video, "-o", out, "--method", "tiny", "--weights", weights, "--boxes", boxes, *extra]
+
+
+def listing(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else []
+
+
+def check_complete(out: Path) -> None:
+    """A finished output folder: the manifest, every file it lists, and nothing staged or partial."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["files"] + ["manifest.json"]) == listing(out)
+    for ident in manifest["identities"]:
+        assert (out / ident["file"]).stat().st_size > 44
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, kib: int):
+    """A `kib` KiB tmpfs at `path` when we may mount one (root); else None (the caller injects the error)."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(path)],
+                                                   capture_output=True).returncode == 0
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+# --- disk full ---------------------------------------------------------------------------------------
+
+
+def test_full_disk_while_writing_stems_is_one_line_and_leaves_nothing(capsys, monkeypatch, tiny_weights, clip, tmp_path):
+    video, boxes = clip
+    disk = tmp_path / "disk"
+    with small_disk(disk, 96) as mounted:  # 96 KiB: the folder probe fits, two 4-s stems (88 KiB each) do not
+        if not mounted:
+            monkeypatch.setattr(media.WavWriter, "write", lambda self, x: self._guard(no_space))
+        out = disk / "stems"
+        rc, _, err = run(capsys, *separate_args(video, out, tiny_weights, boxes))
+        assert_one_error(rc, err, "No space left on device" if not mounted else "no space left on device")
+        assert str(out) in err
+        assert listing(disk) == []  # no stems, no manifest, no staging folder, not even the folder
+
+
+def test_full_tmpdir_is_one_line_naming_it(capsys, monkeypatch, tiny_weights, clip, tmp_path):
+    import tempfile
+
+    video, boxes = clip
+    tmp = tmp_path / "tmp"
+    with small_disk(tmp, 64) as mounted:  # a 224-px crop is 150 kB
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+        if not mounted:
+            monkeypatch.setattr(np, "save", no_space)
+        out = tmp_path / "stems"
+        rc, _, err = run(capsys, *separate_args(video, out, tiny_weights, boxes))
+        assert_one_error(rc, err, "cannot write guidance crops to")
+        assert str(tmp) in err and "TMPDIR" in err and ("no space left" in err.lower())
+        assert listing(tmp) == [] and not out.exists()
+
+
+# --- all together or not at all ------------------------------------------------------------------------
+
+
+def test_a_failure_after_the_folder_was_made_leaves_no_folder(capsys, tiny_weights, clip, tmp_path):
+    video, _ = clip
+    nobody = tmp_path / "nobody.json"
+    nobody.write_text(json.dumps({"fps": 4, "players": []}))
+    out = tmp_path / "new" / "stems"
+    rc, _, err = run(capsys, *separate_args(video, out, tiny_weights, nobody, "--on-empty", "error"))
+    assert_one_error(rc, err, "no instrument detected")
+    assert not out.exists()
+
+
+def test_a_failure_in_an_existing_folder_leaves_it_as_it_was(capsys, monkeypatch, tiny_weights, clip, tmp_path):
+    video, boxes = clip
+    out = tmp_path / "stems"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    monkeypatch.setattr(media.WavWriter, "close", lambda self: self._guard(no_space))
+    rc, _, err = run(capsys, *separate_args(video, out, tiny_weights, boxes))
+    assert_one_error(rc, err, "No space left on device")
+    assert listing(out) == ["notes.txt"]
+
+
+def test_force_replaces_the_whole_earlier_run(capsys, tiny_weights, clip, tmp_path):
+    video, _ = clip
+    out = tmp_path / "stems"
+    two = boxes_file(tmp_path / "two.json", 4.0, ("violin", "cello"))
+    one = boxes_file(tmp_path / "one.json", 4.0, ("flute",))
+    assert run(capsys, *separate_args(video, out, tiny_weights, two, "--residual"))[0] == 0
+    (out / "notes.txt").write_text("mine")
+    assert run(capsys, *separate_args(video, out, tiny_weights, one, "--force"))[0] == 0
+    assert listing(out) == ["flute_1.wav", "manifest.json", "notes.txt"]  # violin_1, cello_1, residual gone
+
+
+def test_warnings_are_printed_once(capsys, tiny_weights, clip, tmp_path):
+    video, _ = clip
+    nobody = tmp_path / "nobody.json"
+    nobody.write_text(json.dumps({"fps": 4, "players": []}))
+    rc, _, err = run(capsys, *separate_args(video, tmp_path / "o", tiny_weights, nobody))
+    assert rc == 0 and err.count("no instrument detected") == 1, err
+
+
+# --- concurrency -------------------------------------------------------------------------------------
+
+
+def test_a_second_run_into_a_busy_folder_is_refused(capsys, tiny_weights, clip, tmp_path):
+    video, boxes = clip
+    out = tmp_path / "stems"
+    with fsio.OutputFolder(out) as first:  # another run holds the folder
+        first.stage("violin_1.wav").write_bytes(b"first run")
+        rc, _, err = run(capsys, *separate_args(video, out, tiny_weights, boxes))
+        assert_one_error(rc, err, "in use by another avsep run")
+        first.commit()
+    assert listing(out) == ["violin_1.wav"] and (out / "violin_1.wav").read_bytes() == b"first run"
+
+
+def test_two_processes_into_one_folder_never_both_write(tiny_weights, clip, tmp_path):
+    video, boxes = clip
+    out = tmp_path / "stems"
+    env = {**os.environ, "AVSEP_WEIGHTS": str(tmp_path / "none")}
+    cmd = [sys.executable, "-m", "avsep_cli", *map(str, separate_args(video, out, tiny_weights, boxes, "--force"))]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    results = [(p.wait(120), p.stderr.read()) for p in procs]
+    for rc, err in results:
+        assert rc == 0 or (rc == 2 and err.strip().count("\n") == 0 and "in use by another avsep run" in err), err
+    assert any(rc == 0 for rc, _ in results)
+    check_complete(out)
+
+
+# --- signals -----------------------------------------------------------------------------------------
+
+
+def _start(args, tmp_path):
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp), "AVSEP_WEIGHTS": str(tmp_path / "none")}
+    proc = subprocess.Popen([sys.executable, "-m", "avsep_cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    return proc, tmp
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory):
+    d = tmp_path_factory.mktemp("long")
+    mg.make_media(d / "long.mp4", seconds=40.0, fps=10.0)
+    return d / "long.mp4", boxes_file(d / "boxes.json", 40.0)
+
+
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
+def test_a_signal_during_separation_cleans_up_and_says_so_in_one_line(tiny_weights, long_clip, tmp_path, sig, code, word):
+    video, boxes = long_clip
+    out = tmp_path / "stems"
+    proc, tmp = _start(separate_args(video, out, tiny_weights, boxes), tmp_path)
+    deadline = time.monotonic() + 120
+    while not any(tmp.glob("avsep-crops-*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # the scan has started: staging folder and crop store exist
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(sig)
+    rc = proc.wait(60)
+    err = proc.stderr.read()
+    assert rc == code and err.strip() == f"avsep: {word}", err
+    assert not [p for p in listing(tmp) if "avsep" in p] and not out.exists()  # (torch keeps caches there)
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.3, 0.8, 1.5])
+def test_ctrl_c_during_start_up_is_one_line(tiny_weights, clip, tmp_path, delay):
+    video, boxes = clip
+    proc, _ = _start(separate_args(video, tmp_path / "o", tiny_weights, boxes), tmp_path)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    rc = proc.wait(60)
+    err = proc.stderr.read()
+    assert "Traceback" not in err
+    assert (rc == 130 and err.strip() == "avsep: interrupted") or rc == 0, (rc, err)
+
+
+def test_a_box_of_two_numbers_is_one_line(capsys, tiny_weights, clip, tmp_path):
+    video, _ = clip
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"fps": 4, "players": [{"class": "violin", "boxes": [[10, 20, 70, 100], [1, 2]]}]}))
+    rc, _, err = run(capsys, *separate_args(video, tmp_path / "o", tiny_weights, bad))
+    assert_one_error(rc, err, "frame 1")
+    assert str(bad) in err and not (tmp_path / "o").exists()
+
+
+# --- guidance ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("min_duration", ["1.0", "0.5"])
+def test_a_track_seen_only_between_guidance_frames_gets_its_best_crop(capsys, tiny_weights, clip, tmp_path, min_duration):
+    """At 4 detection fps and 1 guidance fps, guidance frames are 0, 4, 8, ...; the trombone is seen only in
+    frames 1-3 and 5-7 (a 1.75-s span): it is tracked, so it must be separated."""
+    video, _ = clip
+    boxes = boxes_file(tmp_path / "b.json", 4.0, ("trombone",), frames={1, 2, 3, 5, 6, 7})
+    out = tmp_path / "stems"
+    rc, _, err = run(capsys, *separate_args(video, out, tiny_weights, boxes, "--min-duration", min_duration))
+    assert rc == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [i["cls"] for i in manifest["identities"]] == ["trombone"]
+    check_complete(out)
+
+
+# --- damaged inputs: the contract holds at every cut point and byte flip ---------------------------------
+
+
+def _damaged_inputs(tmp_path: Path) -> list[Path]:
+    data = DEMO.read_bytes()
+    rng = np.random.default_rng(1249)
+    paths = []
+    for cut in sorted(rng.integers(1, len(data), 20)):
+        p = tmp_path / f"cut{cut}.mp4"
+        p.write_bytes(data[:cut])
+        paths.append(p)
+    header = 4096  # ftyp, the moov index and the first sample tables
+    for k in range(10):
+        flipped = bytearray(data)
+        for i in rng.integers(0, header, 1 + k % 3):
+            flipped[i] ^= 1 << int(rng.integers(0, 8))
+        p = tmp_path / f"flip{k}.mp4"
+        p.write_bytes(bytes(flipped))
+        paths.append(p)
+    return paths
+
+
+def test_truncated_and_bit_flipped_demo_keeps_the_contract(capsys, tiny_weights, tmp_path):
+    boxes = DEMO.with_suffix(".json")
+    outcomes = []
+    for video in _damaged_inputs(tmp_path):
+        out = tmp_path / "out" / video.stem
+        rc, _, err = run(capsys, *separate_args(video, out, tiny_weights, boxes))
+        outcomes.append(rc)
+        if rc == 0:
+            check_complete(out)
+        else:
+            assert_one_error(rc, err, str(video))
+            assert not out.exists(), listing(out)
+    assert 2 in outcomes  # damage that FFmpeg notices is reported, not separated
