@@ -6,6 +6,7 @@ files and staged outputs removed) and says so in one line, and Ctrl-C during sta
 line instead of a traceback.
 """
 
+import os
 import signal
 import sys
 
@@ -21,12 +22,22 @@ def main() -> int:
         signal.signal(signal.SIGTERM, _terminate)
     try:
         from avsep_cli.cli import main as cli_main
-    except KeyboardInterrupt as e:
-        return stopped(e)
-    try:
-        return cli_main()
-    except KeyboardInterrupt as e:  # one arriving after cli_main's own handlers (while it returns)
-        return stopped(e)
+
+        code = cli_main()
+    except KeyboardInterrupt as e:  # during start-up, or after cli_main's own handlers (while it returns)
+        code = stopped(e)
+    # The run is over (outputs committed or cleaned up): a signal now must not turn it into a crash in the
+    # interpreter's shutdown.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if code in (130, 143):
+        # Everything is cleaned up by now. A KeyboardInterrupt that went through code run by the C API (an
+        # extension's import) leaves CPython's "unhandled KeyboardInterrupt" flag set even though it was
+        # caught, and CPython then ends the process by SIGINT instead of this code (143 would become -2).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -24,3 +24,22 @@ def tiny_corpus(tmp_path_factory):
     G.generate(root, workers=2, seed=0, cache_dir=tmp_path_factory.mktemp("synth-cache"), size="tiny",
                soundfonts=[C.timgm6mb_path()], licences=["drawings-only"], assets=None)
     return root
+
+
+@pytest.fixture
+def no_shipped_weights(tmp_path, monkeypatch):
+    """For tests that pass their own weights: shipped defaults must not stand in for missing ones."""
+    monkeypatch.setenv("AVSEP_WEIGHTS", str(tmp_path / "no-weights"))
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory):
+    """A random-weight tiny separator checkpoint (seed 0): drives every CLI path cheaply."""
+    import torch
+
+    from avsep_cli import checkpoint
+    from avsep_cli.models.tiny import TinyNet, config_dict
+
+    torch.manual_seed(0)
+    m = TinyNet()
+    return checkpoint.save(tmp_path_factory.mktemp("w") / "tiny.pt", checkpoint.model_state("tiny", config_dict(m), m))

@@ -17,27 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import mediagen as mg
-from avsep_cli import checkpoint, fsio, media
-from avsep_cli.models.tiny import TinyNet, config_dict
+from avsep_cli import fsio, media
 from clihelp import assert_one_error, run
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "demo" / "corpus" / "duet" / "cello+saxophone" / "syn001249.mp4"
 
 
-@pytest.fixture(autouse=True)
-def no_shipped_weights(tmp_path, monkeypatch):
-    monkeypatch.setenv("AVSEP_WEIGHTS", str(tmp_path / "no-weights"))
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
-    torch.manual_seed(0)
-    m = TinyNet()
-    return checkpoint.save(tmp_path_factory.mktemp("w") / "tiny.pt", checkpoint.model_state("tiny", config_dict(m), m))
+pytestmark = pytest.mark.usefixtures("no_shipped_weights")  # tests pass their own weights (tiny_weights)
 
 
 def boxes_file(path: Path, seconds: float, players=("violin", "cello"), fps: float = 4.0, frames=None) -> Path:
@@ -208,8 +197,8 @@ def _start(args, tmp_path):
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory):
     d = tmp_path_factory.mktemp("long")
-    mg.make_media(d / "long.mp4", seconds=40.0, fps=10.0)
-    return d / "long.mp4", boxes_file(d / "boxes.json", 40.0)
+    mg.make_media(d / "long.mp4", seconds=120.0, fps=10.0)  # seconds of work after the scan starts
+    return d / "long.mp4", boxes_file(d / "boxes.json", 120.0)
 
 
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])

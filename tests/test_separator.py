@@ -13,23 +13,12 @@ import torch
 import mediagen as mg
 from avsep_cli import checkpoint, dsp, layout, media
 from avsep_cli.datasets import square_crop
-from avsep_cli.models.tiny import TinyNet, config_dict
 from avsep_cli.separator import CropStore, InjectedBoxes, OverlapAdd, Separator, _Timer
 from avsep_cli.tracking import OnlineTracker
 from clihelp import assert_one_error, run
 
 
-@pytest.fixture(autouse=True)
-def no_shipped_weights(tmp_path, monkeypatch):
-    """These tests pass their own weights; shipped defaults must not stand in for missing ones."""
-    monkeypatch.setenv("AVSEP_WEIGHTS", str(tmp_path / "no-weights"))
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
-    torch.manual_seed(0)
-    m = TinyNet()
-    return checkpoint.save(tmp_path_factory.mktemp("w") / "tiny.pt", checkpoint.model_state("tiny", config_dict(m), m))
+pytestmark = pytest.mark.usefixtures("no_shipped_weights")  # tests pass their own weights (tiny_weights)
 
 
 @pytest.fixture(scope="module")
