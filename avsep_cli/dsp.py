@@ -4,15 +4,20 @@ Conventions follow AVPC and Sound-of-Pixels: mono audio at 11025 Hz, a Hann-wind
 with hop 256 (512 frequency bins; a 65535-sample window gives 256 frames), magnitudes warped onto a
 256-bin log-frequency grid for the mask networks and masks warped back onto the linear 512-bin grid
 before they are applied to the mixture STFT, whose phase is kept. IAL-CMS uses the same machinery with
-a 256-bin mel grid. Every function is batched over leading dimensions and runs on whatever device its
-input lives on. Shapes: B batch (any leading dims), S sources, L samples, F frequency bins, T frames.
+a 256-bin mel grid. `ScaledGrid` is the same grid at another sample rate, aligned in seconds, for
+applying those masks to the input at its own rate (full-band outputs); `triangle` and `WeightedSum` are
+the streamed overlap-add (NumPy) that merges separated windows. Every function is batched over leading
+dimensions and runs on whatever device its input lives on. Shapes: B batch (any leading dims), S
+sources, C channels, L samples, F frequency bins, T frames.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 SAMPLE_RATE = 11025
@@ -195,3 +200,160 @@ def resample(wav: torch.Tensor, orig_sr: int, new_sr: int = SAMPLE_RATE) -> torc
     import torchaudio.functional as AF
 
     return AF.resample(wav, int(orig_sr), int(new_sr))
+
+
+# --- the same grid at another rate (full-band outputs) ---------------------------------------------------
+
+
+def _smooth_size(n: int) -> int:
+    """The smallest 2-3-5-smooth integer >= n: an FFT size without large prime factors."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
+@dataclass(frozen=True)
+class ScaledGrid:
+    """The models' STFT grid (Hann window of 1022 samples, hop 256 at 11025 Hz) at rate `sr`, scaled in
+    seconds: window and hop times sr / 11025, rounded. The FFT size is the next 2-3-5-smooth number at or
+    above the window (the window zero-padded to it): sizes with a large prime factor (4088 = 8 x 7 x 73 at
+    44.1 kHz) take 3-5 times longer. Frequencies are matched to the model's bins by Hz, frames by the
+    seconds of their centres, so neither needs to fall on the model's grid."""
+
+    sr: int
+    win: int
+    hop: int
+    n_fft: int
+
+    @staticmethod
+    @lru_cache(maxsize=None)
+    def at(sr: int) -> "ScaledGrid":
+        r = sr / SAMPLE_RATE
+        win = max(16, int(round(N_FFT * r)))
+        return ScaledGrid(int(sr), win, max(4, int(round(HOP * r))), _smooth_size(win))
+
+    @property
+    def n_freq(self) -> int:
+        return self.n_fft // 2 + 1
+
+    def stft(self, wav: torch.Tensor) -> torch.Tensor:
+        """(..., n) real -> (..., F, T) complex, T = 1 + n // hop (centred frames: frame k at sample k * hop)."""
+        lead = wav.shape[:-1]
+        spec = torch.stft(wav.reshape(-1, wav.shape[-1]), n_fft=self.n_fft, hop_length=self.hop, win_length=self.win,
+                          window=_hann(self.win, wav.device, wav.dtype), center=True,
+                          return_complex=True)  # (B, F, T)
+        return spec.reshape(*lead, *spec.shape[-2:])
+
+    def istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
+        """(..., F, T) complex -> (..., length) real."""
+        lead = spec.shape[:-2]
+        wav = torch.istft(spec.reshape(-1, *spec.shape[-2:]), n_fft=self.n_fft, hop_length=self.hop,
+                          win_length=self.win, window=_hann(self.win, spec.device, spec.real.dtype),
+                          center=True, length=length)  # (B, length)
+        return wav.reshape(*lead, length)
+
+    def frame_positions(self, n0: int, n_frames: int, s0: int) -> torch.Tensor:
+        """(n_frames,) float64: where the centres of this grid's frames of a window starting at sample n0 fall
+        on the model frames of a model window starting at sample s0 (same seconds; fractional, unclamped)."""
+        centres = (n0 + self.hop * torch.arange(n_frames, dtype=torch.float64)) / self.sr  # seconds
+        return (centres - s0 / SAMPLE_RATE) * SAMPLE_RATE / HOP
+
+    def _regrid(self, masks: torch.Tensor, high: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = _lerp(torch.cat([masks, high.unsqueeze(-2)], dim=-2), frames, dim=-1)  # (..., 513, T')
+        low = _lerp(t[..., :N_FREQ, :], _freq_positions(self), dim=-2)  # (..., lo, T'): the bins up to 5512.5 Hz
+        return low, t[..., N_FREQ:, :]  # and (..., 1, T') for the bins above
+
+    def regrid(self, masks: torch.Tensor, high: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """Masks on the model grid (..., 512, T) and one gain per model frame for the band above the model's
+        Nyquist (..., T) -> masks (..., F, T') on this grid: linear interpolation in time at `frames` (T',)
+        model-frame positions (`frame_positions`, clamped to the window) and in frequency by Hz below
+        5512.5 Hz; bins above it take `high`."""
+        low, top = self._regrid(masks, high, frames)
+        return torch.cat([low, top.expand(*top.shape[:-2], self.n_freq - low.shape[-2], top.shape[-1])], dim=-2)
+
+    def apply(self, spec: torch.Tensor, masks: torch.Tensor, high: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """spec (C, F, T') on this grid times `regrid(masks (S, 512, T), high (S, T), frames)` -> (S, C, F, T'),
+        without building the regridded masks above 5512.5 Hz (one gain per frame there)."""
+        low, top = self._regrid(masks, high, frames)  # (S, lo, T'), (S, 1, T')
+        lo = low.shape[-2]
+        return torch.cat([spec[:, :lo] * low.unsqueeze(1), spec[:, lo:] * top.unsqueeze(1)], dim=-2)
+
+
+@lru_cache(maxsize=16)
+def _hann(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.hann_window(n, device=device, dtype=dtype)
+
+
+@lru_cache(maxsize=None)
+def _freq_positions(grid: ScaledGrid) -> torch.Tensor:
+    """(lo,) float64: the model-bin position (Hz / (11025 / 1022)) of each of the grid's bins up to the
+    model's Nyquist (5512.5 Hz)."""
+    hz = torch.arange(grid.n_freq, dtype=torch.float64) * grid.sr / grid.n_fft
+    return (hz[hz <= SAMPLE_RATE / 2 + 1e-9] * N_FFT / SAMPLE_RATE).clamp(max=N_FREQ - 1)
+
+
+def _lerp(x: torch.Tensor, pos: torch.Tensor, dim: int) -> torch.Tensor:
+    """`x` sampled at fractional positions `pos` (P,) along `dim` (linear, clamped to the ends)."""
+    n = x.shape[dim]
+    pos = pos.clamp(0, n - 1)
+    lo = pos.floor().long().clamp(max=n - 1)
+    hi = (lo + 1).clamp(max=n - 1)
+    shape = [1] * x.dim()
+    shape[dim] = -1
+    w = (pos - lo).to(x.dtype).view(shape).to(x.device)
+    return x.index_select(dim, lo.to(x.device)) * (1 - w) + x.index_select(dim, hi.to(x.device)) * w
+
+
+# --- streaming overlap-add (numpy) -----------------------------------------------------------------------
+
+
+def triangle(length: int) -> np.ndarray:
+    """(L,) weights min(n + 1, L - n): positive everywhere, so the normalised sum is defined at the edges."""
+    n = np.arange(length)
+    return np.minimum(n + 1, length - n).astype(np.float64)
+
+
+class WeightedSum:
+    """A streamed weighted overlap-add of estimates at any sample offsets: `add(start, est, w)` accumulates
+    est (*shape, n) times the weights w (n,) and the weights; `pop(upto)` returns the samples before `upto`
+    as (*shape, m), divided by their summed weights (0 where nothing was added), and forgets them. Adds
+    may not reach back before what was popped."""
+
+    def __init__(self, shape: tuple[int, ...] | int, dtype=np.float64):
+        self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        self.dtype = dtype
+        self.acc = np.zeros((*self.shape, 0), dtype)  # weighted sums of samples start .. start + len
+        self.wsum = np.zeros(0, dtype)
+        self.start = 0
+
+    def _grow(self, end: int) -> None:
+        need = end - self.start
+        if need > self.wsum.shape[0]:
+            cap = max(need, 2 * self.wsum.shape[0])  # doubling: adds stay linear in the samples
+            acc = np.zeros((*self.shape, cap), self.dtype)
+            wsum = np.zeros(cap, self.dtype)
+            n = self.wsum.shape[0]
+            acc[..., :n], wsum[:n] = self.acc, self.wsum
+            self.acc, self.wsum = acc, wsum
+
+    def add(self, start: int, est: np.ndarray, w: np.ndarray) -> None:
+        if start < self.start:
+            raise ValueError(f"an estimate at {start} reaches back before the samples already popped ({self.start})")
+        n = est.shape[-1]
+        self._grow(start + n)
+        off = start - self.start
+        self.acc[..., off : off + n] += est * w
+        self.wsum[off : off + n] += w
+
+    def pop(self, upto: int) -> np.ndarray:
+        n = max(0, upto - self.start)
+        self._grow(upto)
+        out = self.acc[..., :n] / np.maximum(self.wsum[:n], 1e-12)
+        self.acc, self.wsum = self.acc[..., n:], self.wsum[n:]
+        self.start += n
+        return out

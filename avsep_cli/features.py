@@ -6,7 +6,8 @@ the features of a frame (at 8 fps, the frame `media.frames_at` would give) the f
 for it and stores them (float16) under the corpus' feature cache keyed by the trunk's sha256
 (`cache.feature_cache_path`), so a different trunk never reads stale features. Frames are used as they
 are (no random crop or flip): training on cached features gives up frame augmentation. `get_crops` does
-the same for one player's square crops (IAL-CMS's inputs), keyed by player and crop size.
+the same for one player's square crops (IAL-CMS's inputs), keyed by player and crop size; `player_crops`
+makes those crops (also what `avsep_cli.prototypes` averages into class prototypes).
 """
 
 from __future__ import annotations
@@ -72,9 +73,16 @@ class TrunkFeatureStore:
     def get_crops(self, clip: Clip, times: list[float], player: int, size: int) -> torch.Tensor:
         """(K, 512, h, w) float32 trunk features of player `player`'s square crops (padding 0.1 of the box,
         `size` pixels: what IAL-CMS sees without augmentation) in the frames at `times`."""
-        def pictures(ts):
-            boxes = self.reader.boxes(clip, ts)[player][1]
-            crops = np.stack([square_crop(f, b, size) for f, b in zip(self.reader.frames(clip, ts), boxes)])
-            return torch.from_numpy(crops).permute(0, 3, 1, 2)
+        return self._cached(clip, times, lambda i: f"{self.kind}-p{player}-s{size}-f{i:05d}",
+                            lambda ts: player_crops(self.reader, clip, ts, player, size))
 
-        return self._cached(clip, times, lambda i: f"{self.kind}-p{player}-s{size}-f{i:05d}", pictures)
+
+def player_crops(reader: ClipReader, clip: Clip, times: list[float], player: int, size: int,
+                 frames: np.ndarray | None = None) -> torch.Tensor:
+    """(K, 3, size, size) uint8: player `player`'s square crops (padding 0.1 of its box, no augmentation) in
+    the frames at `times`, as the separation pipeline crops a tracked instrument (`datasets.square_crop`).
+    `frames`: those frames (K, H, W, 3) when the caller has read them already."""
+    boxes = reader.boxes(clip, times)[player][1]
+    frames = reader.frames(clip, times) if frames is None else frames
+    crops = np.stack([square_crop(f, b, size) for f, b in zip(frames, boxes)])
+    return torch.from_numpy(crops).permute(0, 3, 1, 2)

@@ -4,7 +4,8 @@ and one downmix serve every input; plain audio files are written with soundfile.
 
 Decoding is streamed so that a long video never sits in memory: audio arrives in chunks through
 FFmpeg's resampler and frames are picked one at a time by timestamp. Audio is made mono by FFmpeg's
-layout-aware downmix (`_Downmix`), from the audio stream the caller names (`audio_stream`, as in
+layout-aware downmix (`_Downmix`) for the models, or kept with all its channels at its own rate
+(`channels="all"`, for full-band outputs), from the audio stream the caller names (`audio_stream`, as in
 ffmpeg's `-map 0:a:N`) or else the first. Every time given to or returned
 by this module is in seconds from the file's common origin, the earliest start of its audio and video
 streams, so audio and frames decoded separately stay in sync even when one stream starts late. Every
@@ -53,6 +54,7 @@ _TRUNCATION_TOLERANCE = 1.0
 _DEFAULT_ACODEC = {".mp4": "aac", ".m4v": "aac", ".mov": "aac", ".mkv": "flac", ".webm": "libopus", ".avi": "pcm_s16le"}
 _DEFAULT_VCODEC = {".webm": "libvpx-vp9", ".avi": "mpeg4"}
 _OPUS_RATES = (48000, 24000, 16000, 12000, 8000)
+_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 _PCM_SUBTYPES = {"PCM_16", "PCM_24", "PCM_32", "PCM_S8", "PCM_U8"}
 
 
@@ -299,38 +301,69 @@ class _Downmix:
             yield x.mean(axis=0, dtype=np.float32)
 
 
+class _Channels:
+    """Decoded audio frames -> (C, n) float32 at the frame's own rate, every channel as it is (no downmix):
+    what `iter_audio(channels="all")` gives, for outputs at the input's own rate and channel count. Read
+    from packed float frames only, like `_Downmix` (PyAV 18 and planar frames of 8 or more channels). The
+    channel count may not change mid-stream (a broadcast 2.0 <-> 5.1 switch): that is a `MediaError`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.key = None
+        self.to_float = None
+        self.channels: int | None = None
+
+    def __call__(self, frame) -> Iterator[np.ndarray]:
+        key = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if key != self.key:
+            n = frame.layout.nb_channels
+            if self.channels is not None and n != self.channels:
+                raise MediaError(f"{self.path}: the audio changes from {self.channels} to {n} channels mid-stream; "
+                                 "only a mono downmix can follow it (the models' rate: --sample-rate model)")
+            self.key, self.channels = key, n
+            self.to_float = None if frame.format.name == "flt" else av.AudioResampler(format="flt")
+        for f in [frame] if self.to_float is None else self.to_float.resample(frame):
+            yield np.ascontiguousarray(f.to_ndarray().reshape(-1, self.channels).T)  # packed (1, n * C) -> (C, n)
+
+
 def iter_audio(
     path: str | os.PathLike,
-    sr: int = SAMPLE_RATE,
+    sr: int | None = SAMPLE_RATE,
     *,
     chunk_seconds: float = 30.0,
     start: float = 0.0,
     duration: float | None = None,
     audio_stream: int | None = None,
+    channels: str = "mono",
 ) -> Iterator[np.ndarray]:
     """Decode audio stream `audio_stream` (index among the file's audio streams, as in ffmpeg's
-    `-map 0:a:N`; None: the first) as float32 mono chunks of `chunk_seconds` (the last one shorter)
-    at rate `sr`.
+    `-map 0:a:N`; None: the first) as float32 chunks of `chunk_seconds` (the last one shorter) at rate
+    `sr` (None: the stream's own rate): mono (n,) chunks, or with `channels="all"` every channel as it is,
+    (C, n) chunks.
 
-    Channels are downmixed by FFmpeg's layout-aware matrix (see `_Downmix`: mono as is, stereo as
-    (L + R) / 2, the centre of 5.1 at -3 dB). Sample 0 is at `start` seconds after the common origin,
+    Mono is FFmpeg's layout-aware downmix (see `_Downmix`: mono as is, stereo as (L + R) / 2, the centre
+    of 5.1 at -3 dB). Sample 0 is at `start` seconds after the common origin,
     so a stream that starts late is preceded by zeros. Output samples sit on the grid k / sr from the origin whatever
-    `start` is, so windows cut from the same file line up with each other. Codec padding past the
+    `start` is, so windows cut from the same file line up with each other, and with the same file decoded
+    at another rate. Codec padding past the
     stream's declared end (AAC fills its last frame) is dropped. With `duration` the output
     stops after round(duration * sr) samples (sooner if the file ends first; `load_audio` pads).
     Raises `MediaError` if the stream cannot be decoded to where it should end, or if the file has
     no audio stream `audio_stream`. Says nothing about a file with several audio streams: `probe`
     puts that in `MediaInfo.warnings`, for the caller to show once.
     """
+    if channels not in ("mono", "all"):
+        raise ValueError(f"channels must be 'mono' or 'all', not {channels!r}")
     path = Path(path)
-    chunk = max(1, int(round(chunk_seconds * sr)))
-    limit = None if duration is None else max(0, int(round(duration * sr)))
     with _open(path) as c:
         audio, video = _streams(c, path, audio_stream)
         if audio is None:
             raise MediaError(f"{path} has no audio stream")
         origin, _, ends = _timing(c, audio, video)
-        in_sr = audio.codec_context.sample_rate or sr
+        in_sr = audio.codec_context.sample_rate or sr or SAMPLE_RATE
+        sr = sr or in_sr
+        chunk = max(1, int(round(chunk_seconds * sr)))
+        limit = None if duration is None else max(0, int(round(duration * sr)))
         # Input and output samples coincide every `grid` input samples (1/gcd(in_sr, sr) seconds).
         # Starting the resampler on such a point puts its output on the k / sr grid.
         grid = in_sr // math.gcd(in_sr, sr)
@@ -343,8 +376,8 @@ def iter_audio(
                 c.seek(int((origin + start - back) / audio.time_base), stream=audio, backward=True)
             except av.error.FFmpegError:
                 c.seek(0, stream=audio)  # unseekable: decode from the top and drop
-        downmix = _Downmix()
-        resampler = av.AudioResampler(format="fltp", layout="mono", rate=sr)
+        convert = _Downmix() if channels == "mono" else _Channels(path)
+        resampler = None  # (format, layout, AudioResampler or None), made for the first frame (its channels)
         target = int(math.floor(start * in_sr + 1e-6))  # `start` in input samples from the origin
         drop_in = None  # input samples to drop (> 0) or zeros to insert (< 0); set by the first frame
         drop_out = 0  # output samples before `start`; set by the first frame
@@ -358,47 +391,62 @@ def iter_audio(
         emitted = 0
         reached = origin
 
-        def gate(x: np.ndarray) -> Iterator[np.ndarray]:
+        def gate(x: np.ndarray) -> Iterator[np.ndarray]:  # x: (n,) or (C, n), as every array below
             nonlocal cap, n_tail, passed
             if cap is not None:
                 room = max(0, cap - passed)
-                if len(x) > room:
-                    tail.append(x[room:])
-                    n_tail += len(x) - room
-                    x = x[:room]
+                if x.shape[-1] > room:
+                    tail.append(x[..., room:])
+                    n_tail += x.shape[-1] - room
+                    x = x[..., :room]
                 if n_tail > _PADDING_MAX * sr:  # real audio past the declared end: keep it all
-                    x = np.concatenate([x, *tail])
+                    x = np.concatenate([x, *tail], axis=-1)
                     tail.clear()
                     cap = None
-            passed += len(x)
+            passed += x.shape[-1]
             yield from take(x)
 
         def take(x: np.ndarray) -> Iterator[np.ndarray]:
             nonlocal n_pending, emitted
             if limit is not None:
-                x = x[: max(0, limit - emitted - n_pending)]
-            if len(x):
+                x = x[..., : max(0, limit - emitted - n_pending)]
+            if x.shape[-1]:
                 pending.append(x)
-                n_pending += len(x)
+                n_pending += x.shape[-1]
             while n_pending >= chunk:
-                buf = np.concatenate(pending)
-                pending[:] = [buf[chunk:]] if len(buf) > chunk else []
-                n_pending = len(buf) - chunk
+                buf = np.concatenate(pending, axis=-1)
+                pending[:] = [buf[..., chunk:]] if buf.shape[-1] > chunk else []
+                n_pending = buf.shape[-1] - chunk
                 emitted += chunk
-                yield buf[:chunk]
+                yield buf[..., :chunk]
 
-        def resample(mono: np.ndarray | None) -> Iterator[np.ndarray]:
-            nonlocal drop_out
-            frame = None
-            if mono is not None:
-                frame = av.AudioFrame.from_ndarray(mono[None], format="fltp", layout="mono")
-                frame.sample_rate = in_sr
-            for f in resampler.resample(frame):
-                x = f.to_ndarray()[0]
+        def resample(x: np.ndarray | None) -> Iterator[np.ndarray]:
+            nonlocal drop_out, resampler
+            if resampler is None and x is not None:
+                if channels == "mono":
+                    resampler = ("fltp", "mono", av.AudioResampler(format="fltp", layout="mono", rate=sr))
+                elif sr != in_sr:  # packed float in and out (see _Channels)
+                    n = x.shape[0]
+                    layout = "mono" if n == 1 else "stereo" if n == 2 else f"{n}c"
+                    resampler = ("flt", layout, av.AudioResampler(format="flt", layout=layout, rate=sr))
+                else:  # every channel at its own rate: nothing to resample
+                    resampler = (None, None, None)
+            if resampler is None or resampler[2] is None:
+                outs = [] if x is None else [x]
+            else:
+                fmt, layout, r = resampler
+                frame = None
+                if x is not None:
+                    data = x[None] if x.ndim == 1 else np.ascontiguousarray(x.T).reshape(1, -1)  # (1, n) or packed (1, n * C)
+                    frame = av.AudioFrame.from_ndarray(data, format=fmt, layout=layout)
+                    frame.sample_rate = in_sr
+                outs = [f.to_ndarray()[0] if fmt == "fltp" else f.to_ndarray().reshape(-1, f.layout.nb_channels).T
+                        for f in r.resample(frame)]
+            for y in outs:
                 if drop_out > 0:
-                    cut = min(drop_out, len(x))
-                    x, drop_out = x[cut:], drop_out - cut
-                yield from gate(x)
+                    cut = min(drop_out, y.shape[-1])
+                    y, drop_out = y[..., cut:], drop_out - cut
+                yield from gate(y)
 
         done = False
         for frame in _decode(c, audio, path):
@@ -407,7 +455,7 @@ def iter_audio(
             if frame.sample_rate != in_sr:
                 raise MediaError(f"{path}: audio frames at {frame.sample_rate} Hz in a {in_sr} Hz stream "
                                  "(the rate changes mid-stream)")
-            for mono in downmix(frame):  # (n,)
+            for x in convert(frame):  # (n,) mono or (C, n)
                 if drop_in is None:
                     first = frame.time if frame.time is not None else origin
                     p = int(round((first - origin) * in_sr))  # first decoded sample, from the origin
@@ -419,13 +467,13 @@ def iter_audio(
                     drop_in = q - p
                     drop_out = int(round(start * sr)) - q * sr // in_sr
                     if drop_in < 0:
-                        mono = np.concatenate([np.zeros(-drop_in, np.float32), mono])
+                        x = np.concatenate([np.zeros(x.shape[:-1] + (-drop_in,), np.float32), x], axis=-1)
                         drop_in = 0
                 if drop_in > 0:
-                    cut = min(drop_in, len(mono))
-                    mono, drop_in = mono[cut:], drop_in - cut
-                if len(mono):
-                    yield from resample(mono)
+                    cut = min(drop_in, x.shape[-1])
+                    x, drop_in = x[..., cut:], drop_in - cut
+                if x.shape[-1]:
+                    yield from resample(x)
             if limit is not None and emitted + n_pending >= limit:
                 done = True
                 break
@@ -434,7 +482,7 @@ def iter_audio(
             _check_complete(path, "audio", reached, _expected_end(ends.get(audio.index), origin, start, duration))
         if n_pending:
             emitted += n_pending
-            yield np.concatenate(pending)
+            yield np.concatenate(pending, axis=-1)
 
 
 def load_audio(
@@ -660,9 +708,12 @@ def write_audio(path: str | os.PathLike, wav: np.ndarray, sr: int, *, subtype: s
 
 
 def _audio_rate(codec: str, sr: int) -> int:
-    if codec in ("libopus", "opus") and sr not in _OPUS_RATES:
-        return 48000
-    return sr
+    """The rate to encode `sr` audio at: its own where the codec has it, else the next one up (the encoder
+    resamples the frames)."""
+    rates = _OPUS_RATES if codec in ("libopus", "opus") else _AAC_RATES if codec == "aac" else None
+    if rates is None or sr in rates:
+        return sr
+    return min((r for r in rates if r >= sr), default=max(rates))
 
 
 def _add_audio_stream(out, codec: str, sr: int, channels: int):
@@ -676,29 +727,48 @@ def _add_audio_stream(out, codec: str, sr: int, channels: int):
 
 
 class _AudioFeeder:
-    """Feeds (c, n) float audio to an encoder piecewise, so it can be interleaved with video."""
+    """Feeds float audio to an encoder piecewise, so it can be interleaved with video: a (c, n) array, or an
+    open `soundfile.SoundFile` read in blocks (a stem of any length stays out of memory; its samples are
+    clipped to [-1, 1] on the way, with one warning)."""
 
-    def __init__(self, out, stream, wav: np.ndarray, sr: int, pts0: int = 0):
-        self.out, self.stream, self.wav, self.sr = out, stream, wav, sr
-        self.layout = "mono" if wav.shape[0] == 1 else "stereo" if wav.shape[0] == 2 else f"{wav.shape[0]}c"
+    def __init__(self, out, stream, source, sr: int, pts0: int = 0, shown: Path | None = None):
+        self.out, self.stream, self.source, self.sr = out, stream, source, sr
+        array = isinstance(source, np.ndarray)
+        self.channels, self.total = (source.shape[0], source.shape[1]) if array else (source.channels, source.frames)
+        self.read = self._slice if array else self._read
+        self.layout = "mono" if self.channels == 1 else "stereo" if self.channels == 2 else f"{self.channels}c"
         self.pos = 0
         self.pts0 = pts0
+        self.shown, self.peak = shown, 0.0
+
+    def _slice(self, n: int) -> np.ndarray:
+        return self.source[:, self.pos : self.pos + n]
+
+    def _read(self, n: int) -> np.ndarray:
+        x = self.source.read(n, dtype="float32", always_2d=True).T  # (c, n)
+        self.peak = max(self.peak, float(np.max(np.abs(x))) if x.size else 0.0)
+        return np.clip(x, -1.0, 1.0)
 
     def until(self, t: float) -> None:
         """Encode the samples before time `t` (seconds of audio)."""
-        end = self.wav.shape[1] if math.isinf(t) else min(self.wav.shape[1], int(round(t * self.sr)))
+        end = self.total if math.isinf(t) else min(self.total, int(round(t * self.sr)))
         while self.pos < end:
-            n = min(end - self.pos, 4096)
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(self.wav[:, self.pos : self.pos + n]), format="fltp", layout=self.layout)
+            x = self.read(min(end - self.pos, 4096))
+            if not x.shape[1]:  # the file holds fewer samples than its header said
+                self.total = self.pos
+                break
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x), format="fltp", layout=self.layout)
             frame.sample_rate = self.sr
             frame.pts = self.pts0 + self.pos
             frame.time_base = Fraction(1, self.sr)
             self.out.mux(self.stream.encode(frame))
-            self.pos += n
+            self.pos += x.shape[1]
 
     def finish(self) -> None:
         self.until(math.inf)
         self.out.mux(self.stream.encode(None))
+        if self.peak > 1.0:
+            log.warning("%s: audio peaks at %.2f and was clipped to [-1, 1]", self.shown, self.peak)
 
 
 def _container_suffix(path: Path) -> str:
@@ -788,15 +858,26 @@ def _video_options(vcodec: str, crf: int, preset: str = "medium") -> dict[str, s
 
 
 def mux_audio(
-    video_path: str | os.PathLike, audio: np.ndarray, sr: int, out_path: str | os.PathLike, *, acodec: str | None = None
+    video_path: str | os.PathLike, audio, sr: int | None, out_path: str | os.PathLike, *, acodec: str | None = None
 ) -> Path:
-    """Copy `video_path`'s video stream (packets, no re-encode) into `out_path` with `audio` ((n,) or
-    (c, n) float at rate `sr`, sample 0 at the common origin) as its only audio, atomically."""
+    """Copy `video_path`'s video stream (packets, no re-encode) into `out_path` with `audio` as its only
+    audio, atomically: (n,) or (c, n) float at rate `sr`, or the path of a sound file (WAV, FLAC: read in
+    blocks at its own rate and channel count, `sr` unused), sample 0 at the common origin. The audio codec
+    follows the container (aac for mp4/mov at the audio's own rate, flac for mkv, opus for webm)."""
     video_path, out_path = Path(video_path), Path(out_path)
     suffix = _container_suffix(out_path)
     acodec = acodec or _DEFAULT_ACODEC.get(suffix, "aac")
-    wav = _clip(_as_channels(audio), out_path)
-    with _open(video_path) as c:
+    with contextlib.ExitStack() as stack:
+        if isinstance(audio, (str, os.PathLike)):
+            try:
+                source = stack.enter_context(sf.SoundFile(str(audio)))
+            except (OSError, sf.SoundFileError, RuntimeError) as e:
+                raise MediaError(f"{audio}: cannot read: {e}") from None
+            sr, channels = source.samplerate, source.channels
+        else:
+            source = _clip(_as_channels(audio), out_path)
+            channels = source.shape[0]
+        c = stack.enter_context(_open(video_path))
         in_audio, in_video = _streams(c, video_path)
         if in_video is None:
             raise MediaError(f"{video_path} has no video stream (frames are needed)")
@@ -807,8 +888,8 @@ def mux_audio(
                     vstream = out.add_stream_from_template(in_video)
                 except ValueError as e:
                     raise OutputError(f"cannot write {out_path}: {e}") from None
-                astream = _add_audio_stream(out, acodec, sr, wav.shape[0])
-                feeder = _AudioFeeder(out, astream, wav, sr, pts0=int(round(origin * sr)))
+                astream = _add_audio_stream(out, acodec, sr, channels)
+                feeder = _AudioFeeder(out, astream, source, sr, pts0=int(round(origin * sr)), shown=out_path)
                 for packet in c.demux(in_video):
                     if packet.dts is None and packet.pts is None:
                         continue  # the demuxer's end-of-stream flush packet
@@ -824,13 +905,33 @@ def mux_audio(
     return out_path
 
 
-class WavWriter:
-    """A streamed 16-bit PCM WAV writer whose every failure (a full disk, a vanished folder) is one
-    `OutputError` naming `shown` (the file's final name) and the cause."""
+SUBTYPES = {16: "PCM_16", 24: "PCM_24", 32: "FLOAT"}  # bits -> soundfile subtype (32: IEEE float)
 
-    def __init__(self, path: str | os.PathLike, sr: int, shown: str | os.PathLike | None = None, channels: int = 1):
+
+def sound_subtype(fmt: str, bits: int) -> str:
+    """The soundfile subtype of `bits` (16, 24 or 32 = float) in `fmt` ("wav" or "flac"); FLAC has no
+    float samples, so flac with 32 bits is an `OutputError`."""
+    fmt = fmt.lower()
+    if fmt not in ("wav", "flac") or bits not in SUBTYPES:
+        raise OutputError(f"cannot write {fmt} audio with {bits} bits: expected wav or flac with 16, 24 or 32 bits")
+    if fmt == "flac" and bits == 32:
+        raise OutputError("FLAC has no 32-bit float samples: use --bits 16 or 24 with --format flac, or --format wav")
+    return SUBTYPES[bits]
+
+
+class WavWriter:
+    """A streamed WAV or FLAC writer (by the suffix of `shown`, else of `path`; WAV without one):
+    `channels` channels at rate `sr`, 16- or 24-bit PCM or 32-bit float (`bits`). Every failure (a full
+    disk, a vanished folder) is one `OutputError` naming `shown` (the file's final name) and the cause.
+    `write` takes (n,) or (C, n) float samples; PCM clips them to [-1, 1], float writes them as they are."""
+
+    def __init__(self, path: str | os.PathLike, sr: int, shown: str | os.PathLike | None = None, channels: int = 1,
+                 bits: int = 16):
         self.path, self.shown = Path(path), Path(shown or path)
-        self.f = self._guard(lambda: sf.SoundFile(self.path, "w", sr, channels, "PCM_16"))
+        fmt = "flac" if (self.shown.suffix or self.path.suffix).lower() == ".flac" else "wav"
+        subtype = sound_subtype(fmt, bits)
+        self.clip = subtype != "FLOAT"
+        self.f = self._guard(lambda: sf.SoundFile(self.path, "w", int(sr), int(channels), subtype, format=fmt.upper()))
 
     def _guard(self, op):
         try:
@@ -839,7 +940,10 @@ class WavWriter:
             raise OutputError(fsio.describe_write_error(e, self.shown)) from None
 
     def write(self, samples: np.ndarray) -> None:
-        self._guard(lambda: self.f.write(samples))
+        x = np.asarray(samples, dtype=np.float32)
+        x = np.clip(x, -1.0, 1.0) if self.clip else x
+        x = x.T if x.ndim == 2 else x  # (C, n) -> soundfile's (n, C)
+        self._guard(lambda: self.f.write(x))
 
     def close(self) -> None:
         self._guard(self.f.close)

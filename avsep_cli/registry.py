@@ -5,7 +5,9 @@ count, dtype, sha256, the corpus recipe and seed it was trained on, training tim
 metrics. Separator weights are safetensors files (state dict only, fp16 where that loses nothing
 measurable; the model's name and config are in the manifest and repeated in the file's metadata), so
 loading never unpickles anything. The detector stays an ultralytics `.pt`, whose sha256 is checked
-before ultralytics opens it.
+before ultralytics opens it. Class prototypes (`avsep_cli.prototypes`, method "prototypes") are plain
+safetensors files of named tensors, written by `export_tensors` and read, sha256-checked, by
+`resolve_tensors`.
 
 `resolve(spec)` takes a shipped name or a path: a `.safetensors` file (config from its metadata) or a
 training checkpoint from `avsep train` (loaded with `weights_only=True`, its content checksum verified;
@@ -193,6 +195,61 @@ def shipped_file(spec: str, method: str) -> tuple[Path, str | None]:
             raise AvsepError(f"shipped weights {spec!r} are missing: {path}")
         return path, e["sha256"]
     return Path(spec), None
+
+
+@dataclass
+class ResolvedTensors:
+    """A file of named tensors that is not a model (class prototypes): its tensors and string metadata."""
+
+    name: str
+    path: Path
+    sha256: str
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+    shipped: bool
+
+
+def export_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str], name: str, method: str, *,
+                   folder: Path | None = None, extra: dict | None = None) -> dict:
+    """Write `name.safetensors` (tensors as given, plus string metadata) and add (or replace) its manifest
+    entry under `method`; `extra` goes into the entry (what the file holds, how it was made)."""
+    from safetensors.torch import save_file
+
+    folder = folder or weights_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{name}.safetensors"
+    with atomic_path(target) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        tmp.chmod(0o644)  # safetensors re-creates the file private; shipped weights are world-readable
+    dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in tensors.values() if v.is_floating_point()})
+    e = {"name": name, "method": method, "file": target.name, "sha256": checkpoint.sha256(target),
+         "dtype": ",".join(dtypes), "default": False, **(extra or {})}
+    write_entry(e, folder)
+    return e
+
+
+def resolve_tensors(spec: str | Path, method: str, folder: Path | None = None) -> ResolvedTensors:
+    """A shipped name of `method` (sha256-checked) or a .safetensors path -> its tensors and metadata."""
+    from safetensors import safe_open
+
+    path = Path(spec)
+    shipped = not path.exists() and str(spec) in {e["name"] for e in entries(folder)}
+    if shipped:
+        e = entry(str(spec), folder)
+        if e.get("method") != method:
+            raise AvsepError(f"shipped weights {spec!r} are for {e.get('method')}, not {method}")
+        path, sha = verify_file(e, folder), e["sha256"]
+    elif not path.is_file():
+        raise AvsepError(f"{method} not found: {spec} (not a file, and no shipped {method} have that name)")
+    else:
+        sha = checkpoint.sha256(path)
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - any parse failure is a bad file for the user
+        raise AvsepError(f"cannot load {method} {path}: {str(e).splitlines()[0]}") from None
+    return ResolvedTensors(str(spec) if shipped else path.name, path, sha, tensors, meta, shipped)
 
 
 def write_entry(e: dict, folder: Path | None = None) -> None:

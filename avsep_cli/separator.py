@@ -1,22 +1,26 @@
 """The separation pipeline: a video in, the sound of each visible instrument out.
 
-`Separator(method, weights, detector).separate_file(video, out_dir)` runs, with bounded memory:
+`Separator(method, weights, detector).separate_file(video, out_dir)` takes a video through four stages,
+each streamed, so memory does not grow with the video's length: decode -> scan -> separate -> write.
 
-1. **Scan** (frames, streamed): decode at `detect_fps`, detect instruments, track them (`tracking`), and
-   keep, on a coarser guidance grid (`guide_fps`), a square padded crop of every tracked instrument plus
-   a square whole-frame view (the fallback when nothing is detected). Only crops are kept, never frames,
-   and they wait in a temporary folder (`CropStore`), not in memory.
-2. **Separate** (audio, streamed): the mixture, resampled to the models' 11,025 Hz, is cut into windows
-   of the method's training length overlapping by half; each window is separated for every identity
-   visible in it (all of them with `full_length`), guided by that identity's crops at the window's frame times (seconds -> guidance-grid index;
-   an identity not visible then uses its nearest crop in time); windows go through the model in batches
-   and are merged by overlap-add with a triangle window (weights min(n+1, L-n), normalised by their
-   sum, so an identity model gives back the mixture exactly). Samples are written as soon as no later
-   window can touch them, so memory does not grow with the video's length.
-3. **Gate and write**: each stem is kept only over the span where its identity was seen (50 ms fades;
-   `full_length` keeps all of it), the optional residual is the mixture minus the written stems. Files
-   are written under temporary names and renamed when complete; then the manifest, and on request
-   a video per identity with only its sound and spectrogram/mask plots.
+1. **Decode** (`media`): frames at `detect_fps`, and the audio as the models hear it, 11,025 Hz mono.
+2. **Scan** (frames): detect instruments, track them (`tracking`), and keep, on a coarser guidance grid
+   (`guide_fps`), a square padded crop of every tracked instrument plus a square whole-frame view (the
+   fallback when nothing is detected). Only crops are kept, never frames, and they wait in a temporary
+   folder (`CropStore`), not in memory.
+3. **Separate** (audio): the mixture is cut into windows of the method's training length overlapping by
+   half (`OverlapAdd`); each window is separated for every identity visible in it (all of them with
+   `full_length`), guided by that identity's crops at the window's frame times (seconds -> guidance-grid
+   index; an identity not visible then uses its nearest crop in time); windows go through the model in
+   batches. What comes out per window is the method's estimates at 11,025 Hz, or, for full-band output,
+   its masks.
+4. **Write** (`outputs`): the windows are merged by overlap-add with a triangle window (weights
+   min(n+1, L-n), normalised by their sum, so an identity model gives back the mixture exactly), at the
+   models' rate or, full band, with the masks applied to every channel of the input at its own rate;
+   each stem is kept only over the span where its identity was seen (50 ms fades; `full_length` keeps
+   all of it) and the optional residual is the input minus the stems. Samples are written as soon as no
+   later window can touch them, into a staging folder committed with the manifest; on request a video
+   per identity with only its sound, and spectrogram/mask plots.
 
 With `out_dir=None` the stems are returned as arrays instead (the library use); `boxes` injects known
 boxes (e.g. a corpus sidecar) in place of the detector.
@@ -40,7 +44,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from avsep_cli import dsp, fsio, media, registry
+from avsep_cli import dsp, fsio, media, outputs, registry
 from avsep_cli.boxes import validate_boxes
 from avsep_cli.datasets import square_crop
 from avsep_cli.errors import AvsepError, OutputError
@@ -55,14 +59,8 @@ FADE_S = 0.05
 # --- overlap-add ------------------------------------------------------------------------------------
 
 
-def triangle(length: int) -> np.ndarray:
-    """(L,) weights min(n + 1, L - n): positive everywhere, so the normalised sum is defined at the edges."""
-    n = np.arange(length)
-    return np.minimum(n + 1, length - n).astype(np.float64)
-
-
 class OverlapAdd:
-    """Streaming overlap-add of windowed estimates (C channels) with a triangle window.
+    """Streaming overlap-add of windowed estimates (C channels) with a triangle window (`dsp.triangle`).
 
     `windows(chunk)` takes mixture samples as they are decoded and yields (start, window) pairs of length
     L every `hop` samples; `end()` yields the one window that covers the tail: flush with the end of the
@@ -73,14 +71,12 @@ class OverlapAdd:
 
     def __init__(self, length: int, hop: int, channels: int):
         self.L, self.hop, self.C = length, hop, channels
-        self.w = triangle(length)
+        self.w = dsp.triangle(length)
         self.mix = np.zeros(0, np.float32)  # undelivered-window mixture samples from `mix_start`
         self.mix_start = 0
         self.next_start = 0
         self.total = 0  # samples seen so far
-        self.acc = np.zeros((channels, 0))  # weighted sums from `acc_start`
-        self.wsum = np.zeros(0)
-        self.acc_start = 0
+        self.sum = dsp.WeightedSum(channels)
 
     def _window(self, start: int) -> np.ndarray:
         off = start - self.mix_start
@@ -120,22 +116,11 @@ class OverlapAdd:
         self.next_start = self.total  # nothing further
 
     def add(self, start: int, est: np.ndarray) -> None:
-        need = start + self.L - self.acc_start
-        if need > self.wsum.shape[0]:
-            grow = need - self.wsum.shape[0]
-            self.acc = np.concatenate([self.acc, np.zeros((self.C, grow))], axis=1)
-            self.wsum = np.concatenate([self.wsum, np.zeros(grow)])
-        off = start - self.acc_start
-        self.acc[:, off : off + self.L] += est * self.w
-        self.wsum[off : off + self.L] += self.w
+        self.sum.add(start, est[..., : min(self.L, self.total - start)], self.w[: min(self.L, self.total - start)])
 
     def pop(self, upto: int) -> np.ndarray:
-        """Finished samples [acc_start, upto) as (C, n), normalised by the window sum."""
-        n = max(0, min(upto, self.total) - self.acc_start)
-        out = self.acc[:, :n] / np.maximum(self.wsum[:n], 1e-12)
-        self.acc, self.wsum = self.acc[:, n:], self.wsum[n:]
-        self.acc_start += n
-        return out
+        """Finished samples [start, upto) as (C, n), normalised by the window sum."""
+        return self.sum.pop(min(upto, self.total))
 
 
 # --- crops on disk ----------------------------------------------------------------------------------
@@ -262,18 +247,21 @@ class Identity:
     end: float
     boxes: list[dict]  # [{"t": seconds, "box": [x1, y1, x2, y2]}] at the detection rate
     file: str | None = None
+    guidance: str = "crops"  # crops of the tracked player, "name" (the class prototype) or "whole-frame"
 
 
 @dataclass
 class SeparationResult:
     input: str
     method: str
-    sample_rate: int
+    sample_rate: int  # of the stems: the models' 11025, or the input's own (full band)
     duration: float
     identities: list[Identity]
     audio_stream: int | None = None  # which of the input's audio streams was separated (0-based)
-    stems: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n,) (in-memory use only)
+    # name -> (n,) at the models' rate, (C, n) at the input's (in-memory use only)
+    stems: dict[str, np.ndarray] = field(default_factory=dict)
     residual: np.ndarray | None = None
+    channels: int = 1
     files: list[Path] = field(default_factory=list)
     manifest: dict = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -348,69 +336,102 @@ class Separator:
 
     def separate_file(self, path: str | Path, out_dir: str | Path | None = None, *, boxes=None,
                       force: bool = False, video: bool = False, plots: bool = False, audio_stream: int | None = None,
+                      sample_rate: str = "model", format: str = "wav", bits: int = 16,
+                      instruments: list[str] | None = None,
                       on_progress: Callable[[str, float], None] | None = None) -> SeparationResult:
-        """Separate `path`. With `out_dir`: write `<class>_<k>.wav` per identity (+ residual.wav),
+        """Separate `path`. With `out_dir`: write `<class>_<k>.wav` (or .flac) per identity (+ residual),
         manifest.json and, on request, videos and plots there; without: return the stems as arrays.
+        `sample_rate`: "model" (11025 Hz mono, what the models hear) or "input" (full band: the input's own
+        rate and channels, see `outputs`); `format` wav or flac, `bits` 16, 24 or 32 (float, wav only).
         `audio_stream`: which of the file's audio streams (0-based; default the first, with a warning when
-        there are several)."""
+        there are several). `instruments`: separate only these classes, each guided by the crops of its
+        tracked players, or by its class prototype (`prototypes`) where the detector finds none of it or
+        the input has no picture (an audio file)."""
         path = Path(path)
+        options = outputs.OutputOptions(sample_rate, format, bits, self.residual, video, plots)
+        named = self._named(instruments)
         info = media.probe(path, audio_stream=audio_stream)
-        media.require(info, audio=True, video=True, min_duration=1.0)
+        media.require(info, audio=True, video=named is None, min_duration=1.0)
+        if options.video and not info.has_video:
+            raise AvsepError(f"{path} has no video stream: --video needs one")
         detector = InjectedBoxes(boxes, getattr(self.detector, "classes", None)) if boxes is not None else self.detector
-        if detector is None:
-            raise AvsepError("no detector: pass --detector WEIGHTS (or --boxes FILE)")
+        if detector is None and info.has_video and named is None:
+            raise AvsepError("no detector: pass --detector WEIGHTS (or --boxes FILE, or --instruments NAMES)")
+        if not info.has_video or detector is None:
+            detector = None  # guidance by name only
+        if options.full_band and not hasattr(self.method, "masks"):
+            raise AvsepError(f"method {self.method_name} gives no masks, so it cannot separate at the input's rate; "
+                             "use the models' rate (--sample-rate model)")
         timer = _Timer()
         progress = on_progress or (lambda stage, frac: None)
         with contextlib.ExitStack() as stack:
             out = None
             if out_dir is not None:  # everything is staged and appears at once, in commit()
-                out = stack.enter_context(fsio.OutputFolder(out_dir, force=force, listed=_manifest_files))
+                out = stack.enter_context(fsio.OutputFolder(out_dir, force=force, listed=outputs.manifest_files))
                 out.refuse_existing(["manifest.json"])
             store = CropStore()
             stack.callback(store.close)
-            result = self._separate(path, info, detector, out, store, timer, progress, video, plots)
+            result = self._separate(path, info, detector, out, store, timer, progress, options, named)
             if out is not None:
                 result.files = out.commit()
             return result
 
+    def _named(self, instruments: list[str] | None):
+        """-> (class names in order, their prototypes) for `instruments`, or None; unknown names are one line."""
+        if instruments is None:
+            return None
+        from avsep_cli import prototypes
+
+        protos = prototypes.for_method(self.method)
+        return prototypes.check_names(instruments, protos.classes), protos
+
     def _separate(self, path: Path, info, detector, out: fsio.OutputFolder | None, store: CropStore, timer: _Timer,
-                  progress, video: bool, plots: bool) -> SeparationResult:
+                  progress, options: outputs.OutputOptions, named=None) -> SeparationResult:
         result = SeparationResult(str(path), self.method_name, dsp.SAMPLE_RATE, info.duration, [], info.audio_stream)
         for w in info.warnings:
             _warn(result, w)
-        tracks, crops = self._scan(path, info.duration, detector, store, timer, progress)
-        if not tracks:
+        tracks, crops = self._scan(path, info.duration, detector, store, timer, progress) if detector else ([], {})
+        classes = list(getattr(detector, "classes", None) or [])
+        if named is not None:  # only the named classes; each one not tracked is guided by its prototype
+            names, protos = named
+            tracks = [t for t in tracks if classes[t.cls] in names]
+            seen = {classes[t.cls] for t in tracks}
+            n_frames = max(1, int(np.ceil(info.duration * self.detect_fps)))
+            for cls in names:
+                if cls not in seen:
+                    if detector is not None:
+                        _warn(result, f"{cls}: not found in the picture; separated by its name over the whole input")
+                    if cls not in classes:
+                        classes.append(cls)
+                    tid = -1 - len(crops)  # negative ids: not the tracker's
+                    tracks.append(Track(tid, classes.index(cls), list(range(n_frames)), [np.zeros(4)] * n_frames,
+                                        [0.0] * n_frames))
+                    crops[tid] = protos.guidance([cls], self.method)[0]  # (K, C, h, w) features
+        elif not tracks:
             if self.on_empty == "error":
                 raise AvsepError(f"no instrument detected in {path} (--on-empty whole-frame separates the whole frame)")
             _warn(result, f"no instrument detected in {path}: the whole frame is one object")
             n_frames = max(1, int(np.ceil(info.duration * self.detect_fps)))
             whole_track = Track(0, -1, list(range(n_frames)), [np.zeros(4)] * n_frames, [0.0] * n_frames)
             tracks, crops = [whole_track], {0: store.view([WHOLE])}
-        result.identities = self._identities(tracks, detector)
-        names = [i.name for i in result.identities]
+        result.identities = self._identities(tracks, classes)
         if out is not None:
-            out.refuse_existing([f"{n}.wav" for n in names] + (["residual.wav"] if self.residual else [])
-                                + ([f"{n}.mp4" for n in names] if video else []))
+            out.refuse_existing(options.planned([i.name for i in result.identities]))
+            for ident in result.identities:
+                ident.file = options.file(ident.name)
 
         with timer("separate"):
-            self._separate_audio(path, result, tracks, crops, out, timer, progress)
-        if out is not None and video:
+            self._separate_audio(path, info, result, tracks, crops, out, options, timer, progress)
+        if out is not None and options.video:
             with timer("video"):
-                for ident in result.identities:
-                    wav = media.read_audio_file(out.stage(ident.file), sr=dsp.SAMPLE_RATE)
-                    media.mux_audio(path, wav, dsp.SAMPLE_RATE, out.stage(f"{ident.name}.mp4"))
-        if plots and out is not None:
+                outputs.solo_videos(path, out, result.identities)
+        if out is not None and options.plots:
             with timer("plots"):
-                self._plots(out, result)
+                outputs.plots(out, result, self.segment)
         result.timings = dict(timer.t)
-        result.manifest = self._manifest(result, detector, info)
+        result.manifest = self._manifest(result, detector, info, options)
         if out is not None:
-            result.manifest["files"] = [n for n in out.names if n != "manifest.json"]
-            manifest = out.stage("manifest.json")
-            try:
-                manifest.write_text(json.dumps(result.manifest, indent=1) + "\n")
-            except OSError as e:
-                raise OutputError(fsio.describe_write_error(e, out.path / "manifest.json")) from None
+            outputs.write_manifest(out, result.manifest)
         return result
 
     # -- pass 1: frames -----------------------------------------------------------------------------
@@ -462,16 +483,19 @@ class Separator:
                  for i in identities}
         return identities, crops
 
-    def _identities(self, tracks: list[Track], detector) -> list[Identity]:
+    def _identities(self, tracks: list[Track], classes: list[str]) -> list[Identity]:
         counts: dict[str, int] = {}
         out = []
         for t in tracks:
-            cls = "whole_frame" if t.cls < 0 else detector.classes[t.cls]
+            cls = "whole_frame" if t.cls < 0 else classes[t.cls]
+            guidance = "whole-frame" if t.cls < 0 else "name" if t.track_id < 0 else "crops"
             counts[cls] = counts.get(cls, 0) + 1
-            boxes = [] if t.cls < 0 else [{"t": round(f / self.detect_fps, 3), "box": [round(float(v), 1) for v in b]}
-                                          for f, b in zip(t.frames, t.boxes)]
+            boxes = [] if guidance != "crops" else [{"t": round(f / self.detect_fps, 3),
+                                                     "box": [round(float(v), 1) for v in b]}
+                                                    for f, b in zip(t.frames, t.boxes)]
             out.append(Identity(f"{cls}_{counts[cls]}", cls, t.track_id, round(t.mean_conf, 4),
-                                round(t.first / self.detect_fps, 3), round((t.last + 1) / self.detect_fps, 3), boxes))
+                                round(t.first / self.detect_fps, 3), round((t.last + 1) / self.detect_fps, 3), boxes,
+                                guidance=guidance))
         return out
 
     # -- pass 2: audio ------------------------------------------------------------------------------
@@ -497,9 +521,9 @@ class Separator:
         a, b = (track.first / self.detect_fps - FADE_S) * sr, ((track.last + 1) / self.detect_fps + FADE_S) * sr
         return s0 < b and s0 + self.segment > a
 
-    def _gates(self, tracks: list[Track], n0: int, n: int) -> np.ndarray:
-        """(S, n) weights of samples [n0, n0 + n): 1 over each identity's span, 0 outside, linear fades."""
-        t = (n0 + np.arange(n)) / dsp.SAMPLE_RATE
+    def _gates(self, tracks: list[Track], n0: int, n: int, sr: int) -> np.ndarray:
+        """(S, n) weights of samples [n0, n0 + n) at rate sr: 1 over each identity's span, 0 outside, linear fades."""
+        t = (n0 + np.arange(n)) / sr
         out = np.ones((len(tracks), n))
         if self.full_length:
             return out
@@ -508,43 +532,22 @@ class Separator:
             out[s] = np.clip(np.minimum(t - a + FADE_S, b + FADE_S - t) / FADE_S, 0.0, 1.0)
         return out
 
-    def _separate_audio(self, path: Path, result: SeparationResult, tracks: list[Track],
-                        crops: dict[int, Mapping[int, np.ndarray]], out: Path | None, timer: _Timer, progress) -> None:
+    def _separate_audio(self, path: Path, info, result: SeparationResult, tracks: list[Track],
+                        crops: dict[int, Mapping[int, np.ndarray]], out: fsio.OutputFolder | None,
+                        options: outputs.OutputOptions, timer: _Timer, progress) -> None:
         from avsep_cli.methods import MixBatch
 
         L = self.segment
         S = len(tracks)
         ola = OverlapAdd(L, L // 2, S)
-        crop_list = [crops[t.track_id] for t in tracks]
-        assert all(crop_list), "every tracked identity keeps at least its best crop"
+        crop_list = [crops[t.track_id] for t in tracks]  # crops by grid index, or (K, C, h, w) prototype features
+        assert all(len(c) for c in crop_list), "every tracked identity keeps at least its best crop"
         names = [i.name for i in result.identities]
-        chunks: dict[str, list[np.ndarray]] = {n: [] for n in names + ["residual"]}
-        mix_kept = {"n0": 0, "mix": np.zeros(0, np.float32)}  # mixture samples not yet written
-        with contextlib.ExitStack() as stack:
-            writers = {}
-            if out is not None:
-                for ident in result.identities:
-                    ident.file = f"{ident.name}.wav"
-                for n in names + (["residual"] if self.residual else []):
-                    writers[n] = stack.enter_context(media.WavWriter(out.stage(f"{n}.wav"), dsp.SAMPLE_RATE,
-                                                                     out.path / f"{n}.wav"))
-
-            def emit(est: np.ndarray) -> None:
-                n0 = mix_kept["n0"]
-                n = est.shape[1]
-                mix, mix_kept["mix"] = mix_kept["mix"][:n], mix_kept["mix"][n:]
-                stems = est * self._gates(tracks, n0, n)
-                mix_kept["n0"] = n0 + n
-                parts = dict(zip(names, stems))
-                if self.residual:
-                    parts["residual"] = mix - stems.sum(0)
-                for name, wav in parts.items():
-                    wav = np.clip(wav, -1.0, 1.0).astype(np.float32)
-                    if name in writers:
-                        writers[name].write(wav)
-                    elif out is None:
-                        chunks[name].append(wav)
-
+        by_name = [i.guidance == "name" for i in result.identities]
+        stems = outputs.open_stems(path, info, options, names, lambda n0, n, sr: self._gates(tracks, n0, n, sr), out,
+                                   ola, L, result.duration, timer)
+        result.sample_rate, result.channels = stems.rate, stems.channels
+        with stems:
             pending: list[tuple[int, np.ndarray]] = []
 
             def run(final: bool) -> None:
@@ -552,23 +555,33 @@ class Separator:
                     todo, pending[:] = pending[: self.batch_windows], pending[self.batch_windows :]
                     # only (window, identity) pairs where the identity is visible run through the model
                     pairs = [(w, k) for w, (s0, _) in enumerate(todo) for k in range(S) if self._active(tracks[k], s0)]
-                    est = np.zeros((len(todo), S, L))
+                    # per window and identity: the estimate (L,), or the mask (512, T) for full band
+                    shape = (dsp.N_FREQ, 1 + L // dsp.HOP) if stems.wants_masks else (L,)
+                    est = np.zeros((len(todo), S, *shape), np.float32 if stems.wants_masks else np.float64)
                     for c in range(0, len(pairs), 2 * self.batch_windows):
-                        group = pairs[c : c + 2 * self.batch_windows]
-                        with timer("guidance"):
-                            frames = torch.stack([self._guidance(crop_list[k], todo[w][0]) for w, k in group])[:, None]
-                        batch = MixBatch(mixture=torch.from_numpy(np.stack([todo[w][1] for w, _ in group])).float(),
-                                         stems=torch.zeros(len(group), 1, 0), frames=frames,  # (P, 1, K, 3, H, W)
-                                         classes=[[result.identities[k].cls] for _, k in group])
-                        with timer("model"), torch.no_grad():
-                            separated = self.method.separate(batch)[:, 0].double().cpu().numpy()  # (P, L)
-                        for (w, k), e in zip(group, separated):
-                            est[w, k] = e
-                    for (s0, _), e in zip(todo, est):
-                        ola.add(s0, e)
+                        chunk = pairs[c : c + 2 * self.batch_windows]
+                        # crops and prototype features cannot share a batch: one model call for each kind
+                        for group in ([p for p in chunk if not by_name[p[1]]], [p for p in chunk if by_name[p[1]]]):
+                            if not group:
+                                continue
+                            with timer("guidance"):
+                                guide = torch.stack([crop_list[k] if by_name[k] else self._guidance(crop_list[k], todo[w][0])
+                                                     for w, k in group])[:, None]  # (P, 1, K, 3, H, W) or (P, 1, K, C, h, w)
+                            batch = MixBatch(mixture=torch.from_numpy(np.stack([todo[w][1] for w, _ in group])).float(),
+                                             stems=torch.zeros(len(group), 1, 0),
+                                             classes=[[result.identities[k].cls] for _, k in group],
+                                             **{"features" if by_name[group[0][1]] else "frames": guide})
+                            with timer("model"), torch.no_grad():
+                                if stems.wants_masks:
+                                    separated = self.method.masks(batch)[:, 0].float().cpu().numpy()  # (P, 512, T)
+                                else:
+                                    separated = self.method.separate(batch)[:, 0].double().cpu().numpy()  # (P, L)
+                            for (w, k), e in zip(group, separated):
+                                est[w, k] = e
+                    for (s0, window), e in zip(todo, est):
+                        stems.add(s0, window, e)
                     # samples before the first window still to run are final
-                    upto = pending[0][0] if pending else (ola.total if final else ola.settled)
-                    emit(ola.pop(upto))
+                    stems.settle(pending[0][0] if pending else (ola.total if final else ola.settled))
 
             audio = media.iter_audio(path, dsp.SAMPLE_RATE, chunk_seconds=30.0, duration=result.duration,
                                      audio_stream=result.audio_stream)
@@ -577,66 +590,35 @@ class Separator:
                     chunk = next(audio, None)
                 if chunk is None:
                     break
-                mix_kept["mix"] = np.concatenate([mix_kept["mix"], chunk.astype(np.float32)])
+                stems.feed(chunk)
                 pending.extend(ola.windows(chunk))
                 run(final=False)
                 progress("separate", min(1.0, ola.total / dsp.SAMPLE_RATE / max(result.duration, 1e-9)))
             pending.extend(ola.end())
             run(final=True)
-            emit(ola.pop(ola.total))
+            stems.settle(ola.total, final=True)
         if out is None:
-            result.stems = {n: np.concatenate(chunks[n]) if chunks[n] else np.zeros(0, np.float32) for n in names}
-            if self.residual:
-                result.residual = np.concatenate(chunks["residual"]) if chunks["residual"] else np.zeros(0, np.float32)
+            arrays = stems.arrays()
+            result.stems = {n: arrays[n] for n in names}
+            result.residual = arrays.get("residual")
 
-    # -- outputs ------------------------------------------------------------------------------------
+    # -- the manifest -------------------------------------------------------------------------------
 
-    def _plots(self, out: fsio.OutputFolder, result: SeparationResult) -> None:
-        """One PNG per identity: mixture, stem and effective mask over a 6-s excerpt in its span."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        sr, L = dsp.SAMPLE_RATE, self.segment
-        spec = lambda wav: dsp.LOG.warp(dsp.stft(torch.from_numpy(wav).float()).abs())  # noqa: E731  (256, T)
-        for ident in result.identities:
-            start = max(0.0, (ident.start + ident.end) / 2 - L / sr / 2)
-            mix = media.load_audio(result.input, sr, start=start, duration=L / sr, audio_stream=result.audio_stream)
-            stem = media.read_audio_file(out.stage(ident.file), sr=sr)[int(start * sr) : int(start * sr) + L]
-            stem = np.pad(stem, (0, len(mix) - len(stem)))
-            m, e = spec(mix), spec(stem)
-            fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
-            db = dict(vmin=-10, vmax=4, cmap="magma", origin="lower", aspect="auto")
-            axes[0].imshow(dsp.log_magnitude(m).numpy(), **db)
-            axes[1].imshow(dsp.log_magnitude(e).numpy(), **db)
-            axes[2].imshow((e / m.clamp_min(1e-8)).clamp(0, 1).numpy(), vmin=0, vmax=1, cmap="gray", origin="lower", aspect="auto")
-            for ax, title in zip(axes, ("mixture", ident.name, "mask")):
-                ax.set_title(f"{title} ({start:.1f}-{start + L / sr:.1f} s)", fontsize=8)
-                ax.axis("off")
-            fig.tight_layout()
-            try:
-                fig.savefig(out.stage(f"{ident.name}.png"), dpi=80)
-            except OSError as e:
-                raise OutputError(fsio.describe_write_error(e, out.path / f"{ident.name}.png")) from None
-            finally:
-                plt.close(fig)
-
-    def _manifest(self, result: SeparationResult, detector, info) -> dict:
+    def _manifest(self, result: SeparationResult, detector, info, options: outputs.OutputOptions) -> dict:
         return {
             "input": result.input,
             "duration": round(info.duration, 3),
             "audio_stream": result.audio_stream,
             "method": self.method_name,
             "weights": {"name": self.weights_name, "sha256": self.weights_sha256},
-            "detector": detector.info(),  # weights, sha256, ... and the model classes we ignore
+            "detector": detector.info() if detector is not None else None,  # weights, sha256, ignored classes
             "device": str(self.device),
-            "sample_rate": dsp.SAMPLE_RATE,
+            # sample_rate, channels, format, bits, high-band rule, residual file
+            **outputs.audio_fields(options, result.sample_rate, result.channels),
             "window": {"samples": self.segment, "hop": self.segment // 2, "frames_per_window": self.k,
                        "frame_gap_s": self.frame_gap},
             "detect_fps": self.detect_fps,
             "full_length": self.full_length,
-            "residual": "residual.wav" if self.residual else None,
             "warnings": result.warnings,
             "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
             "identities": [ident.__dict__ for ident in result.identities],
@@ -648,17 +630,3 @@ def _warn(result: SeparationResult, msg: str) -> None:
     manifest."""
     log.warning(msg)
     result.warnings.append(msg)
-
-
-def _manifest_files(manifest: dict) -> list[str]:
-    """The file names an earlier run's manifest lists (what `--force` replaces as a whole)."""
-    if isinstance(manifest.get("files"), list):
-        return manifest["files"]
-    names = []  # manifests before "files": what they imply
-    for ident in manifest.get("identities", []):
-        if ident.get("file"):
-            stem = Path(ident["file"]).stem
-            names += [ident["file"], f"{stem}.mp4", f"{stem}.png"]
-    if manifest.get("residual"):
-        names.append(manifest["residual"])
-    return names

@@ -30,6 +30,7 @@ BASE = {
     "data synth": ["data", "synth", "-o", "{out}"],
     "data extract": ["data", "extract", "nothing.mp4", "-o", "{out}"],
     "data index": ["data", "index", "nowhere"],
+    "weights prototypes": ["weights", "prototypes", "--root", "nowhere"],
 }
 
 # (command, option, bad values, the range as the error line states it)
@@ -65,9 +66,12 @@ CASES = [
     ("data synth", "--solos", ["-1"], "an integer >= 0"),
     ("data synth", "--duets", ["-1"], "an integer >= 0"),
     ("data synth", "--duration", ["nan", "inf", "0.5", "61"], "a number in [1, 60]"),
+    ("data synth", "--sample-rate", ["0", "-1", "8000", "11024", "96001"], "an integer in [11025, 96000]"),
     ("data extract", "--fps", ["nan", "inf", "0", "-1", "241"], "a number in (0, 240]"),
     ("data index", "--size", ["4", "2048"], "an integer in [16, 1024]"),
     ("data index", "--workers", ["0", "-1"], "an integer >= 1"),
+    ("weights prototypes", "--per-class", ["0", "-1"], "an integer >= 1"),
+    ("weights prototypes", "--seed", ["-1", "4294967296"], "an integer in [0, 4294967295]"),
 ]
 
 # Numeric options checked elsewhere than at parse time (none now).

@@ -346,13 +346,23 @@ def small_cfg(root, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def test_resume_continues_exactly_with_the_critic_and_bank(tiny_corpus, tmp_path):
+def _straight_and_split(tiny_corpus, tmp_path, dev) -> None:
     from avsep_cli.training.run import train
 
-    dev = torch.device("cpu")
     train(small_cfg(tiny_corpus), tmp_path / "straight", device=dev)
     train(small_cfg(tiny_corpus, epochs=1), tmp_path / "split", device=dev)
     train(None, tmp_path / "split", device=dev, resume=True, epochs=2)
+
+
+def test_resume_continues_exactly_with_the_critic_and_bank(tiny_corpus, tmp_path):
+    dev = torch.device("cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one reduction order for both runs (a loaded machine gave few-ulp differences)
+    try:
+        _straight_and_split(tiny_corpus, tmp_path, dev)
+    finally:
+        torch.set_num_threads(threads)
+
     a, b = (checkpoint.load(tmp_path / r / "last.pt") for r in ("straight", "split"))
     # the same up to float rounding (full-suite runs on a loaded machine have shown a few-ulp differences
     # after 4 steps, never more), the bank's bookkeeping exactly

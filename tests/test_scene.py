@@ -173,3 +173,39 @@ def test_artwork_groups_join_renders_of_one_design():
     assert pictures.artwork_group(mk("noto:violin")) == pictures.artwork_group(mk("noto-color-emoji-font:violin"))
     assert pictures.artwork_group(mk("noto-v1:violin")) != pictures.artwork_group(mk("noto:violin"))
     assert pictures.artwork_group(mk("drawing:violin:1")) != pictures.artwork_group(mk("drawing:violin:2"))
+
+
+def test_stereo_placement_pans_the_direct_sound_by_the_box_and_keeps_the_reverb_even():
+    from avsep_cli.corpus import room
+
+    for pan in (-1.0, -0.3, 0.0, 0.5, 1.0):
+        gl, gr = room.equal_power(pan)
+        assert abs(gl ** 2 + gr ** 2 - 1) < 1e-12
+    assert np.allclose(room.equal_power(-1), (1, 0)) and np.allclose(room.equal_power(1), (0, 1))
+    assert np.allclose(room.equal_power(0), (2 ** -0.5, 2 ** -0.5))
+    # The pan is where the box is: left edge -1, centre 0, right edge +1; frames with no box are ignored.
+    boxes = np.array([[0, 10, 40, 50], [0, 10, 40, 50], [5, 5, 5, 5]], np.float32)  # centre x = 20
+    assert abs(room.pan_from_boxes(boxes, S) - (2 * 20 / S - 1)) < 1e-9
+    assert room.pan_from_boxes(np.zeros((3, 4)), S) == 0.0
+    sc = _render([drawings.draw("violin", 0, S), drawings.draw("flute", 0, S)], 5)
+    pans = [room.pan_from_boxes(b, S) for b in sc.boxes]
+    left = sc.info["order"][0]  # the picture shown in the left column
+    assert pans[left] < 0 < pans[1 - left]
+    # place: at pan 0 each channel carries the dry sound at its mono level; the total power of the direct
+    # sound does not depend on the pan; an uneven reverb is brought to equal power in both channels.
+    rng = np.random.default_rng(0)
+    dry = rng.standard_normal(4000).astype(np.float32)
+    silent = np.zeros((2, 4000), np.float32)
+    assert np.allclose(room.place(dry, silent, 0.0), np.stack([dry, dry]), atol=1e-6)
+    for pan in (-0.7, 0.4):
+        x = room.place(dry, silent, pan).astype(np.float64)
+        assert abs(np.sum(x ** 2) - 2 * np.sum(dry.astype(np.float64) ** 2)) < 1e-3 * np.sum(x ** 2)
+        assert (np.sum(x[0] ** 2) > np.sum(x[1] ** 2)) == (pan < 0)
+    rev = np.stack([rng.standard_normal(4000), 3 * rng.standard_normal(4000)]).astype(np.float32)
+    x = room.place(np.zeros(4000, np.float32), rev, 0.8).astype(np.float64)
+    assert abs(np.sum(x[0] ** 2) / np.sum(x[1] ** 2) - 1) < 1e-6
+    # Stereo tails: no direct path, independent channels, one room.
+    tails = room.stereo_reverb_tails(np.random.default_rng(1), 44100, 0.5, 3.0)
+    assert tails.shape[0] == 2 and (tails[:, 0] == 0).all()
+    assert abs(np.corrcoef(tails)[0, 1]) < 0.2
+    assert np.allclose(np.sum(tails.astype(np.float64) ** 2, axis=1), 10 ** (-3.0 / 10), rtol=0.05)

@@ -30,7 +30,7 @@ def test_every_shipped_model_loads_and_runs():
     """Each safetensors file builds its model with the manifest's parameter count; the trunk classifies
     and every separator, through the method interface `eval` and `separate` use, splits a 2-source
     mixture into two finite estimates."""
-    rows = [e for e in registry.entries() if e["file"].endswith(".safetensors")]
+    rows = [e for e in registry.entries() if e["file"].endswith(".safetensors") and e["method"] != "prototypes"]
     assert {"visual-trunk", "avpc", "sop"} <= {e["method"] for e in rows}
     g = torch.Generator().manual_seed(0)
     for e in rows:

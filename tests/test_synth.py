@@ -16,12 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from avsep_cli import media
 from avsep_cli.cli import main
 from avsep_cli.corpus import classes as C
 from avsep_cli.corpus import generate as G
 from avsep_cli.corpus import pictures as P
+from avsep_cli.errors import AvsepError
 from avsep_cli.layout import open_corpus
 
 TIM = C.timgm6mb_path()
@@ -263,3 +265,149 @@ def test_docs_table_covers_every_class_and_every_left_out_class():
     for name, spec in C.CLASSES.items():
         row = next(line for line in doc.splitlines() if line.startswith(f"| {name} |"))
         assert all(str(p) in row for p in spec.programs) and f"{spec.low}-{spec.high}" in row or spec.bank == 128
+
+
+# --- --sample-rate, --stereo, --split / --kind --------------------------------------------------------
+
+# The keys of the default recipe (and of every recipe before --sample-rate and --stereo existed): a
+# default corpus must keep resuming, and keep being the same corpus.
+DEFAULT_RECIPE_KEYS = {"format", "version", "size", "seed", "classes", "duration", "sample_rate", "fps",
+                       "frame_size", "solos_per_class", "duets", "soundfonts", "sample_sets", "pictures",
+                       "picture_licences", "pieces"}
+
+
+def _read_stereo(video: Path) -> tuple[np.ndarray, int, int]:
+    """The audio track of `video` as (C, n) float32 with its rate and channel count (media reads mono)."""
+    import av
+
+    with av.open(str(video)) as c:
+        s = c.streams.audio[0]
+        sr, ch = s.codec_context.sample_rate, s.codec_context.channels
+        rs = av.AudioResampler(format="fltp", layout="stereo" if ch == 2 else "mono", rate=sr)
+        parts = [f.to_ndarray() for fr in c.decode(s) for f in rs.resample(fr)]
+    return np.concatenate(parts, axis=1), sr, ch
+
+
+def test_default_recipe_is_unchanged_and_the_audio_options_change_only_the_audio(tmp_path, cache):
+    base = G.plan(tmp_path / "a", seed=0, cache_dir=cache, **OPTS)
+    assert set(base.recipe) == DEFAULT_RECIPE_KEYS and base.recipe["sample_rate"] == G.SR == 22050
+    same = G.plan(tmp_path / "a", seed=0, cache_dir=cache, sample_rate=22050, stereo=False, **OPTS)
+    assert same.recipe == base.recipe and same.clips == base.clips
+    wide = G.plan(tmp_path / "b", seed=0, cache_dir=cache, sample_rate=44100, stereo=True, **OPTS)
+    assert {k for k in set(wide.recipe) | set(base.recipe) if wide.recipe.get(k) != base.recipe.get(k)} == \
+        {"sample_rate", "channels", "stereo"}
+    assert wide.recipe["sample_rate"] == 44100 and wide.recipe["channels"] == 2
+    assert wide.clips == base.clips  # same players, pieces, pictures, splits
+    only = G.plan(tmp_path / "c", seed=0, cache_dir=cache, only_splits=["test"], only_kinds=["duet"], **OPTS)
+    assert only.clips == [c for c in base.clips if c["split"] == "test" and c["kind"] == "duet"] and only.clips
+    assert only.recipe["only"] == {"splits": ["test"], "kinds": ["duet"]}
+    with pytest.raises(AvsepError, match="--sample-rate 8000"):
+        G.plan(tmp_path / "d", seed=0, cache_dir=cache, sample_rate=8000, **OPTS)
+
+
+@pytest.fixture(scope="module")
+def stereo_corpus(tmp_path_factory, cache):
+    """The tiny preset's duets at 44.1 kHz stereo (4 clips, a few seconds)."""
+    root = tmp_path_factory.mktemp("tiny-stereo") / "corpus"
+    G.generate(root, workers=1, seed=0, cache_dir=cache, sample_rate=44100, stereo=True, only_kinds=["duet"], **OPTS)
+    return root
+
+
+def test_stereo_clip_has_the_rate_and_channels_and_its_stems_sum_to_the_mixture(stereo_corpus, corpus):
+    clips = open_corpus(stereo_corpus).clips()
+    mono = {c.id: c for c in open_corpus(corpus[0]).clips()}
+    assert len(clips) == 4 and all(c.kind == "duet" for c in clips)
+    for clip in clips:
+        info = media.probe(clip.video)
+        assert info.sample_rate == 44100 and info.channels == 2
+        side = json.loads(clip.sidecar.read_text())
+        assert side["sample_rate"] == 44100 and side["channels"] == 2
+        # The same clip as in the mono corpus: players, pieces, pictures and split.
+        twin = json.loads(mono[clip.id].sidecar.read_text())
+        keys = lambda s: [(p["class"], p["piece"], p["picture"]["key"], p["program"]) for p in s["players"]]  # noqa: E731
+        assert keys(side) == keys(twin) and side["split"] == twin["split"]
+        stems = []
+        for p in clip.stems.values():
+            x, sr = sf.read(p, dtype="float32", always_2d=True)
+            assert sr == 44100 and x.shape == (int(6.0 * 44100), 2)
+            stems.append(x.T)
+        mix, sr, ch = _read_stereo(clip.video)
+        total = np.sum(stems, axis=0)
+        assert mix.shape == total.shape
+        for c in range(2):  # the mixing rule, per channel: mixture = sum of the stems
+            snr = 10 * np.log10(np.sum(total[c] ** 2) / (np.sum((total[c] - mix[c]) ** 2) + 1e-20))
+            assert snr >= 40, f"{clip.id} channel {c}: mixture vs sum of stems {snr:.1f} dB"
+        # The band above the mono corpus' Nyquist (11.025 kHz) is there: rendered, not upsampled.
+        spec = np.abs(np.fft.rfft(total.mean(0))) ** 2
+        freqs = np.fft.rfftfreq(total.shape[1], 1 / 44100)
+        assert spec[freqs > 11025].sum() / spec.sum() > 1e-6
+
+
+def test_stereo_pan_follows_the_picture_and_shows_in_channel_energies(stereo_corpus):
+    for clip in open_corpus(stereo_corpus).clips():
+        side = json.loads(clip.sidecar.read_text())
+        pans, centres = [], []
+        for p in side["players"]:
+            x, _ = sf.read(clip.stems[p["class"]], dtype="float64", always_2d=True)
+            left, right = np.sum(x ** 2, axis=0)
+            pan = p["pan"]
+            assert -1 <= pan <= 1
+            if abs(pan) > 0.2:  # left of centre: louder on the left, and the reverse
+                assert (left > right) == (pan < 0), f"{clip.id} {p['class']}: pan {pan}, L/R {left / right:.2f}"
+            pans.append(pan)
+            centres.append(np.mean([(b[0] + b[2]) / 2 for b in p["boxes"]]))
+        # The player further left in the picture is further left in the sound.
+        assert (pans[0] < pans[1]) == (centres[0] < centres[1])
+
+
+def test_split_and_kind_are_checked_in_one_line(capsys, tmp_path):
+    code, err = _cli(capsys, "-o", tmp_path / "c", "--size", "tiny", "--split", "tset")
+    assert code == 2 and "--split tset: expected train, val, test" in err and len(err.strip().splitlines()) == 1
+    code, err = _cli(capsys, "-o", tmp_path / "c", "--size", "tiny", "--kind", "trio")
+    assert code == 2 and "--kind trio: expected solo, duet" in err and len(err.strip().splitlines()) == 1
+
+
+def _load_benchmark(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_fullband_benchmark_scores_known_signals():
+    """benchmarks/bench_fullband.py's scoring on signals whose answers are known: each source owns its
+    own frequency bands, so the right stem, the swapped stems and half the mixture each have a known share
+    of the energy above 5.5 kHz, and a stem with noise 30 dB down scores about 30 dB SDR."""
+    fb = _load_benchmark("bench_fullband")
+    sr, n = 44100, 44100
+    rng = np.random.default_rng(0)
+
+    def band(lo, hi):  # (2, n) noise in [lo, hi) Hz
+        spec = np.fft.rfft(rng.standard_normal((2, n)), axis=1)
+        f = np.fft.rfftfreq(n, 1 / sr)
+        spec[:, (f < lo) | (f >= hi)] = 0
+        return np.fft.irfft(spec, n, axis=1)
+
+    a = band(100, 2500) + 0.3 * band(6500, 8500)
+    b = band(3000, 5000) + 0.3 * band(9500, 12000)
+    mix = a + b
+    right = fb.band_shares([a, b], [a, b], [], sr)
+    assert right["high"] > 0.99 and right["low"] > 0.99 and -25 < right["high_energy_db"] < -5
+    assert fb.band_shares([a, b], [b, a], [], sr)["high"] < 0.01
+    assert abs(fb.band_shares([a, b], [mix / 2, mix / 2], [], sr)["high"] - 0.5) < 0.02
+    # A missing stem is silence; an extra (unmatched) stem's energy counts against the share.
+    assert fb.band_shares([a, b], [a, None], [], sr)["high"] > 0.99
+    high = lambda x: np.sum(np.abs(np.fft.rfft(x, axis=1)[:, np.fft.rfftfreq(n, 1 / sr) >= 5500]) ** 2)  # noqa: E731
+    expected = (high(a) + high(b)) / (high(a) + 2 * high(b))
+    assert abs(fb.band_shares([a, b], [a, b], [b], sr)["high"] - expected) < 0.01
+    # SDR: per channel, averaged; mono works; the channel counts must agree.
+    noisy = a + 10 ** (-30 / 20) * np.sqrt(np.mean(a ** 2)) * rng.standard_normal(a.shape)
+    assert abs(fb.channel_sdr(a, noisy) - 30) < 1.5
+    assert abs(fb.channel_sdr(a[0], noisy[0]) - 30) < 1.5
+    assert fb.channel_sdr(a, a) > 60 and fb.channel_sdr(a, b) < -10
+    assert np.isnan(fb.channel_sdr(a, np.zeros_like(a)))
+    with pytest.raises(ValueError):
+        fb.channel_sdr(a, noisy[:1])

@@ -1,4 +1,5 @@
-"""List, describe, verify and add the model weights shipped in `weights/` (see `avsep_cli.registry`)."""
+"""List, describe, verify and add the model weights shipped in `weights/`, and build the class prototypes
+that separation by instrument name uses (see `avsep_cli.registry`, `avsep_cli.prototypes`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from avsep_cli.cli import common
 from avsep_cli.errors import AvsepError
 
 app = typer.Typer(help=__doc__.split("(")[0].strip() + ".", no_args_is_help=True)
@@ -85,3 +87,51 @@ def add(
         e = registry.export(checkpoint, name, method, fp16=not fp32, default=default, extra=extra, trunk=trunk)
     params = f"{e['parameters']:,} parameters  " if "parameters" in e else ""
     _console().print(f"{registry.weights_dir() / e['file']}  {params}sha256 {e['sha256'][:12]}", highlight=False)
+
+
+@app.command("prototypes")
+def prototypes(
+    root: Path = typer.Option(..., "--root", help="Corpus with player boxes (avsep data synth) whose crops are averaged."),
+    trunk: str = typer.Option("visual-trunk", "--trunk", help="Shipped visual-trunk weights, or separator weights (name or file) whose own trunk is used."),
+    name: Optional[str] = typer.Option(None, "--output", "-o", help="Registry name, file NAME.safetensors (default: prototypes-TRUNK)."),
+    split: str = typer.Option("train", "--split", help="Corpus split the crops come from."),
+    per_class: int = typer.Option(256, "--per-class", callback=common.bounded(1), help="At most this many crops per class (a seeded draw)."),
+    view: list[str] = typer.Option([], "--view", help="Trunk views to store (repeatable; default for visual-trunk weights: resnet18-224, resnet18-dilated-224, resnet18-128, i.e. AVPC, Sound-of-Pixels and IAL-CMS)."),
+    seed: int = typer.Option(0, "--seed", callback=common.bounded(0, common.SEED_MAX), help="Seed of the draw of crops."),
+    info_json: Optional[Path] = typer.Option(None, "--info", help="JSON merged into the entry (corpus recipe, notes)."),
+) -> None:
+    """Build the per-class visual prototypes (mean trunk features of the training crops) that separation
+    by instrument name uses, and record them in the manifest."""
+    import time
+
+    from avsep_cli import prototypes as P
+    from avsep_cli.layout import open_corpus
+
+    extra = {}
+    if info_json is not None:
+        try:
+            extra = json.loads(info_json.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise AvsepError(f"cannot read {info_json}: {e}") from None
+    corpus = open_corpus(root)
+    source = P.trunk_source(trunk, view or None)
+    name = name or f"prototypes-{Path(source.name).stem}"
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    with common.progress() as bar:
+        task = bar.add_task("crops", total=None)
+        tensors, meta = P.build(root, source, split=split, per_class=per_class, seed=seed,
+                                progress=lambda done, total: bar.update(task, completed=done, total=total))
+    cpu, wall = (time.process_time() - cpu0) / 60, (time.perf_counter() - wall0) / 60
+    recipe = corpus.recipe or {}
+    command = (f"avsep weights prototypes --root {root} --trunk {trunk} -o {name} --split {split} --per-class {per_class} "
+               f"--seed {seed}" + "".join(f" --view {v}" for v in view))
+    info = {"corpus": {k: recipe[k] for k in ("size", "seed") if k in recipe},
+            "build": {"command": command, "cpu_minutes": round(cpu, 2), "wall_minutes": round(wall, 2)}, **extra}
+    e = P.export(tensors, meta, name, extra=info)
+    from avsep_cli import registry
+
+    path = registry.weights_dir() / e["file"]
+    counts = e["crops_per_class"].values()
+    _console().print(f"{path}  {path.stat().st_size / 1e6:.2f} MB  {len(e['classes'])} classes, {min(counts)}-{max(counts)} "
+                     f"crops each, views {', '.join(e['views'])}  sha256 {e['sha256'][:12]}  {cpu:.1f} CPU-min",
+                     highlight=False)

@@ -8,6 +8,13 @@ order of work, and a resumed run skips finished clips (a clip is finished when i
 written last, exists). Workers render sound (FluidSynth), room and noise, pictures in motion, and
 encode the mp4 (H.264 224 px at 8 fps with FLAC audio, so the decoded mixture is the sum of the
 stems). ``ROOT/corpus.json`` holds the recipe; a second run into the same folder must use the same one.
+
+By default the audio is mono at 22,050 Hz. ``sample_rate`` renders everything (FluidSynth included, no
+resampling) at another rate, and ``stereo`` places the players: each one's direct sound is panned by its
+position in the picture, the room reverb is drawn per channel (``room.place``), and stems and mixture
+are stereo. ``only_splits`` / ``only_kinds`` render a subset of the planned clips: every clip is still
+planned from (seed, index), so a rendered clip is the same as in the full corpus. Left at their
+defaults, these options add nothing to the recipe, so a default corpus is unchanged byte for byte.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ log = logging.getLogger("avsep")
 
 FORMAT = "avsep-synth-corpus"
 VERSION = 1
-SR = 22050          # corpus audio rate; the models resample to 11025
+SR = 22050          # default corpus audio rate; the models resample to 11025
+SR_RANGE = (11025, 96000)  # below the models' rate the corpus would lack band; FluidSynth stops at 96 kHz
 FPS = 8.0           # the models sample frames at <= 8 fps; more frames only cost encode time and disk
 FRAME = 224         # frame side in pixels (the detector's and the models' input size)
 LABEL_FRAMES = 3    # frames per clip with YOLO box labels
@@ -96,8 +104,11 @@ def split_pictures(pics: list) -> dict[str, list]:
 def plan(root: Path, *, size: str = "tiny", seed: int = 0, classes: list[str] | None = None,
          soundfonts: list[Path] | None = None, assets: Path | None = None, cache_dir: Path | None = None,
          licences: list[str] | None = None, solos_per_class: int | None = None, duets: int | None = None,
-         duration: float = 6.0) -> Plan:
-    """Check the inputs and plan every clip (no rendering)."""
+         duration: float = 6.0, sample_rate: int | None = None, stereo: bool = False,
+         only_splits: list[str] | None = None, only_kinds: list[str] | None = None) -> Plan:
+    """Check the inputs and plan every clip (no rendering). `sample_rate` (Hz, default SR) and `stereo`
+    change the audio only; `only_splits` / `only_kinds` keep the clips of those splits / kinds (their
+    content is the same as in the full plan)."""
     from avsep_cli.corpus import pictures as P
 
     if size not in PRESETS:
@@ -106,6 +117,13 @@ def plan(root: Path, *, size: str = "tiny", seed: int = 0, classes: list[str] | 
     cls_list = C.check_classes(list(classes)) if classes else list(preset.classes)
     if duration < 1.0 or duration > 60.0:
         raise AvsepError(f"--duration {duration}: expected 1 to 60 seconds")
+    rate = SR if sample_rate is None else int(sample_rate)
+    if not SR_RANGE[0] <= rate <= SR_RANGE[1]:
+        raise AvsepError(f"--sample-rate {sample_rate}: expected {SR_RANGE[0]} to {SR_RANGE[1]} Hz")
+    for name, given, allowed in (("split", only_splits, ("train", "val", "test")), ("kind", only_kinds, ("solo", "duet"))):
+        bad = sorted(set(given or ()) - set(allowed))
+        if bad:
+            raise AvsepError(f"--{name} {bad[0]}: expected {', '.join(allowed)}")
     fonts = C.find_fonts([Path(p) for p in soundfonts] if soundfonts else None)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     n_solo = preset.solos_per_class if solos_per_class is None else int(solos_per_class)
@@ -138,7 +156,7 @@ def plan(root: Path, *, size: str = "tiny", seed: int = 0, classes: list[str] | 
 
     recipe = {
         "format": FORMAT, "version": VERSION, "size": size, "seed": int(seed), "classes": cls_list,
-        "duration": float(duration), "sample_rate": SR, "fps": FPS, "frame_size": FRAME,
+        "duration": float(duration), "sample_rate": rate, "fps": FPS, "frame_size": FRAME,
         "solos_per_class": n_solo, "duets": n_duet,
         "soundfonts": [{"key": f.key, "file": f.path.name, "licence": f.licence, "origin": f.origin} for f in fonts],
         "sample_sets": {c: font_sets[c] for c in cls_list},
@@ -148,6 +166,14 @@ def plan(root: Path, *, size: str = "tiny", seed: int = 0, classes: list[str] | 
                    "duet": "music21 Bach chorales" if scores.music21_available() else "procedural",
                    "folk": len(folk), "chorale": len(chorales)},
     }
+    # Keys that exist only when their option is used, so the default recipe is the one of earlier versions.
+    if stereo:
+        recipe["channels"] = 2
+        recipe["stereo"] = ("equal-power pan of each player's direct sound by its mean horizontal position "
+                            "in the picture (-1 left edge, +1 right edge); room reverb drawn per channel")
+    if only_splits or only_kinds:
+        recipe["only"] = {"splits": sorted(set(only_splits)) if only_splits else None,
+                          "kinds": sorted(set(only_kinds)) if only_kinds else None}
     pl = Plan(Path(root), recipe)
 
     jobs: list[tuple[str, tuple[str, ...], int]] = []
@@ -189,6 +215,11 @@ def plan(root: Path, *, size: str = "tiny", seed: int = 0, classes: list[str] | 
         cid = f"syn{index:06d}"
         pl.clips.append({"index": index, "id": cid, "kind": kind, "classes": list(cls_t), "split": split,
                          "players": players, "piece_split": scores.piece_split(pool.index(piece))})
+    if only_splits or only_kinds:
+        pl.clips = [c for c in pl.clips if (not only_splits or c["split"] in only_splits)
+                    and (not only_kinds or c["kind"] in only_kinds)]
+        if not pl.clips:
+            raise AvsepError("nothing to generate: no planned clip is in the chosen --split / --kind")
     return pl
 
 
@@ -202,16 +233,15 @@ def default_cache_dir() -> Path:
 
 # ----------------------------------------------------------------------------------------- rendering
 
-_RENDERER = None
+_RENDERERS: dict = {}  # sample rate -> Renderer, one per worker process
 
 
-def _renderer():
-    global _RENDERER
+def _renderer(sr: int = SR):
     from avsep_cli.corpus.render import Renderer
 
-    if _RENDERER is None:
-        _RENDERER = Renderer(SR)
-    return _RENDERER
+    if sr not in _RENDERERS:
+        _RENDERERS[sr] = Renderer(sr)
+    return _RENDERERS[sr]
 
 
 def render_clip(root: Path, recipe: dict, clip: dict) -> str:
@@ -223,6 +253,7 @@ def render_clip(root: Path, recipe: dict, clip: dict) -> str:
     from avsep_cli.corpus.scene import render_scene
 
     dur, fps, size = recipe["duration"], recipe["fps"], recipe["frame_size"]
+    sr, stereo = int(recipe["sample_rate"]), recipe.get("channels", 1) == 2
     n_frames = int(round(dur * fps))
     rng = np.random.default_rng([recipe["seed"], clip["index"], 1])
     r_perf, r_room, r_scene = rng.spawn(3)
@@ -233,44 +264,60 @@ def render_clip(root: Path, recipe: dict, clip: dict) -> str:
     start_q = float(starts[int(r_perf.integers(0, max(1, len(starts) - 4)))])
     rt60, drr = float(r_room.uniform(0.2, 0.9)), float(r_room.uniform(0.0, 10.0))
     snr = float(r_room.uniform(45.0, 60.0))
-    stems, meta = [], []
+    stems, meta, drys = [], [], []
     for pl in players:
         notes = [tuple(n) for n in pl["notes"]]
         perf = perform(notes, pl["class"], dur, r_perf, tempo_bpm=tempo, start_q=start_q)
-        dry = _renderer().render(Path(pl["soundfont_file"]), pl["bank"], pl["program"], perf.events, dur)
+        dry = _renderer(sr).render(Path(pl["soundfont_file"]), pl["bank"], pl["program"], perf.events, dur)
         if not np.any(dry):  # a window of rests: play from the start of the line instead
             perf = perform(notes, pl["class"], dur, r_perf, tempo_bpm=tempo, start_q=notes[0][0])
-            dry = _renderer().render(Path(pl["soundfont_file"]), pl["bank"], pl["program"], perf.events, dur)
-        ir = room.impulse_response(r_room, SR, rt60, drr)
-        gain_db = float(r_room.uniform(-3.0, 3.0))
-        wet = room.normalise(room.reverberate(dry, ir), SR, -20.0 + gain_db)
+            dry = _renderer(sr).render(Path(pl["soundfont_file"]), pl["bank"], pl["program"], perf.events, dur)
+        if stereo:  # reverb only, placed and normalised once the scene (where the player stands) is known
+            tails = room.stereo_reverb_tails(r_room, sr, rt60, drr)
+            gain_db = float(r_room.uniform(-3.0, 3.0))
+            wet = np.stack([room.reverberate(dry, t) for t in tails])  # (2, T)
+            drys.append((dry, gain_db))
+        else:
+            ir = room.impulse_response(r_room, sr, rt60, drr)
+            gain_db = float(r_room.uniform(-3.0, 3.0))
+            wet = room.normalise(room.reverberate(dry, ir), sr, -20.0 + gain_db)
         stems.append(wet)
         meta.append({"tempo_bpm": round(perf.tempo_bpm, 2), "articulation": perf.articulation,
                      "velocity": perf.velocity, "transpose": perf.transpose, "n_notes": len(perf.events),
                      "gain_db": round(gain_db, 2)})
-    # Noise floor: independent noise in each stem, so mixture = sum of stems holds exactly.
-    level = room.gated_rms(sum(stems), SR) * 10 ** (-snr / 20) / np.sqrt(len(stems))
-    stems = [s + (level * r_room.standard_normal(len(s))).astype(np.float32) for s in stems]
+    pics = [P.Picture(pl["class"], pl["picture"]["key"], pl["picture"]["source"], pl["picture"]["licence"],
+                      Path(pl["picture"]["path"]) if pl["picture"]["path"] else None) for pl in players]
+    pans = None
+    if stereo:
+        # Where a player stands decides its pan, so the picture comes first; its motion follows the
+        # loudness envelope, which does not depend on the pan (the envelope is max-normalised).
+        envs = [room.envelope(room.place(dry, s, 0.0).mean(0), sr, fps, n_frames) for s, (dry, _) in zip(stems, drys)]
+        frames, boxes = render_scene([P.load_rgba(p, size) for p in pics], n_frames, fps, size, r_scene, envs)
+        pans = [room.pan_from_boxes(bx, size) for bx in boxes]
+        stems = [room.normalise(room.place(dry, s, pan), sr, -20.0 + gain_db)
+                 for s, (dry, gain_db), pan in zip(stems, drys, pans)]
+    # Noise floor: independent noise in each stem (and channel), so mixture = sum of stems holds exactly.
+    level = room.gated_rms(sum(stems), sr) * 10 ** (-snr / 20) / np.sqrt(len(stems))
+    stems = [s + (level * r_room.standard_normal(s.shape if stereo else len(s))).astype(np.float32) for s in stems]
     mix = np.sum(stems, axis=0)
     peak = float(np.max(np.abs(mix)))
     if peak > 0.9:
         stems = [s * (0.9 / peak) for s in stems]
         mix = np.sum(stems, axis=0)
-    envs = [room.envelope(s, SR, fps, n_frames) for s in stems]
-    pics = [P.Picture(pl["class"], pl["picture"]["key"], pl["picture"]["source"], pl["picture"]["licence"],
-                      Path(pl["picture"]["path"]) if pl["picture"]["path"] else None) for pl in players]
-    frames, boxes = render_scene([P.load_rgba(p, size) for p in pics], n_frames, fps, size, r_scene, envs)
+    if not stereo:
+        envs = [room.envelope(s, sr, fps, n_frames) for s in stems]
+        frames, boxes = render_scene([P.load_rgba(p, size) for p in pics], n_frames, fps, size, r_scene, envs)
 
     video = _clip_path(root, clip)
     video.parent.mkdir(parents=True, exist_ok=True)
     stem_files = {}
     for pl, s in zip(players, stems):
         f = video.with_name(f"{clip['id']}.{pl['class']}.flac")
-        media.write_audio(f, s, SR, subtype="PCM_16")
+        media.write_audio(f, s, sr, subtype="PCM_16")
         stem_files[pl["class"]] = f.name
     # x264 "veryfast" halves the encode time of "medium" at the same size for these small, smooth frames
     # (39 vs 83 ms per clip, measured)
-    media.write_video(video, frames, fps, audio=mix, sr=SR, acodec="flac", crf=20, preset="veryfast")
+    media.write_video(video, frames, fps, audio=mix, sr=sr, acodec="flac", crf=20, preset="veryfast")
     class_index = {c: i for i, c in enumerate(recipe["classes"])}
     label_dir = video.with_name(f"{clip['id']}.labels")
     label_dir.mkdir(exist_ok=True)
@@ -287,7 +334,7 @@ def render_clip(root: Path, recipe: dict, clip: dict) -> str:
             tmp.write_text("\n".join(lines) + ("\n" if lines else ""))
     sidecar = {
         "id": clip["id"], "kind": clip["kind"], "classes": clip["classes"], "split": clip["split"],
-        "seed": recipe["seed"], "index": clip["index"], "duration": dur, "sample_rate": SR, "fps": fps,
+        "seed": recipe["seed"], "index": clip["index"], "duration": dur, "sample_rate": sr, "fps": fps,
         "frame_size": size, "video": video.name, "stems": stem_files, "labels": label_dir.name,
         "label_frames": label_frames,
         "room": {"rt60": round(rt60, 3), "drr_db": round(drr, 2), "noise_snr_db": round(snr, 2)},
@@ -298,6 +345,10 @@ def render_clip(root: Path, recipe: dict, clip: dict) -> str:
             for pl, m, bx in zip(players, meta, boxes)
         ],
     }
+    if stereo:  # only then: a mono sidecar stays as it was
+        sidecar["channels"] = 2
+        for p, pan in zip(sidecar["players"], pans):
+            p["pan"] = round(pan, 3)
     for p in sidecar["players"]:
         p["picture"] = {k: v for k, v in p["picture"].items() if k != "path"}
     with atomic_path(video.with_suffix(".json")) as tmp:

@@ -18,12 +18,16 @@ from avsep_cli.errors import AvsepError
 @dataclass
 class MixBatch:
     """What a method may look at. Oracles alone read `stems`; learned methods get the mixture and the
-    visual guidance of each source (frames or crops), never the stems."""
+    visual guidance of each source (frames or crops), never the stems. `features`, when set, is the
+    guidance instead of `frames`: what the method's frozen visual trunk gives for K pictures (its class
+    prototype repeated K times for separation by name, see `avsep_cli.prototypes`); a method reads the
+    same trunk output either way, so features of crops separate exactly as the crops do."""
 
     mixture: torch.Tensor  # (B, L) float32
     stems: torch.Tensor  # (B, S, L) references, for oracles and scoring only
     classes: list[list[str]]  # B lists of S class names
     frames: torch.Tensor | None = None  # (B, S, K, 3, H, W) uint8 when the method asks for frames
+    features: torch.Tensor | None = None  # (B, S, K, C, h, w) float32 trunk features; used in place of frames
     extra: dict = field(default_factory=dict)
 
 
@@ -33,6 +37,15 @@ class Method(Protocol):
 
     def separate(self, batch: MixBatch) -> torch.Tensor:
         """-> (B, S, L) estimates in the order of batch.stems / batch.classes."""
+
+
+class MaskingMethod(Method, Protocol):
+    """A method whose estimates are masks on the mixture's STFT (every learned one): `masks` gives them
+    without applying them, so the same masks can be applied elsewhere (full-band outputs, `outputs.py`)."""
+
+    def masks(self, batch: MixBatch) -> torch.Tensor:
+        """-> (B, S, 512, T) masks on the linear grid of `dsp.stft(batch.mixture)` (T = 1 + L // 256):
+        what `separate` multiplies the mixture STFT by."""
 
 
 _REGISTRY: dict[str, Callable[..., Method]] = {}

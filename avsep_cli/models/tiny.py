@@ -41,17 +41,26 @@ class TinyNet(nn.Module):
         )
         self.out = nn.Conv2d(channels, 1, 1)
 
-    def visual_vector(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, K, 3, H, W) uint8 -> (B, D): conv features pooled over space and the K frames."""
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, K, 3, H, W) uint8 -> (B, K, D, h, w) conv maps (h = w = frame_size / 4): the part that plays
+        the frozen trunk's role in the other nets (class prototypes are means of these)."""
         b, k = frames.shape[:2]
         x = normalize(frames.flatten(0, 1))  # (B*K, 3, H, W)
         x = F.interpolate(x, size=(self.config.frame_size,) * 2, mode="bilinear", align_corners=False)
-        v = self.visual(x).mean(dim=(2, 3))  # (B*K, D)
-        return v.view(b, k, -1).mean(1)
+        v = self.visual(x)  # (B*K, D, h, w)
+        return v.view(b, k, *v.shape[1:])
+
+    def visual_vector(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, K, 3, H, W) uint8 -> (B, D): conv features pooled over space and the K frames."""
+        return self.features(frames).mean(dim=(3, 4)).mean(1)
 
     def forward(self, log_mag: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """log_mag (B, 1, 256, T), frames (B, K, 3, H, W) -> mask logits (B, 1, 256, T)."""
-        gamma, beta = self.film(self.visual_vector(frames)).chunk(2, dim=-1)  # (B, C) each
+        return self.forward_features(log_mag, self.features(frames))
+
+    def forward_features(self, log_mag: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """log_mag (B, 1, 256, T), feats (B, K, D, h, w) from `features` -> mask logits (B, 1, 256, T)."""
+        gamma, beta = self.film(feats.mean(dim=(3, 4)).mean(1)).chunk(2, dim=-1)  # (B, C) each
         h = F.leaky_relu(self.inp(log_mag), 0.2)  # (B, C, 256, T)
         h = h * (1 + gamma[..., None, None]) + beta[..., None, None]
         return self.out(self.body(h) + h)

@@ -165,7 +165,8 @@ def mel_features(mixture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
 
 
 def separate(model, mixture: torch.Tensor, crops: torch.Tensor, mix_index: torch.Tensor) -> dict[str, torch.Tensor]:
-    """mixture (B, L); crops (N, K, 3, H, W) uint8; mix_index (N,) -> the model's outputs plus `elems`
+    """mixture (B, L); crops (N, K, 3, H, W) uint8, or their trunk features (N, K, 512, h, w) float32 (cached
+    crops, or class prototypes: separation by name); mix_index (N,) -> the model's outputs plus `elems`
     (N, 256, T) separated mel magnitudes and `waves` (N, L) waveforms (mel mask -> linear grid -> iSTFT)."""
     spec, mel, logmel = mel_features(mixture)
     out = dict(model(logmel, crops, mix_index))
@@ -174,6 +175,13 @@ def separate(model, mixture: torch.Tensor, crops: torch.Tensor, mix_index: torch
     lin = dsp.MEL.unwarp(mask)  # (N, 512, T)
     out["waves"] = dsp.istft(dsp.apply_mask(spec[mix_index], lin), mixture.shape[-1])
     return out
+
+
+def linear_masks(model, mixture: torch.Tensor, crops: torch.Tensor, mix_index: torch.Tensor) -> torch.Tensor:
+    """The masks of `separate` without applying them: mixture (B, L), crops (N, K, ...) and mix_index (N,)
+    as there -> (N, 512, T) soft masks on the linear grid (the mel masks warped back)."""
+    _, _, logmel = mel_features(mixture)
+    return dsp.MEL.unwarp(model(logmel, crops, mix_index)["mask"][:, 0])  # (N, 256, T) -> (N, 512, T)
 
 
 # --- the system -----------------------------------------------------------------------------------------

@@ -111,7 +111,7 @@ def build_system(cfg: TrainConfig, visual_weights: str | None = None):
     length = max(cfg.batch_size * max(cfg.steps_per_epoch, 1), 64)
     store = None
     if cfg.cache_features:
-        if not hasattr(model, "forward_features"):
+        if not hasattr(model, "frame_net"):
             raise AvsepError(f"--cache-features needs a frozen visual trunk; --method {cfg.method} has none")
         from avsep_cli.features import TrunkFeatureStore
 

@@ -115,13 +115,14 @@ class MaskMethod:
     def separate(self, batch: MixBatch) -> torch.Tensor:
         dev = next(self.model.parameters()).device
         mixture = batch.mixture.to(dev).float()  # (B, L)
-        frames = batch.frames.to(dev)  # (B, N, K, 3, H, W)
+        feats = batch.features is not None  # trunk features (class prototypes) in place of pictures
+        frames = (batch.features.float() if feats else batch.frames).to(dev)  # (B, N, K, 3, H, W) or (B, N, K, C, h, w)
         b, length = mixture.shape
         seg = self.segment or length
         n_chunks = -(-length // seg)
         padded = F.pad(mixture, (0, n_chunks * seg - length)).view(b * n_chunks, seg)
         frames = frames.repeat_interleave(n_chunks, dim=0)
-        logits, _ = mask_logits(self.model, padded, frames)
+        logits, _ = mask_logits(self.model, padded, frames, feats)
         mask = torch.sigmoid(logits)  # (B*C, N, 256, T)
         lin = dsp.LOG.unwarp(mask)
         if self.binary:
@@ -129,6 +130,24 @@ class MaskMethod:
         est = dsp.masked_waveforms(padded, lin, "linear")  # (B*C, N, seg)
         n = est.shape[1]
         return est.view(b, n_chunks, n, seg).permute(0, 2, 1, 3).reshape(b, n, n_chunks * seg)[..., :length]
+
+    @torch.no_grad()
+    def masks(self, batch: MixBatch) -> torch.Tensor:
+        """-> (B, N, 512, T) the masks `separate` applies, on the linear grid of the mixture's STFT (T = 1 +
+        L // 256), for one window of at most `segment` samples (zero-padded to it, as `separate` pads)."""
+        dev = next(self.model.parameters()).device
+        mixture = batch.mixture.to(dev).float()  # (B, L)
+        feats = batch.features is not None
+        frames = (batch.features.float() if feats else batch.frames).to(dev)  # (B, N, K, 3, H, W) or (B, N, K, C, h, w)
+        length = mixture.shape[-1]
+        seg = self.segment or length
+        if length > seg:
+            raise ValueError(f"masks() takes one window of at most {seg} samples, not {length}")
+        logits, _ = mask_logits(self.model, F.pad(mixture, (0, seg - length)), frames, feats)
+        lin = dsp.LOG.unwarp(torch.sigmoid(logits))  # (B, N, 512, T_seg)
+        if self.binary:
+            lin = (lin > 0.5).float()
+        return lin[..., : 1 + length // dsp.HOP]
 
 
 class IALCMSMethod:
@@ -148,11 +167,26 @@ class IALCMSMethod:
         self.model.eval()
         dev = next(self.model.parameters()).device
         mixture = batch.mixture.to(dev).float()  # (B, L)
-        frames = batch.frames.to(dev)  # (B, S, K, 3, H, W)
+        # pictures, or trunk features (class prototypes) that the visual encoder takes in their place
+        frames = (batch.frames if batch.features is None else batch.features.float()).to(dev)  # (B, S, K, 3, H, W) | (B, S, K, C, h, w)
         b, s = frames.shape[:2]
         mix_index = torch.arange(b, device=dev).repeat_interleave(s)
         waves = separate(self.model, mixture, frames.flatten(0, 1), mix_index)["waves"]  # (B*S, L)
         return waves.view(b, s, -1)
+
+    @torch.no_grad()
+    def masks(self, batch: MixBatch) -> torch.Tensor:
+        """-> (B, S, 512, T) the soft masks `separate` applies (the mel masks on the linear grid), T = 1 + L // 256."""
+        from avsep_cli.training.ialcms import linear_masks
+
+        self.model.eval()
+        dev = next(self.model.parameters()).device
+        mixture = batch.mixture.to(dev).float()  # (B, L)
+        frames = (batch.frames if batch.features is None else batch.features.float()).to(dev)  # (B, S, K, ...)
+        b, s = frames.shape[:2]
+        mix_index = torch.arange(b, device=dev).repeat_interleave(s)
+        lin = linear_masks(self.model, mixture, frames.flatten(0, 1), mix_index)  # (B*S, 512, T)
+        return lin.view(b, s, *lin.shape[-2:])
 
 
 FIXED_SEGMENT = {"avpc": dsp.SEGMENT, "sop": dsp.SEGMENT}  # nets whose depth needs 256 STFT frames

@@ -27,6 +27,10 @@ def synth(
     solos: Optional[int] = typer.Option(None, "--solos", callback=common.bounded(0), help="Solo clips per class instead of the preset's."),
     duets: Optional[int] = typer.Option(None, "--duets", callback=common.bounded(0), help="Duet clips instead of the preset's."),
     duration: float = typer.Option(6.0, "--duration", callback=common.bounded(1, 60), help="Clip length in seconds (1 to 60)."),
+    sample_rate: Optional[int] = typer.Option(None, "--sample-rate", callback=common.bounded(11025, 96000), help="Audio rate in Hz, 11025 to 96000 (default 22050); FluidSynth renders at this rate."),
+    stereo: bool = typer.Option(False, "--stereo", help="Stereo audio: each player's direct sound panned by where it stands in the picture, room reverb per channel."),
+    split: Optional[List[str]] = typer.Option(None, "--split", help="Render only the clips of this split (train, val, test; repeatable); the clips are those of the full corpus."),
+    kind: Optional[List[str]] = typer.Option(None, "--kind", help="Render only solo or duet clips (repeatable)."),
     licence: Optional[List[str]] = typer.Option(None, "--licence", help="Use only pictures under these licences (repeatable, e.g. CC0-1.0, MIT); procedural drawings always qualify."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Cache for parsed scores and rasterised pictures (default ~/.cache/avsep/corpus)."),
 ) -> None:
@@ -59,6 +63,7 @@ def synth(
         plan = G.generate(output, workers=workers, progress=report, size=size, seed=seed, classes=cls_list,
                           soundfonts=soundfont or None, assets=assets_dir, cache_dir=cache,
                           licences=licence or None, solos_per_class=solos, duets=duets, duration=duration,
+                          sample_rate=sample_rate, stereo=stereo, only_splits=split or None, only_kinds=kind or None,
                           on_plan=warn_missing)
     n = len(plan.clips)
     if common.verbosity() >= 0:

@@ -1,0 +1,264 @@
+"""Separation by instrument name: class prototypes (mean trunk features of a corpus' training crops), built
+by `avsep weights prototypes`, stored and sha256-checked like weights, and given to every method in place of
+pictures (`MixBatch.features`)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from avsep_cli import checkpoint, dsp, registry
+from avsep_cli import prototypes as P
+from avsep_cli.errors import AvsepError
+from avsep_cli.methods import MixBatch, get_method
+from avsep_cli.training.systems import IALCMSMethod, MaskMethod
+from clihelp import assert_one_error, run
+
+
+def _small(name: str):
+    """Random-weight small nets of each kind, as methods (the shipped ones' code path)."""
+    from avsep_cli.models.avpc import AVPC
+    from avsep_cli.models.ialcms import IALCMS
+    from avsep_cli.models.sop import SoundOfPixels
+    from avsep_cli.models.tiny import TinyNet
+
+    torch.manual_seed(0)
+    if name == "tiny":
+        return MaskMethod(TinyNet(), "tiny", frame_size=64, binary=False)  # soft masks: every difference shows
+    if name == "avpc":
+        return MaskMethod(AVPC(ngf=4, cycles=1), "avpc", segment=dsp.SEGMENT, binary=False)
+    if name == "sop":
+        return MaskMethod(SoundOfPixels(ngf=4, k=4), "sop", segment=dsp.SEGMENT, binary=False)
+    return IALCMSMethod(IALCMS(ngf=4, dim=8, blocks=1, frame_size=64), frame_size=64)
+
+
+def _batch(mixture, **guidance) -> MixBatch:
+    b, s = next(iter(guidance.values())).shape[:2]
+    return MixBatch(mixture=mixture, stems=torch.zeros(b, s, 0), classes=[["a", "b"]] * b, **guidance)
+
+
+@pytest.mark.parametrize("name", ["tiny", "avpc", "sop", "ialcms"])
+def test_features_of_crops_separate_exactly_as_the_crops(name):
+    """The feature path is exact: the trunk's own features of some crops, given as `features`, give the
+    stems the crops give; two sources with different features get different stems."""
+    method = _small(name)
+    g = torch.Generator().manual_seed(1)
+    size = method.frame_size
+    frames = torch.randint(0, 256, (1, 2, 2, 3, size, size), dtype=torch.uint8, generator=g)  # (B, S, K, 3, H, W)
+    mixture = torch.randn(1, dsp.SEGMENT, generator=g) * 0.1
+    by_crops = method.separate(_batch(mixture, frames=frames))
+    feats = P.trunk_features(method, frames)
+    assert feats.shape[:3] == (1, 2, 2) and feats.dtype == torch.float32
+    by_feats = method.separate(_batch(mixture, features=feats))
+    torch.testing.assert_close(by_feats, by_crops, rtol=0, atol=1e-6)
+    assert not torch.allclose(by_feats[0, 0], by_feats[0, 1])
+    if name in ("tiny", "ialcms"):  # they average the K trunk outputs first: K copies of the mean are the same
+        mean = feats.mean(2, keepdim=True).expand_as(feats).contiguous()
+        torch.testing.assert_close(method.separate(_batch(mixture, features=mean)), by_crops, rtol=0, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def tiny_prototypes(tiny_corpus, tiny_weights, tmp_path_factory):
+    """Prototypes of the tiny model's own visual stack on the tiny corpus' training split, built with the CLI
+    into a private weights folder."""
+    from avsep_cli.cli import main
+
+    folder = tmp_path_factory.mktemp("protos") / "weights"
+    with pytest.MonkeyPatch.context() as mp:  # only while building: later tests set it themselves
+        mp.setenv("AVSEP_WEIGHTS", str(folder))
+        rc = main(["weights", "prototypes", "--root", str(tiny_corpus), "--trunk", str(tiny_weights), "-o", "protos-tiny",
+                   "--per-class", "1000"])
+    assert rc == 0
+    return {"folder": folder, "entry": registry.entry("protos-tiny", folder), "method": get_method("tiny", weights=str(tiny_weights))}
+
+
+def test_prototypes_are_the_mean_trunk_feature_of_the_training_crops(tiny_corpus, tiny_prototypes, monkeypatch):
+    from avsep_cli.datasets import ClipReader
+    from avsep_cli.features import player_crops
+    from avsep_cli.layout import open_corpus
+
+    monkeypatch.setenv("AVSEP_WEIGHTS", str(tiny_prototypes["folder"]))
+    e, method = tiny_prototypes["entry"], tiny_prototypes["method"]
+    corpus = open_corpus(tiny_corpus)
+    train = corpus.clips(split="train")
+    assert e["method"] == "prototypes" and e["views"] == ["tiny-64"] and e["dtype"] == "float16"
+    assert e["classes"] == sorted({c for clip in train for c in clip.classes})
+    assert e["sha256"] == checkpoint.sha256(tiny_prototypes["folder"] / e["file"])
+    assert e["trunk_state_sha256"] == P.trunk_sha256(method.model) and e["build"]["cpu_minutes"] >= 0
+    # violin: every training player of that class, on the 1-fps grid, through the model's own visual stack
+    reader, feats = ClipReader(tiny_corpus), []
+    for clip in train:
+        meta = json.loads(clip.sidecar.read_text())
+        times = [float(t) for t in range(int(np.ceil(meta["duration"])))]
+        for j, p in enumerate(meta["players"]):
+            if p["class"] == "violin":
+                feats.append(P.trunk_features(method, player_crops(reader, clip, times, j, 64)[None])[0])
+    expected = torch.cat(feats).mean(0)  # (D, h, w)
+    protos = P.load("protos-tiny")
+    assert protos.crops["violin"] == e["crops_per_class"]["violin"] == sum(len(f) for f in feats)
+    torch.testing.assert_close(protos.maps["tiny-64"][protos.classes.index("violin")], expected, rtol=2e-3, atol=2e-3)
+
+
+def test_guidance_by_name(tiny_prototypes, monkeypatch):
+    """Guidance for named classes: the method's K copies of each prototype; other names, other stems; the
+    stems follow the names' order."""
+    monkeypatch.setenv("AVSEP_WEIGHTS", str(tiny_prototypes["folder"]))
+    method = tiny_prototypes["method"]
+    assert P.known_classes(method) == ("flute", "piano", "trumpet", "violin")
+    g = P.guidance_for(["violin", "Flute"], method)
+    assert g.shape == (2, method.frames_per_source, 16, 16, 16) and torch.equal(g[0, 0], g[0, -1])
+    mixture = torch.randn(1, dsp.SAMPLE_RATE * 2, generator=torch.Generator().manual_seed(0)) * 0.1
+    est = method.separate(_batch(mixture, features=g[None]))
+    swapped = method.separate(_batch(mixture, features=P.guidance_for(["flute", "violin"], method)[None]))
+    assert torch.equal(est, swapped.flip(1)) and not torch.equal(est[0, 0], est[0, 1])
+
+
+def test_unknown_names_and_foreign_trunks_are_refused(tiny_corpus, tiny_prototypes, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("AVSEP_WEIGHTS", str(tiny_prototypes["folder"]))
+    method = tiny_prototypes["method"]
+    assert P.parse_names(" violin, Acoustic Guitar,,") == ["violin", "acoustic_guitar"]
+    assert P.check_names(["violin", "Violin", "flute"], P.known_classes(method)) == ["violin", "flute"]
+    with pytest.raises(AvsepError) as err:
+        P.check_names(["violin", "kazoo"], P.known_classes(method))
+    assert str(err.value) == "unknown instrument 'kazoo'; known: flute, piano, trumpet, violin"
+    with pytest.raises(AvsepError, match="unknown instrument 'kazoo'; known: flute, piano"):
+        P.guidance_for(["kazoo"], method)
+    with pytest.raises(AvsepError, match="name at least one"):
+        P.parse_names(" , ")
+    # another tiny model (another trunk): the shipped file is not its own and is refused by name too
+    from avsep_cli.models.tiny import TinyNet
+
+    torch.manual_seed(1)
+    other = MaskMethod(TinyNet(), "tiny", frame_size=64)
+    with pytest.raises(AvsepError, match="no class prototypes ship for the visual trunk of tiny"):
+        P.guidance_for(["violin"], other)
+    with pytest.raises(AvsepError, match="made with another visual trunk"):
+        P.guidance_for(["violin"], other, "protos-tiny")
+    # sha256 checked like every shipped file
+    folder = tiny_prototypes["folder"]
+    bad = tmp_path / "w"
+    bad.mkdir()
+    for f in folder.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    data = bytearray((bad / "protos-tiny.safetensors").read_bytes())
+    data[-1] ^= 1
+    (bad / "protos-tiny.safetensors").write_bytes(bytes(data))
+    with pytest.raises(AvsepError, match="sha256"):
+        P.load("protos-tiny", folder=bad)
+    # the CLI: verify and list include the file; bad arguments are one line, exit 2
+    rc, out, _ = run(capsys, "weights", "verify")
+    assert rc == 0 and "protos-tiny" in out
+    rc, _, err = run(capsys, "weights", "prototypes", "--root", tiny_corpus, "--trunk", "no-such-trunk")
+    assert_one_error(rc, err, "no-such-trunk")
+    rc, _, err = run(capsys, "weights", "prototypes", "--root", tiny_corpus, "--trunk", folder / "protos-tiny.safetensors")
+    assert_one_error(rc, err, "no avsep model metadata")
+
+
+def test_visual_trunk_prototypes_serve_every_separator_of_that_trunk(tiny_corpus, tmp_path, monkeypatch):
+    """Built from visual-trunk weights, one file holds a map per view; a separator whose frozen trunk holds
+    those weights finds it by the trunk's hash, and its guidance is the mean of its own trunk's features."""
+    from avsep_cli.models.ialcms import IALCMS
+    from avsep_cli.models.trunk_classifier import TrunkClassifier
+
+    folder = tmp_path / "weights"
+    monkeypatch.setenv("AVSEP_WEIGHTS", str(folder))
+    torch.manual_seed(0)
+    cls = TrunkClassifier(num_classes=4)
+    registry.export(checkpoint.save(tmp_path / "t.pt", checkpoint.model_state("visual-trunk", {"num_classes": 4, "frame_size": 224}, cls)),
+                    "trunk-test", "visual-trunk")
+    tensors, meta = P.build(tiny_corpus, P.trunk_source("trunk-test", ["resnet18-128", "resnet18-dilated-64"]), per_class=2)
+    e = P.export(tensors, meta, "protos-trunk")
+    assert e["views"] == ["resnet18-128", "resnet18-dilated-64"] and set(e["crops_per_class"].values()) == {2}
+    assert tensors["resnet18-128"].shape == (4, 512, 4, 4) and tensors["resnet18-dilated-64"].shape == (4, 512, 4, 4)
+    shipped = registry.resolve("trunk-test").data["state_dict"]
+    ial = IALCMS(ngf=4, dim=8, blocks=1, frame_size=128)
+    ial.visual.trunk.load_state_dict({k.removeprefix("trunk."): v for k, v in shipped.items() if k.startswith("trunk.")})
+    method = IALCMSMethod(ial, frame_size=128)
+    assert P.view_of(ial) == P.View("resnet18", 128)
+    g = P.guidance_for(["piano"], method)  # found by the trunk's hash
+    assert g.shape == (1, 3, 512, 4, 4)
+    torch.testing.assert_close(g[0, 0], tensors["resnet18-128"][1].float())
+    with pytest.raises(AvsepError, match="hold no resnet18-64 maps"):
+        P.guidance_for(["piano"], IALCMSMethod(_with_trunk(IALCMS(ngf=4, dim=8, blocks=1, frame_size=64), ial), frame_size=64))
+
+
+def _with_trunk(model, donor):
+    model.visual.trunk.load_state_dict(donor.visual.trunk.state_dict())
+    return model
+
+
+@pytest.mark.skipif(not any(e.get("method") == "prototypes" for e in registry.entries()), reason="no shipped prototypes")
+def test_shipped_prototypes_fit_every_shipped_separator():
+    e = next(e for e in registry.entries() if e.get("method") == "prototypes")
+    trunk = registry.entry(e["trunk"])
+    assert e["trunk_sha256"] == trunk["sha256"] and len(e["classes"]) == trunk["config"]["num_classes"]
+    for name in ("avpc", "sop", "ialcms"):
+        method = get_method(name)
+        g = P.guidance_for(e["classes"][:2], method)
+        assert g.shape[:2] == (2, method.frames_per_source) and torch.isfinite(g).all(), name
+
+
+# --- avsep separate --instruments ----------------------------------------------------------------------
+
+
+def _separate(capsys, monkeypatch, folder, tiny_weights, media_path, out, *extra):
+    monkeypatch.setenv("AVSEP_WEIGHTS", str(folder))
+    return run(capsys, "separate", media_path, "-o", out, "--method", "tiny", "--weights", tiny_weights,
+               "--sample-rate", "model", *extra)
+
+
+def test_instruments_on_an_audio_file(capsys, monkeypatch, tiny_prototypes, tiny_weights, tmp_path):
+    """An audio file has no picture: each named instrument is separated by its prototype, over the whole input."""
+    import mediagen as mg
+    import soundfile as sf
+
+    wav = tmp_path / "duet.wav"
+    mg.make_media(wav, seconds=3.0, video=False)
+    out = tmp_path / "stems"
+    rc, stdout, err = _separate(capsys, monkeypatch, tiny_prototypes["folder"], tiny_weights, wav, out,
+                                "--instruments", "violin, Flute", "--residual")
+    assert rc == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(i["cls"], i["guidance"]) for i in manifest["identities"]] == [("violin", "name"), ("flute", "name")]
+    assert manifest["detector"] is None
+    a, b, mix = (sf.read(out / f)[0] for f in ("violin_1.wav", "flute_1.wav", "residual.wav"))
+    assert len(a) == len(b) == round(3.0 * dsp.SAMPLE_RATE) and np.abs(a - b).max() > 1e-4  # names steer
+    # without names, an audio file is still refused: there is nothing to see
+    rc, _, err = _separate(capsys, monkeypatch, tiny_prototypes["folder"], tiny_weights, wav, tmp_path / "o2")
+    assert_one_error(rc, err, "has no video stream")
+
+
+def test_unknown_instrument_is_one_line_listing_the_known(capsys, monkeypatch, tiny_prototypes, tiny_weights, tmp_path):
+    import mediagen as mg
+
+    wav = tmp_path / "a.wav"
+    mg.make_media(wav, seconds=2.0, video=False)
+    rc, _, err = _separate(capsys, monkeypatch, tiny_prototypes["folder"], tiny_weights, wav, tmp_path / "o",
+                           "--instruments", "violin,kazoo")
+    assert_one_error(rc, err, "unknown instrument 'kazoo'; known: flute, piano, trumpet, violin")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_named_class_the_detector_missed_is_forced(capsys, monkeypatch, tiny_prototypes, tiny_weights, tmp_path):
+    """The picture shows a violin and a cello; named: violin and flute. The violin is guided by its crops, the
+    flute (not found) by its prototype over the whole video with a warning, and the unnamed cello is left out."""
+    import mediagen as mg
+
+    video = tmp_path / "duet.mp4"
+    mg.make_media(video, seconds=3.0)
+    boxes = tmp_path / "boxes.json"
+    n = 12
+    boxes.write_text(json.dumps({"fps": 4, "players": [{"class": "violin", "boxes": [[10, 20, 70, 100]] * n},
+                                                       {"class": "cello", "boxes": [[80, 20, 140, 100]] * n}]}))
+    out = tmp_path / "stems"
+    rc, _, err = _separate(capsys, monkeypatch, tiny_prototypes["folder"], tiny_weights, video, out,
+                           "--boxes", boxes, "--instruments", "violin,flute")
+    assert rc == 0, err
+    assert err.count("flute: not found in the picture") == 1
+    manifest = json.loads((out / "manifest.json").read_text())
+    got = [(i["cls"], i["guidance"], i["start"], i["end"]) for i in manifest["identities"]]
+    assert got == [("violin", "crops", 0.0, 3.0), ("flute", "name", 0.0, 3.0)]
+    assert sorted(p.name for p in out.iterdir()) == ["flute_1.wav", "manifest.json", "violin_1.wav"]
