@@ -75,18 +75,23 @@ def add(
     """Export a checkpoint to weights/ as safetensors and record it in the manifest."""
     from avsep_cli import registry
 
-    extra = {}
-    if info_json is not None:
-        try:
-            extra = json.loads(info_json.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise AvsepError(f"cannot read {info_json}: {e}") from None
+    extra = _read_info(info_json)
     if method == "detector":  # an ultralytics file, kept as it is
         e = registry.add_file(checkpoint, name, method, default=default, extra=extra)
     else:
         e = registry.export(checkpoint, name, method, fp16=not fp32, default=default, extra=extra, trunk=trunk)
     params = f"{e['parameters']:,} parameters  " if "parameters" in e else ""
     _console().print(f"{registry.weights_dir() / e['file']}  {params}sha256 {e['sha256'][:12]}", highlight=False)
+
+
+def _read_info(path: Optional[Path]) -> dict:
+    """The --info JSON merged into a manifest entry ({} without one)."""
+    if path is None:
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise AvsepError(f"cannot read {path}: {e}") from None
 
 
 @app.command("prototypes")
@@ -107,12 +112,7 @@ def prototypes(
     from avsep_cli import prototypes as P
     from avsep_cli.layout import open_corpus
 
-    extra = {}
-    if info_json is not None:
-        try:
-            extra = json.loads(info_json.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise AvsepError(f"cannot read {info_json}: {e}") from None
+    extra = _read_info(info_json)
     corpus = open_corpus(root)
     source = P.trunk_source(trunk, view or None)
     name = name or f"prototypes-{Path(source.name).stem}"
