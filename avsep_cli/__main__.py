@@ -3,27 +3,29 @@
 Signals are set up before anything heavy is imported (torch takes seconds): SIGTERM raises
 `Terminated`, a KeyboardInterrupt, so a terminated run cleans up like an interrupted one (temporary
 files and staged outputs removed) and says so in one line, and Ctrl-C during start-up is the same one
-line instead of a traceback.
+line instead of a traceback. Both are also remembered (`errors.on_signal`), so one whose exception
+third-party code swallows (a bare `except:` around an optional import) still stops the run, before its
+outputs are committed (`errors.check_signals`).
 """
 
 import os
 import signal
 import sys
 
-from avsep_cli.errors import Terminated, stopped
-
-
-def _terminate(signum, frame):
-    raise Terminated()
+from avsep_cli.errors import check_signals, on_signal, stopped
 
 
 def main() -> int:
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGTERM, _terminate)
+        signal.signal(signal.SIGTERM, on_signal)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored (nohup &)
+        signal.signal(signal.SIGINT, on_signal)
     try:
         from avsep_cli.cli import main as cli_main
 
         code = cli_main()
+        if code not in (130, 143):
+            check_signals()  # one that third-party code swallowed while the command ran
     except KeyboardInterrupt as e:  # during start-up, or after cli_main's own handlers (while it returns)
         code = stopped(e)
     # The run is over (outputs committed or cleaned up): a signal now must not turn it into a crash in the

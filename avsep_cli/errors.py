@@ -34,3 +34,24 @@ def stopped(e: KeyboardInterrupt) -> int:
     terminated = isinstance(e, Terminated)
     print(f"avsep: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
     return 143 if terminated else 130
+
+
+_received: list[int] = []  # signals seen by `on_signal` in this process
+
+
+def on_signal(signum, frame) -> None:
+    """The handler of SIGINT and SIGTERM (see avsep_cli.__main__): remember the signal, then raise
+    KeyboardInterrupt or `Terminated` so that clean-up runs."""
+    import signal
+
+    _received.append(signum)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def check_signals() -> None:
+    """Raise again for a signal whose exception third-party code swallowed (a bare `except:` around an
+    optional import): called before outputs are committed, so a stopped run never commits them."""
+    import signal
+
+    if _received:
+        raise Terminated() if signal.SIGTERM in _received else KeyboardInterrupt()

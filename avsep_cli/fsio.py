@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from avsep_cli.errors import OutputError
+from avsep_cli.errors import OutputError, check_signals
 
 
 @contextlib.contextmanager
@@ -136,6 +136,7 @@ class OutputFolder:
 
     def commit(self) -> list[Path]:
         """Move every staged file into place; returns their final paths."""
+        check_signals()  # a Ctrl-C that third-party code swallowed still stops the run here
         staged = [n for n in self.names if (self.staging / n).exists()]
         order = [n for n in staged if n != self.last] + [n for n in staged if n == self.last]
         with held_signals():

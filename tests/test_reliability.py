@@ -290,3 +290,21 @@ def test_truncated_and_bit_flipped_demo_keeps_the_contract(capsys, tiny_weights,
             assert_one_error(rc, err, str(video))
             assert not out.exists(), listing(out)
     assert 2 in outcomes  # damage that FFmpeg notices is reported, not separated
+
+
+def test_a_ctrl_c_that_third_party_code_swallowed_still_stops_the_commit(tmp_path, monkeypatch):
+    """A bare `except:` around an optional import can swallow the KeyboardInterrupt of a Ctrl-C; the signal is
+    remembered, and the outputs are not committed."""
+    from avsep_cli import errors
+
+    monkeypatch.setattr(errors, "_received", [])
+    out = tmp_path / "stems"
+    with pytest.raises(KeyboardInterrupt):
+        with fsio.OutputFolder(out) as folder:
+            folder.stage("violin_1.wav").write_bytes(b"half a run")
+            try:  # what such third-party code does
+                errors.on_signal(signal.SIGINT, None)
+            except:  # noqa: E722
+                pass
+            folder.commit()
+    assert not out.exists()
