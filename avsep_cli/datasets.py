@@ -397,3 +397,72 @@ class FrameClassification(_Base):
             if self.train and rng.random() < 0.5:
                 img = img.flip(-1)
         return {"image": img.contiguous(), "label": torch.tensor(self.class_index[cls])}
+
+
+class PictureCrops(torch.utils.data.Dataset):
+    """Crops of players in stills rendered from one split's pictures (`corpus.stills`), for training the
+    visual trunk to name instruments of picture families it has not seen.
+
+    Classes are drawn uniformly; the still shows 1-3 players with the corpus' scene variety; the crop is
+    the pipeline's square crop around the player's box, with the box jittered and padded at random in
+    training (detector boxes are not exact), then augmentations that take away shortcuts: colour channels
+    permuted or grey (a family's palette must not name the class), contrast and gamma, horizontal flip.
+    The same (seed, epoch, index) gives the same item. Item: image (3, S, S) uint8, label () long.
+    Needs a corpus made by `avsep data synth` (its recipe lists the pictures of each split) and those
+    pictures installed.
+    """
+
+    def __init__(self, root, split: str = "train", *, length: int = 1000, seed: int = 0, frame_size: int = 224,
+                 train: bool = True, stills: int = 224):
+        from avsep_cli.corpus.stills import StillSampler, recipe_pictures
+
+        self.root = Path(root)
+        recipe_path = self.root / "corpus.json"
+        try:
+            recipe = json.loads(recipe_path.read_text())
+        except (OSError, ValueError):
+            raise AvsepError(f"{self.root}: no corpus recipe (corpus.json): picture crops need a corpus made by "
+                             f"`avsep data synth`") from None
+        self.classes = list(open_corpus(self.root).classes)
+        self.class_index = {c: i for i, c in enumerate(self.classes)}
+        self.sampler = StillSampler(recipe_pictures(recipe, split), size=stills)
+        missing = [c for c in self.classes if c not in self.sampler.pics]
+        if missing:
+            raise AvsepError(f"split {split!r} has no pictures of {', '.join(missing)}")
+        self.split, self.length, self.seed, self.frame_size, self.train = split, length, seed, frame_size, train
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch if self.train else 0, index, 7])
+        cls = self.classes[int(rng.integers(len(self.classes)))]
+        for _ in range(8):  # a player pushed wholly out of frame has no box: draw again
+            frame, boxes, _, visible = self.sampler.sample(rng, first=cls)
+            if visible[0] and boxes[0][2] - boxes[0][0] >= 4 and boxes[0][3] - boxes[0][1] >= 4:
+                break
+        box = np.asarray(boxes[0], np.float64)
+        if self.train:
+            w, h = box[2] - box[0], box[3] - box[1]
+            box = box + rng.normal(0.0, 0.06, 4) * np.array([w, h, w, h])
+            pad = float(rng.uniform(0.0, 0.3))
+        else:
+            pad = 0.1
+        img = square_crop(frame, box, self.frame_size, pad=pad).astype(np.float32)  # (S, S, 3)
+        if self.train:
+            if rng.random() < 0.5:
+                img = img[..., rng.permutation(3)]
+            if rng.random() < 0.2:
+                img = np.repeat(img.mean(-1, keepdims=True), 3, -1)
+            if rng.random() < 0.5:
+                mean = img.mean()
+                img = (img - mean) * rng.uniform(0.6, 1.4) + mean
+                img = 255.0 * (np.clip(img, 0, 255) / 255.0) ** rng.uniform(0.7, 1.4)
+            if rng.random() < 0.5:
+                img = img[:, ::-1]
+        out = torch.from_numpy(np.ascontiguousarray(np.clip(np.round(img), 0, 255).astype(np.uint8))).permute(2, 0, 1)
+        return {"image": out.contiguous(), "label": torch.tensor(self.class_index[cls])}

@@ -68,6 +68,11 @@ OTHER_INSTRUMENTS = frozenset({
 })
 
 
+AGNOSTIC_CLASS = "instrument"
+# The class of a class-agnostic instrument detector (ours: `avsep train --method detector --agnostic`).
+INSTRUMENT_NAMES = frozenset({"instrument", "musical_instrument", "instrument_musical"})
+
+
 def _norm(name: str) -> str:
     """'Organ (Musical Instrument)' -> 'organ_musical_instrument'."""
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
@@ -179,7 +184,8 @@ def _fingerprint(clips) -> list[list]:
 
 
 def export_yolo_dataset(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *, every: int = 4,
-                        force: bool = False, progress: Callable[[int, int], None] | None = None) -> YoloDataset:
+                        force: bool = False, progress: Callable[[int, int], None] | None = None,
+                        agnostic: bool = False, stills: int = 0) -> YoloDataset:
     """Write the frames of the corpus' train/val/test clips with boxes as a YOLO dataset.
 
     Frames 0, every, 2 * every, ... of each clip (at the corpus' 8 fps) are taken from the training cache
@@ -188,6 +194,10 @@ def export_yolo_dataset(root: str | os.PathLike, out_dir: str | os.PathLike | No
     a background image). Default folder: ROOT/.avsep-cache/yolo/every<N>. An existing export is reused
     when it was made from the same clips, unless `force`. The folder is built under a temporary name
     and renamed into place, so an interrupted export leaves nothing that looks finished.
+
+    `agnostic`: one class, "instrument" (the detector finds, a classifier names: `classifier.py`).
+    `stills`: that many more training images, rendered from the recipe's train pictures with 1-3 players
+    (`corpus.stills`; a corpus made by `avsep data synth` with its pictures installed).
     """
     import yaml
     from PIL import Image
@@ -203,17 +213,22 @@ def export_yolo_dataset(root: str | os.PathLike, out_dir: str | os.PathLike | No
     if not any(c.split == "train" for c in clips) or not any(c.split == "val" for c in clips):
         raise AvsepError(f"{root}: the detector needs train and val clips with boxes (a corpus made by "
                          f"`avsep data synth`; MUSIC downloads have no boxes)")
-    out = Path(out_dir).resolve() if out_dir is not None else root / CACHE_DIR / YOLO_DIR / f"every{every}"
-    stamp = {"format": EXPORT_FORMAT, "every": every, "classes": list(corpus.classes), "clips": _fingerprint(clips)}
+    if stills < 0:
+        raise AvsepError(f"--stills {stills}: expected 0 or more")
+    names = (AGNOSTIC_CLASS,) if agnostic else tuple(corpus.classes)
+    folder = f"every{every}" + ("-agnostic" if agnostic else "") + (f"-stills{stills}" if stills else "")
+    out = Path(out_dir).resolve() if out_dir is not None else root / CACHE_DIR / YOLO_DIR / folder
+    stamp = {"format": EXPORT_FORMAT, "every": every, "classes": list(names), "clips": _fingerprint(clips),
+             "stills": int(stills)}
     done = out / "export.json"
     if done.is_file() and not force:
         try:
             old = json.loads(done.read_text())
             if {k: old.get(k) for k in stamp} == stamp:
-                return YoloDataset(out, out / "data.yaml", corpus.classes, old["images"], old["boxes"])
+                return YoloDataset(out, out / "data.yaml", names, old["images"], old["boxes"])
         except (OSError, ValueError, KeyError):
             pass
-    index = {c: i for i, c in enumerate(corpus.classes)}
+    index = {c: (0 if agnostic else i) for i, c in enumerate(corpus.classes)}
     tmp = out.with_name(out.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
     reader = ClipReader(root)
@@ -239,18 +254,17 @@ def export_yolo_dataset(root: str | os.PathLike, out_dir: str | os.PathLike | No
             for cls, bx in per_player:
                 if cls not in index:
                     continue
-                x0, x1 = np.clip(bx[k, [0, 2]], 0, w)
-                y0, y1 = np.clip(bx[k, [1, 3]], 0, h)
-                if x1 - x0 < 1 or y1 - y0 < 1:
-                    continue
-                lines.append(f"{index[cls]} {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} "
-                             f"{(x1 - x0) / w:.6f} {(y1 - y0) / h:.6f}")
+                line = _yolo_line(index[cls], bx[k], w, h)
+                if line:
+                    lines.append(line)
             (lab_dir / f"{stem}.txt").write_text("".join(line + "\n" for line in lines))
             images[clip.split] += 1
             boxes[clip.split] += len(lines)
         if progress:
-            progress(n_done + 1, len(clips))
-    data = {"path": str(out), "names": dict(enumerate(corpus.classes))}
+            progress(n_done + 1, len(clips) + stills)
+    if stills:
+        _export_stills(root, tmp, stills, index, images, boxes, progress, len(clips))
+    data = {"path": str(out), "names": dict(enumerate(names))}
     for split in SPLITS:  # absolute paths: ultralytics resolves relative ones against its own datasets folder
         if images[split]:
             data[split] = str(out / "images" / split)
@@ -259,7 +273,42 @@ def export_yolo_dataset(root: str | os.PathLike, out_dir: str | os.PathLike | No
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
-    return YoloDataset(out, out / "data.yaml", corpus.classes, images, boxes)
+    return YoloDataset(out, out / "data.yaml", names, images, boxes)
+
+
+def _yolo_line(k: int, box, w: int, h: int) -> str | None:
+    x0, x1 = np.clip([box[0], box[2]], 0, w)
+    y0, y1 = np.clip([box[1], box[3]], 0, h)
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        return None
+    return f"{k} {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} {(x1 - x0) / w:.6f} {(y1 - y0) / h:.6f}"
+
+
+def _export_stills(root: Path, tmp: Path, n: int, index: dict, images: dict, boxes: dict, progress, done0: int) -> None:
+    """n stills of the recipe's train pictures into tmp/{images,labels}/train (seeded by their number)."""
+    from PIL import Image
+
+    from avsep_cli.corpus.stills import StillSampler, recipe_pictures
+
+    try:
+        recipe = json.loads((root / "corpus.json").read_text())
+    except (OSError, ValueError):
+        raise AvsepError(f"{root}: --stills needs a corpus made by `avsep data synth` (no corpus.json)") from None
+    sampler = StillSampler(recipe_pictures(recipe, "train"), size=int(recipe.get("frame_size", 224)))
+    img_dir, lab_dir = tmp / "images" / "train", tmp / "labels" / "train"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    lab_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        frame, bx, cls, visible = sampler.sample(np.random.default_rng([int(recipe.get("seed", 0)), i, 13]))
+        h, w = frame.shape[:2]
+        lines = [ln for c, b, v in zip(cls, bx, visible) if v and c in index
+                 for ln in [_yolo_line(index[c], b, w, h)] if ln]
+        Image.fromarray(frame).save(img_dir / f"still{i:06d}.jpg", quality=95)
+        (lab_dir / f"still{i:06d}.txt").write_text("".join(line + "\n" for line in lines))
+        images["train"] += 1
+        boxes["train"] += len(lines)
+        if progress:
+            progress(done0 + i + 1, done0 + n)
 
 
 # --------------------------------------------------------------------------------------------- inference
@@ -282,7 +331,7 @@ class Detector:
 
     def __init__(self, weights: str | os.PathLike, device="cpu", conf: float = 0.25, imgsz: int | None = None,
                  sha256: str | None = None, classes: Sequence[str] | None = None, batch: int = 16,
-                 agnostic: bool = True):
+                 agnostic: bool = True, classifier=None):
         if not 0.0 <= conf <= 1.0:
             raise AvsepError(f"detector confidence {conf}: expected a value between 0 and 1")
         self.classes: tuple[str, ...] = tuple(classes) if classes else default_classes()
@@ -290,6 +339,10 @@ class Detector:
         self.conf = float(conf)
         self.batch = max(1, int(batch))
         self.agnostic = agnostic  # one box per object whatever the class scores say (NMS across classes)
+        self.classifier = classifier  # a classifier.CropClassifier: names every box (the detector only finds)
+        if classifier is not None and tuple(classifier.classes) != self.classes:
+            raise AvsepError(f"classifier {classifier.name} names {len(classifier.classes)} classes that are not "
+                             f"the detector's {len(self.classes)}")
         self.path = _resolve_weights(weights)
         self.name = str(weights)
         from avsep_cli import checkpoint
@@ -299,33 +352,64 @@ class Detector:
         self.model = _load_yolo(self.path)
         names = self.model.names
         mapping, self.ignored = map_class_names(names, self.classes)
-        if not mapping:
-            raise AvsepError(f"detector {self.name} knows none of our classes ({', '.join(self.classes)}); "
-                             f"its classes: {_preview(names)}")
-        self.mapping = {str(names[k]): self.classes[v] for k, v in sorted(mapping.items())}
+        if classifier is not None:
+            # Every box of an instrument class is named by the classifier: the class-agnostic "instrument"
+            # of our detector, our own classes, and the other instruments a third-party model knows.
+            keep = {int(k) for k, n in _items(names)
+                    if int(k) in mapping or _norm(str(n)) in INSTRUMENT_NAMES | OTHER_INSTRUMENTS}
+            if not keep:
+                raise AvsepError(f"detector {self.name} knows no instrument class; its classes: {_preview(names)}")
+            self.mapping = {str(names[k]): "(classifier)" for k in sorted(keep)}
+            self.ignored = ()
+            lut_val = {k: 0 for k in keep}
+        else:
+            if not mapping:
+                raise AvsepError(f"detector {self.name} knows none of our classes ({', '.join(self.classes)}); "
+                                 f"its classes: {_preview(names)}")
+            self.mapping = {str(names[k]): self.classes[v] for k, v in sorted(mapping.items())}
+            lut_val = mapping
         # model class index -> our index (-1: dropped)
         self._lut = np.full(max(int(k) for k in names) + 1, -1, np.int64)
-        for k, v in mapping.items():
+        for k, v in lut_val.items():
             self._lut[k] = v
-        self._merge = len(set(mapping.values())) < len(mapping)  # two model classes -> one of ours
+        self._merge = classifier is None and len(set(mapping.values())) < len(mapping)  # two model classes -> one of ours
         self.imgsz = int(imgsz or self.model.overrides.get("imgsz") or 640)
 
     def info(self) -> dict:
         """What a manifest records about the detector."""
-        return {"weights": self.name, "sha256": self.sha256, "imgsz": self.imgsz, "conf": self.conf,
-                "mapping": self.mapping, "ignored": list(self.ignored)}
+        out = {"weights": self.name, "sha256": self.sha256, "imgsz": self.imgsz, "conf": self.conf,
+               "mapping": self.mapping, "ignored": list(self.ignored)}
+        if self.classifier is not None:
+            out["classifier"] = self.classifier.info()
+        return out
 
     def __call__(self, frames: np.ndarray) -> list[np.ndarray]:
+        """(N, H, W, 3) uint8 RGB -> N (M, 6) float32 arrays: x1 y1 x2 y2 in pixels, confidence, class index.
+        With a classifier, the class is its most probable one and the confidence the detector's."""
+        out = []
+        for boxes, probs in self.detect(frames):
+            if probs is not None:
+                boxes = boxes.copy()
+                boxes[:, 5] = probs.argmax(1) if len(probs) else boxes[:, 5]
+            out.append(boxes)
+        return out
+
+    def detect(self, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Per frame: (M, 6) boxes as `__call__` gives them (class: the detector's own) and, with a classifier,
+        (M, classes) class probabilities of each box (else None)."""
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"frames must be uint8 (N, H, W, 3) RGB, got {frames.dtype} {frames.shape}")
-        out: list[np.ndarray] = []
+        out: list[tuple[np.ndarray, np.ndarray | None]] = []
         with ultralytics_session():
             for s in range(0, len(frames), self.batch):
                 bgr = [np.ascontiguousarray(f[..., ::-1]) for f in frames[s:s + self.batch]]  # ultralytics reads BGR
                 results = self.model.predict(bgr, imgsz=self.imgsz, conf=self.conf, device=self.device,
                                              verbose=False, save=False, agnostic_nms=self.agnostic)
-                out.extend(self._ours(r.boxes) for r in results)
+                for f, r in zip(frames[s:s + self.batch], results):
+                    boxes = self._ours(r.boxes)
+                    probs = None if self.classifier is None else self.classifier(f, boxes)
+                    out.append((boxes, probs))
         return out
 
     def _ours(self, boxes) -> np.ndarray:
@@ -343,6 +427,10 @@ class Detector:
             order = batched_nms(xyxy, conf, mapped, iou_threshold=0.7)
             xyxy, conf, mapped = xyxy[order], conf[order], mapped[order]
         return torch.cat([xyxy, conf[:, None], mapped[:, None].float()], 1).numpy().astype(np.float32)
+
+
+def _items(names: Mapping[int, str] | Sequence[str]):
+    return names.items() if isinstance(names, Mapping) else enumerate(names)
 
 
 def _preview(names: Mapping[int, str], n: int = 8) -> str:

@@ -10,11 +10,23 @@
 set -euo pipefail
 
 PREFIX="${AVSEP_ASSETS:-/opt/avsep-assets}"
+# Sound: FluidR3 (MIT), MuseScore General Lite (MIT), csound's sf_GMbank (public domain), the AVL drum
+# kits (CC-BY-SA-3.0) -- see avsep_cli/corpus/classes.py for which recordings they share.
 APT_PKGS=(openclipart-svg fonts-noto-color-emoji librsvg2-bin fluid-soundfont-gm
-          musescore-general-soundfont-small libfluidsynth3)
-# Licences: fluent-emoji* MIT; noto, noto-v1, fxemoji, mdi Apache-2.0; twemoji CC-BY-4.0;
-# openmoji CC-BY-SA-4.0; game-icons CC-BY-3.0 (see avsep_cli/corpus/pictures.py).
-NPM_SETS=(fluent-emoji fluent-emoji-flat noto noto-v1 fxemoji twemoji openmoji game-icons mdi)
+          musescore-general-soundfont-small csound-soundfont avldrums.lv2-soundfont libfluidsynth3)
+# Licences (from each set's icons.json; see avsep_cli/corpus/pictures.py): MIT: fluent-emoji,
+# fluent-emoji-flat, fluent-emoji-high-contrast, dinkie-icons, qlementine-icons, nimbus, f7, tdesign,
+# boxicons, bxs, gg, pixelarticons, wpf; Apache-2.0: noto, noto-v1, fxemoji, mdi, ri; CC0-1.0: pinhead;
+# OFL-1.1: picon, whh; CC-BY-4.0 (attribution): twemoji, emojione, emojione-monotone, streamline-emojis,
+# streamline-cyber, streamline-cyber-color, streamline-kameleon-color, streamline-stickies-color, codicon;
+# CC-BY-SA-4.0: openmoji, emojione-v1, si-glyph; CC-BY-3.0: game-icons.
+# Never installed for the corpus: the sets reserved for the independent evaluation and their variants
+# (pictures.RESERVED_ICON_SETS, RESERVED_VARIANTS), non-commercial (CC-BY-NC*) and GPL sets.
+NPM_SETS=(fluent-emoji fluent-emoji-flat fluent-emoji-high-contrast noto noto-v1 fxemoji twemoji openmoji
+          game-icons mdi emojione emojione-monotone emojione-v1 streamline-emojis streamline-cyber
+          streamline-cyber-color streamline-kameleon-color streamline-stickies-color codicon si-glyph
+          dinkie-icons qlementine-icons nimbus f7 tdesign boxicons bxs gg pixelarticons wpf ri pinhead
+          picon whh)
 
 check_only=0
 case "${1:-}" in

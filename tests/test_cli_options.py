@@ -52,6 +52,8 @@ CASES = [
     ("train", "--max-minutes", ["nan", "inf", "-1"], "a number >= 0"),
     ("train", "--imgsz", ["0", "100", "8192"], "a multiple of 32 in [32, 4096]"),
     ("train", "--every", ["0"], "an integer >= 1"),
+    ("train", "--stills", ["-1", "1000001"], "an integer in [0, 1000000]"),
+    ("train", "--frame-size", ["0", "100", "2048"], "a multiple of 32 in [32, 1024]"),
     ("train", "--max-cpu-minutes", ["nan", "-inf", "-0.5"], "a number >= 0"),
     ("train", "--rcop-epochs", ["0"], "an integer >= 1"),
     ("eval", "--mix", ["1", "0", "-2"], "an integer >= 2"),

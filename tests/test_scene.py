@@ -21,16 +21,17 @@ def _render(pics, seed, n=24, **kw):
 
 def test_box_is_tight_around_the_drawn_instrument():
     pic = drawings.draw("trumpet", 0, S)
-    sc = _render([pic], 3, occlusion_prob=0.0, body_prob=0.0, background=FLAT)
+    sc = _render([pic], 3, occlusion_prob=0.0, body_prob=0.0, background=FLAT, degrade=False)
     assert sc.frames.shape == (24, S, S, 3) and sc.frames.dtype == np.uint8
     assert sc.boxes.shape == (1, 24, 4) and sc.boxes.dtype == np.float32
     for t in range(24):
         x0, y0, x1, y1 = sc.boxes[0, t].astype(int)
         assert 0 <= x0 < x1 <= S and 0 <= y0 < y1 <= S
         changed = np.any(sc.frames[t].astype(int) != FLAT, axis=-1)
-        # Outside the box (beyond the 1-2 px anti-aliased fringe) the background is untouched.
+        # Outside the box (beyond the 1-3 px anti-aliased fringe, alpha <= ALPHA_THRESHOLD: thin parts seen at
+        # a slant) the background is untouched.
         outside = np.ones((S, S), bool)
-        outside[max(y0 - 2, 0):y1 + 2, max(x0 - 2, 0):x1 + 2] = False
+        outside[max(y0 - 3, 0):y1 + 3, max(x0 - 3, 0):x1 + 3] = False
         assert not changed[outside].any()
         # Each edge of the box touches drawn pixels: the box is not larger than the drawing.
         assert changed[y0, x0:x1].any() and changed[y1 - 1, x0:x1].any()
@@ -43,7 +44,7 @@ def test_boxes_stay_in_frame_and_duets_do_not_overlap():
     overlaps = []
     for seed in range(6):
         pics = [drawings.draw("violin", seed, S), drawings.draw("tuba", seed, S)]
-        sc = _render(pics, seed)
+        sc = _render(pics, seed, layout="columns")
         b = sc.boxes
         assert sc.visible.all()
         assert (b[..., 0] >= 0).all() and (b[..., 2] <= S).all() and (b[..., 0] < b[..., 2]).all()
@@ -76,7 +77,8 @@ def test_instruments_move_and_their_motion_follows_loudness():
     step = np.r_[np.zeros(n // 2), np.ones(n // 2)]  # silent, then loud
     raised = []
     for seed in range(5):
-        sc = _render([pic], seed, n=n, envelopes=[step], occlusion_prob=0.0, body_prob=0.0, background=FLAT)
+        sc = _render([pic], seed, n=n, envelopes=[step], occlusion_prob=0.0, body_prob=0.0, background=FLAT,
+                     degrade=False, layout="columns", scale="medium")
         cx = (sc.boxes[0, :, 0] + sc.boxes[0, :, 2]) / 2
         cy = (sc.boxes[0, :, 1] + sc.boxes[0, :, 3]) / 2
         assert np.ptp(cx) > 1.0 or np.ptp(cy) > 1.0
@@ -90,7 +92,7 @@ def test_occluder_is_reported_and_boxes_keep_the_instrument_extent():
     pic = drawings.draw("drum", 1, S)
     seen = False
     for seed in range(8):
-        sc = _render([pic], seed, n=24, occlusion_prob=1.0, body_prob=0.0, background=FLAT)
+        sc = _render([pic], seed, n=24, occlusion_prob=1.0, body_prob=0.0, background=FLAT, layout="columns")
         t0, t1 = sc.info["occluder"]["frames"]
         assert (sc.occluded[:, :t0] == 0).all() and (sc.occluded[:, t1:] == 0).all()
         assert (sc.occluded >= 0).all() and (sc.occluded <= 1).all()
@@ -168,7 +170,7 @@ def test_drawings_differ_by_class_and_by_variant():
 
 
 def test_artwork_groups_join_renders_of_one_design():
-    mk = lambda key: pictures.Picture("violin", key, "x", "MIT", None)  # noqa: E731
+    mk = lambda key: pictures.Picture("violin", key, "x", "MIT", None)
     assert pictures.artwork_group(mk("fluent-emoji:violin")) == pictures.artwork_group(mk("fluent-emoji-flat:violin"))
     assert pictures.artwork_group(mk("noto:violin")) == pictures.artwork_group(mk("noto-color-emoji-font:violin"))
     assert pictures.artwork_group(mk("noto-v1:violin")) != pictures.artwork_group(mk("noto:violin"))
@@ -187,7 +189,7 @@ def test_stereo_placement_pans_the_direct_sound_by_the_box_and_keeps_the_reverb_
     boxes = np.array([[0, 10, 40, 50], [0, 10, 40, 50], [5, 5, 5, 5]], np.float32)  # centre x = 20
     assert abs(room.pan_from_boxes(boxes, S) - (2 * 20 / S - 1)) < 1e-9
     assert room.pan_from_boxes(np.zeros((3, 4)), S) == 0.0
-    sc = _render([drawings.draw("violin", 0, S), drawings.draw("flute", 0, S)], 5)
+    sc = _render([drawings.draw("violin", 0, S), drawings.draw("flute", 0, S)], 5, layout="columns")
     pans = [room.pan_from_boxes(b, S) for b in sc.boxes]
     left = sc.info["order"][0]  # the picture shown in the left column
     assert pans[left] < 0 < pans[1 - left]
@@ -209,3 +211,116 @@ def test_stereo_placement_pans_the_direct_sound_by_the_box_and_keeps_the_reverb_
     assert tails.shape[0] == 2 and (tails[:, 0] == 0).all()
     assert abs(np.corrcoef(tails)[0, 1]) < 0.2
     assert np.allclose(np.sum(tails.astype(np.float64) ** 2, axis=1), 10 ** (-3.0 / 10), rtol=0.05)
+
+
+# ---------------------------------------------------------------- scene variety (issue 15)
+
+def _alpha_boxes(sc_clean):
+    """Boxes recomputed from a clean rendering on a flat background: pixels that differ from FLAT."""
+    out = []
+    for f in sc_clean.frames:
+        ch = np.any(f.astype(int) != FLAT, axis=-1)
+        ys, xs = np.nonzero(ch)
+        out.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) if len(xs) else None)
+    return out
+
+
+def test_degradations_and_backgrounds_leave_the_boxes_exact():
+    pic = drawings.draw("trumpet", 2, S, "shaded")
+    all_on = {k: 1.0 for k in scene.DEGRADATIONS}
+    for seed in range(3):
+        kw = {"occlusion_prob": 0.0, "body_prob": 0.0, "layout": "free"}
+        clean = _render([pic], seed, n=8, background=FLAT, degrade=False, **kw)
+        noisy = _render([pic], seed, n=8, background=FLAT, degrade=all_on, **kw)
+        textured = _render([pic], seed, n=8, degrade=all_on, **kw)
+        assert np.array_equal(clean.boxes, noisy.boxes) and np.array_equal(clean.boxes, textured.boxes)
+        assert np.array_equal(clean.visible, textured.visible)
+        assert not np.array_equal(clean.frames, noisy.frames)
+        for t, bb in enumerate(_alpha_boxes(clean)):
+            if clean.visible[0, t]:
+                # The box is the drawn extent, up to the 1-3 px anti-aliased fringe below the alpha threshold.
+                assert np.abs(np.array(bb) - clean.boxes[0, t]).max() <= 3
+
+
+def test_same_seed_same_clip_with_all_options():
+    pics = [drawings.draw("violin", 1, S, "sketch"), drawings.draw("drum", 2, S, "neon"),
+            drawings.draw("harp", 3, S, "pixel")]
+    kw = {"degrade": {k: 1.0 for k in scene.DEGRADATIONS}, "layout": "free", "out_of_frame_prob": 0.5}
+    a, b = _render(pics, 11, n=6, **kw), _render(pics, 11, n=6, **kw)
+    assert np.array_equal(a.frames, b.frames) and np.array_equal(a.boxes, b.boxes) and a.info == b.info
+
+
+def test_three_players_give_three_boxes_left_to_right():
+    pics = [drawings.draw(c, 0, S) for c in ("cello", "trumpet", "accordion")]
+    for seed in range(4):
+        for layout in ("columns", "free"):
+            sc = _render(pics, seed, n=6, layout=layout, out_of_frame_prob=0.0)
+            assert sc.boxes.shape == (3, 6, 4) and sc.visible.all()
+            cx = [(sc.boxes[p, :, 0] + sc.boxes[p, :, 2]).mean() / 2 for p in sc.info["order"]]
+            assert cx == sorted(cx)
+    f, b = scene.render_scene(pics, 1, 8.0, S, np.random.default_rng(0))  # a still
+    assert f.shape == (1, S, S, 3) and b.shape == (3, 1, 4)
+
+
+def test_players_cut_by_the_frame_have_clipped_boxes_and_right_visibility():
+    pic = drawings.draw("tuba", 0, S)
+    cut = 0
+    for seed in range(12):
+        sc = _render([pic], seed, n=8, layout="free", out_of_frame_prob=1.0, occlusion_prob=0.0, body_prob=0.0,
+                     background=FLAT, degrade=False)
+        assert sc.info["out_of_frame"] == [0]
+        b = sc.boxes[0]
+        assert (b[:, :2] >= 0).all() and (b[:, 2:] <= S).all()
+        for t in range(8):
+            drawn = np.any(sc.frames[t].astype(int) != FLAT, axis=-1).any()
+            assert sc.visible[0, t] == drawn or not sc.visible[0, t]
+            if sc.visible[0, t]:
+                assert b[t, 0] < b[t, 2] and b[t, 1] < b[t, 3]
+            else:
+                assert (b[t] == 0).all()
+        cut += int(((b[:, 0] == 0) | (b[:, 2] == S) | (b[:, 3] == S)).any())
+    assert cut >= 10
+
+
+def test_scales_range_from_small_to_filling_the_frame():
+    pic = drawings.draw("saxophone", 1, S)
+    size = {}
+    for band in ("small", "medium", "large"):
+        sides = []
+        for seed in range(4):
+            sc = _render([pic], seed, n=4, scale=band, layout="free", out_of_frame_prob=0.0)
+            sides.append(np.maximum(sc.boxes[0, :, 2] - sc.boxes[0, :, 0], sc.boxes[0, :, 3] - sc.boxes[0, :, 1]).mean())
+        size[band] = np.mean(sides)
+    assert size["small"] < 0.45 * S < size["medium"] < size["large"]
+    assert size["large"] > 0.8 * S
+
+
+def test_each_background_kind_and_degradation_can_be_forced_and_changes_the_frame():
+    pic = drawings.draw("banjo", 0, S)
+    kinds = set()
+    for kind in scene.BACKGROUND_KINDS:
+        sc = _render([pic], 3, n=2, background_kinds=[kind], degrade=False)
+        assert sc.info["background"] == kind
+        kinds.add(sc.frames[0].tobytes())
+        assert sc.frames[0].std() > 2  # not a blank frame
+    assert len(kinds) == len(scene.BACKGROUND_KINDS)
+    off = _render([pic], 4, n=3, degrade=False)
+    assert off.info["degradations"] == {}
+    for name in scene.DEGRADATIONS:
+        only = {k: float(k == name) for k in scene.DEGRADATIONS}
+        if name == "motion_blur":
+            only["defocus"] = 0.0
+        sc = _render([pic], 4, n=3, degrade=only)
+        assert list(sc.info["degradations"]) == [name]
+        assert np.array_equal(sc.boxes, off.boxes)
+        assert np.abs(sc.frames.astype(int) - off.frames).mean() > 0.3, name
+
+
+def test_six_second_clip_renders_fast():
+    import time
+    pics = [drawings.draw("violin", 0, S), drawings.draw("tuba", 0, S)]
+    scene.render_scene(pics, 4, 8.0, S, np.random.default_rng(0))
+    t0 = time.perf_counter()
+    for seed in range(4):
+        scene.render_scene(pics, 48, 8.0, S, np.random.default_rng(seed))
+    assert (time.perf_counter() - t0) / 4 < 0.6  # ~0.1 s on an idle machine; generous for a busy one

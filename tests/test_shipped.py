@@ -74,3 +74,28 @@ def test_demo_with_the_defaults_separates_each_player(capsys, tmp_path):
     for row in evaluate.score_clip_stems(DEMO, stems, owner):
         assert row["sdr_own"] > row["sdr_other"], row
         assert row["sdr_own"] >= 3.0, row
+
+
+def test_the_default_detector_is_named_by_a_shipped_trunk_checked_by_sha256(monkeypatch):
+    """The shipped detector finds instruments (one class); the visual trunk its entry names tells which
+    instrument each box is. Both files are checked against the manifest before they are loaded."""
+    from avsep_cli import classifier, registry
+    from avsep_cli.separator import Separator
+
+    det = registry.default_for("detector")
+    trunk = registry.entry(det["classifier"])
+    assert trunk["method"] == "visual-trunk" and trunk["name"] != "visual-trunk"  # a new name: separators keep theirs
+    checked = []
+    real = registry.verify_file
+    monkeypatch.setattr(registry, "verify_file", lambda e, *a, **k: (checked.append(e["name"]), real(e, *a, **k))[1])
+    sep = Separator("avpc")
+    assert sep.detector.classifier is not None and sep.detector.classifier.sha256 == trunk["sha256"]
+    assert sep.detector.sha256 == det["sha256"] and trunk["name"] in checked
+    info = sep.detector.info()
+    assert info["classifier"] == {"weights": trunk["name"], "sha256": trunk["sha256"],
+                                  "size": trunk["config"]["frame_size"]}
+    # the separators still use the trunk they were trained with
+    for e in registry.entries():
+        if e["method"] in ("avpc", "avpc-rcop", "sop", "ialcms", "ialcms-supervised"):
+            assert e["trunk"] == "visual-trunk", e["name"]
+    assert isinstance(sep.detector.classifier, classifier.CropClassifier)

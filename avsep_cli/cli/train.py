@@ -42,6 +42,9 @@ def train(
     model: Optional[str] = typer.Option(None, "--model", help="Detector: ultralytics architecture yaml, trained from scratch (default yolov8n.yaml; also yolo11n.yaml, ...)."),
     imgsz: Optional[int] = typer.Option(None, "--imgsz", callback=common.bounded(32, 4096, multiple_of=32), help="Detector: input size in pixels, a multiple of 32 up to 4096 (default 224, the corpus' frame size)."),
     every: Optional[int] = typer.Option(None, "--every", callback=common.bounded(1), help="Detector: train on every N-th frame of each clip at 8 fps (default 4)."),
+    frame_size: Optional[int] = typer.Option(None, "--frame-size", callback=common.bounded(32, 1024, multiple_of=32), help="visual-trunk: crop side in pixels the trunk trains (and later classifies) at, a multiple of 32 up to 1024 (default 224)."),
+    stills: Optional[int] = typer.Option(None, "--stills", callback=common.bounded(0, 1_000_000), help="Detector: this many more training images of 1-3 players rendered from the corpus' train pictures (default 0)."),
+    agnostic: Optional[bool] = typer.Option(None, "--agnostic/--per-class", help="Detector: one class, instrument (a classifier names them; the shipped detector), or our 15 classes (default)."),
     max_cpu_minutes: float = typer.Option(0.0, "--max-cpu-minutes", callback=common.bounded(0), help="Stop before an epoch would take the run past this much process CPU time, all threads and resumes counted (0: no limit)."),
     cache_features: bool = typer.Option(False, "--cache-features", help="Cache the frozen trunk's features per frame (much faster on CPU; no frame augmentation)."),
     rcop: bool = typer.Option(False, "--rcop", help="AVPC: RCoP self-supervised pre-training first (stage 1 in RUN/rcop), then Mix-and-Separate from it."),
@@ -63,7 +66,8 @@ def train(
     from avsep_cli.training.trainer import Interrupted
 
     dev = common.resolve_device(device)
-    detector_opts = [f for f, v in (("--model", model), ("--imgsz", imgsz), ("--every", every)) if v is not None]
+    detector_opts = [f for f, v in (("--model", model), ("--imgsz", imgsz), ("--every", every), ("--stills", stills),
+                                    ("--agnostic", agnostic)) if v is not None]
     if detector_opts and (method != DETECTOR or resume is not None):
         raise AvsepError(f"{', '.join(detector_opts)}: detector options; use them with --method detector"
                          + (" (a resumed run keeps its own)" if resume is not None else ""))
@@ -76,14 +80,16 @@ def train(
         if root is None:
             raise AvsepError("--root is required: the corpus (avsep data synth) with its boxes")
         unused = [f for f, on in (("--dataset music", dataset != "synth"), ("--rcop", rcop), ("--init-from", init_from),
-                                  ("--visual-weights", visual_weights), ("--cache-features", cache_features)) if on]
+                                  ("--visual-weights", visual_weights), ("--cache-features", cache_features),
+                                  ("--frame-size", frame_size is not None)) if on]
         if unused:
             raise AvsepError(f"{', '.join(unused)}: not available for --method detector")
         from avsep_cli.training.detector import DetectorConfig
 
         cfg = DetectorConfig(root=str(root), batch_size=batch_size, max_minutes=max_minutes,
                              max_cpu_minutes=max_cpu_minutes, seed=seed, num_workers=num_workers)
-        for key, value in (("epochs", epochs), ("model", model), ("imgsz", imgsz), ("every", every)):
+        for key, value in (("epochs", epochs), ("model", model), ("imgsz", imgsz), ("every", every), ("stills", stills),
+                           ("agnostic", agnostic)):
             if value is not None:
                 setattr(cfg, key, value)
         return _train_detector(cfg, run or Path("runs") / DETECTOR, dev, None)
@@ -109,6 +115,10 @@ def train(
         model_overrides = {k: False for k, on in (("spatial_attention", no_spatial_attention),
                                                   ("channel_attention", no_channel_attention), ("adain", no_adain),
                                                   ("av_contrast", no_av_contrast)) if on}
+        if frame_size is not None:
+            if method != "visual-trunk":
+                raise AvsepError("--frame-size: a visual-trunk option (the separators' frame size is their preset's)")
+            model_overrides["frame_size"] = frame_size
         options = {**({"supervised": True} if supervised else {}), **({"ial": False} if no_ial else {})}
         base = dict(dataset=dataset, root=str(root), batch_size=batch_size, steps_per_epoch=steps_per_epoch, mix=mix,
                     seed=seed, val_num=val_num, num_workers=num_workers, segment=segment, preset=preset,

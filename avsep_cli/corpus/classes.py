@@ -2,8 +2,8 @@
 
 Each class names its General MIDI program(s) and bank, the pitch range its notes are transposed into,
 and, per known SoundFont, the *sample set* it plays: FluidR3_GM and MuseScore_General share the
-recordings of several instruments (trumpet, tuba, xylophone, banjo, bagpipe, violin; measured in
-``shared/reference/corpus.md``), so two fonts can be one sample set. The test split holds out a sample
+recordings of most instruments, as do csound's sf_GMbank and TimGM6mb (measured by
+``scripts/font_overlap.py``; see ``SHARED``), so two fonts can be one sample set. The test split holds out a sample
 set, never just a file name. Classes the offline material cannot show or sound credibly are listed in
 ``LEFT_OUT`` with the reason, so the documentation table is generated from the same facts the
 generator uses.
@@ -65,7 +65,17 @@ KNOWN_FONTS: dict[str, tuple[str, str, str]] = {
     "MuseScore_General.sf3": ("musescore", "MIT", "Debian musescore-general-soundfont-small/-hq"),
     "MuseScore_General-Lite.sf3": ("musescore", "MIT", "Debian musescore-general-soundfont-small"),
     "TimGM6mb.sf2": ("timgm6mb", "GPL-2.0", "bundled in pip pretty_midi"),
+    "sf_GMbank.sf2": ("sfgmbank", "public-domain", "Debian csound-soundfont"),
+    "Black_Pearl_4_LV2.sf2": ("avl-blackpearl", "CC-BY-SA-3.0", "Debian avldrums.lv2-soundfont"),
+    "Red_Zeppelin_4_LV2.sf2": ("avl-redzeppelin", "CC-BY-SA-3.0", "Debian avldrums.lv2-soundfont"),
 }
+
+# Fonts that hold one drum kit only, as preset (bank 0, program 0) and the GM key map: they play the
+# "drum" class and nothing else (`plays`).
+KIT_FONTS: dict[str, tuple[int, int]] = {"avl-blackpearl": (0, 0), "avl-redzeppelin": (0, 0)}
+
+# Packages reserved for an independent evaluation: never a training source (`font_from_path` refuses them).
+RESERVED = ("freepats", "sonic-pi", "sonic_pi", "@audio-samples")
 
 # Where the Debian asset packages are looked for: $AVSEP_SYSTEM_ROOT (default /) + /usr/share/...; CI points
 # it at an empty folder to prove that the tests pass on a machine without the optional assets.
@@ -76,15 +86,37 @@ FONT_SEARCH: tuple[Path, ...] = (
     SYSTEM_ROOT / "usr/share/sounds/sf2/FluidR3_GM.sf2",
     SYSTEM_ROOT / "usr/share/sounds/sf3/MuseScore_General_Lite.sf3",
     SYSTEM_ROOT / "usr/share/sounds/sf3/MuseScore_General.sf3",
+    SYSTEM_ROOT / "usr/share/sounds/sf2/sf_GMbank.sf2",
+)
+# Drum-kit fonts, found only with find_fonts(include_kits=True).
+KIT_SEARCH: tuple[Path, ...] = (
+    SYSTEM_ROOT / "usr/share/sounds/sf2/Black_Pearl_4_LV2.sf2",
+    SYSTEM_ROOT / "usr/share/sounds/sf2/Red_Zeppelin_4_LV2.sf2",
 )
 
-# FluidR3 and MuseScore play these classes with the same recordings (corpus.md): one sample set.
-SHARED_FLUIDR3_MUSESCORE = frozenset({"trumpet", "tuba", "xylophone", "banjo", "violin"})
+# Fonts that play a class with the recordings of another font: {class: {font key: the sample set it
+# plays}}. Measured by `scripts/font_overlap.py` (peak waveform cross-correlation of the same notes;
+# the table is in docs/corpus.md). A pair counts as one set when a third or more of its test notes
+# correlate at >= 0.8 (waveform or GCC-PHAT), or, as for clarinet, every note sits far above the level of
+# two different recordings. FluidR3 and MuseScore share all but cello and piano (violin: the notes up to
+# ~A5); csound's sf_GMbank and TimGM6mb share all but flute, saxophone and trumpet.
+_FM = ("accordion", "acoustic_guitar", "banjo", "clarinet", "drum", "flute", "harp", "saxophone", "trombone",
+       "trumpet", "tuba", "violin", "xylophone")
+_ST = ("accordion", "acoustic_guitar", "banjo", "cello", "clarinet", "drum", "harp", "piano", "trombone", "tuba",
+       "violin", "xylophone")
+SHARED: dict[str, dict[str, str]] = {c: {} for c in CLASSES}
+for _c in _FM:
+    SHARED[_c]["musescore"] = "fluidr3"
+for _c in _ST:
+    SHARED[_c]["sfgmbank"] = "timgm6mb"
+# The two AVL kits (one maker) share 3 of 10 test hits (cymbals, measured): one set, to be safe.
+SHARED["drum"]["avl-redzeppelin"] = "avl-blackpearl"
 
 # When a class has two or more sample sets, the test split gets the first of these that the class has
 # (and that is not its only set): MuseScore's own recordings where they differ from FluidR3's, else
 # TimGM6mb's. The remaining sets are train/val.
 TEST_SET_PREFERENCE = ("musescore", "timgm6mb", "fluidr3")
+
 
 
 @dataclass(frozen=True)
@@ -95,11 +127,29 @@ class Font:
     origin: str
 
 
+def plays(font: Font, cls: str) -> bool:
+    """Whether `font` has a preset for `cls` (drum-kit fonts play only the drum class)."""
+    return font.key not in KIT_FONTS or CLASSES[cls].bank == 128
+
+
+def preset(font: Font, cls: str, program: int, bank: int) -> tuple[int, int]:
+    """(bank, program) to select in `font` for a class's GM (bank, program)."""
+    return KIT_FONTS.get(font.key, (bank, program))
+
+
 def sample_set(cls: str, font_key: str) -> str:
     """The sample set `cls` plays in the font `font_key` (equal strings = same recordings)."""
-    if font_key == "musescore" and cls in SHARED_FLUIDR3_MUSESCORE:
-        return "fluidr3"
-    return font_key
+    return SHARED.get(cls, {}).get(font_key, font_key)
+
+
+def reserved_reason(path: Path) -> str | None:
+    """Why `path` may not be used (it lies in a package reserved for the independent evaluation), or None."""
+    text = str(Path(path).resolve()).lower() + "|" + str(Path(path)).lower()
+    for name in RESERVED:
+        if name in text:
+            return (f"{path} belongs to {name!r}, which is reserved for the independent evaluation and "
+                    f"never used for training")
+    return None
 
 
 def check_classes(names: list[str]) -> list[str]:
@@ -136,6 +186,9 @@ def timgm6mb_path() -> Path | None:
 def font_from_path(path: Path) -> Font:
     """Check a user-given SoundFont and name it; an unknown font is its own sample set."""
     path = Path(path)
+    why = reserved_reason(path)
+    if why:
+        raise AvsepError(f"--soundfont {why}")
     if not path.exists():
         raise AvsepError(f"--soundfont {path}: no such file")
     if not path.is_file() or not is_soundfont(path):
@@ -146,12 +199,15 @@ def font_from_path(path: Path) -> Font:
     return Font(path.stem, path.resolve(), "unknown", "user-supplied")
 
 
-def find_fonts(paths: list[Path] | None = None) -> list[Font]:
-    """The fonts to use: `paths` if given (each checked), else every known font on this machine."""
+def find_fonts(paths: list[Path] | None = None, include_kits: bool = False) -> list[Font]:
+    """The fonts to use: `paths` if given (each checked), else every known font on this machine (the
+    drum-kit-only fonts too with `include_kits`; they play only the drum class, see `plays`). A font
+    inside a package reserved for the evaluation (freepats, sonic-pi, @audio-samples) is refused."""
     if paths:
         fonts = [font_from_path(p) for p in paths]
     else:
-        fonts = [font_from_path(p) for p in FONT_SEARCH if p.is_file()]
+        search = FONT_SEARCH + (KIT_SEARCH if include_kits else ())
+        fonts = [font_from_path(p) for p in search if p.is_file()]
         tim = timgm6mb_path()
         if tim is not None:
             fonts.append(font_from_path(tim))
@@ -176,14 +232,3 @@ def missing_fonts() -> list[str]:
     if timgm6mb_path() is None:
         lines.append("SoundFont TimGM6mb (GPL-2) is missing: pip install pretty_midi")
     return lines
-
-
-def held_out_sets(cls: str, fonts: list[Font]) -> tuple[list[str], str | None]:
-    """(sample sets of `cls` among `fonts`, the one held out for test or None when there is only one)."""
-    sets = sorted({sample_set(cls, f.key) for f in fonts})
-    if len(sets) < 2:
-        return sets, None
-    for pref in TEST_SET_PREFERENCE:
-        if pref in sets:
-            return sets, pref
-    return sets, sets[-1]

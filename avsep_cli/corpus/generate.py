@@ -33,13 +33,14 @@ import numpy as np
 
 from avsep_cli.corpus import classes as C
 from avsep_cli.corpus import scores
+from avsep_cli.corpus import splits
 from avsep_cli.errors import AvsepError
 from avsep_cli.fsio import atomic_path, prepare_output_dir
 
 log = logging.getLogger("avsep")
 
 FORMAT = "avsep-synth-corpus"
-VERSION = 1
+VERSION = 2  # 2: family-held-out splits, broad pictures and sound
 SR = 22050          # default corpus audio rate; the models resample to 11025
 SR_RANGE = (11025, 96000)  # below the models' rate the corpus would lack band; FluidSynth stops at 96 kHz
 FPS = 8.0           # the models sample frames at <= 8 fps; more frames only cost encode time and disk
@@ -84,21 +85,24 @@ def _stable_order(key: str) -> str:
     return hashlib.sha1(key.encode()).hexdigest()
 
 
-def split_pictures(pics: list) -> dict[str, list]:
-    """Train and test pictures of one class: a fifth of the artwork groups (at least one) is held out for
-    test when the class has two or more. A group holds the renders of one design (e.g. the 3D and flat
-    Fluent emoji), so no design appears on both sides. With one group both splits share it."""
-    from avsep_cli.corpus.pictures import artwork_group
+def split_pictures(pics: dict[str, list]) -> tuple[dict[str, dict[str, list]], dict[str, str]]:
+    """Pictures of each class by split, holding out whole picture families (`splits.assign_picture_families`),
+    and the split of every family. A split a class has no family in borrows the train pictures (only
+    possible when a class has fewer than three families, e.g. a corpus made with --licence)."""
+    from avsep_cli.corpus.pictures import family
 
-    groups: dict[str, list] = {}
-    for p in pics:
-        groups.setdefault(artwork_group(p), []).append(p)
-    ordered = sorted(groups, key=_stable_order)
-    if len(ordered) < 2:
-        return {"train": sorted(pics, key=lambda p: p.key), "test": sorted(pics, key=lambda p: p.key)}
-    k = max(1, round(len(ordered) / 5))
-    pick = lambda names: sorted((p for g in names for p in groups[g]), key=lambda p: p.key)  # noqa: E731
-    return {"train": pick(ordered[k:]), "test": pick(ordered[:k])}
+    classes_of: dict[str, set[str]] = {}
+    for c, ps in pics.items():
+        for p in ps:
+            classes_of.setdefault(family(p), set()).add(c)
+    fam_split = splits.assign_picture_families(classes_of, lambda f: f.startswith("drawing"))
+    out = {}
+    for c, ps in pics.items():
+        by = {s: sorted((p for p in ps if fam_split[family(p)] == s), key=lambda p: p.key) for s in splits.SPLITS}
+        for s in ("val", "test"):
+            by[s] = by[s] or by["train"]
+        out[c] = by
+    return out, fam_split
 
 
 def plan(root: Path, *, size: str = "tiny", seed: int = 0, classes: list[str] | None = None,
@@ -124,7 +128,7 @@ def plan(root: Path, *, size: str = "tiny", seed: int = 0, classes: list[str] | 
         bad = sorted(set(given or ()) - set(allowed))
         if bad:
             raise AvsepError(f"--{name} {bad[0]}: expected {', '.join(allowed)}")
-    fonts = C.find_fonts([Path(p) for p in soundfonts] if soundfonts else None)
+    fonts = C.find_fonts([Path(p) for p in soundfonts] if soundfonts else None, include_kits=True)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     n_solo = preset.solos_per_class if solos_per_class is None else int(solos_per_class)
     n_duet = preset.duets if duets is None else int(duets)
@@ -134,7 +138,7 @@ def plan(root: Path, *, size: str = "tiny", seed: int = 0, classes: list[str] | 
         raise AvsepError("duets need at least two classes")
 
     pics = P.discover(assets, cache_dir / "pictures", set(licences) if licences else None)
-    pic_splits = {c: split_pictures(pics.get(c, [])) for c in cls_list}
+    pic_splits, fam_split = split_pictures({c: pics.get(c, []) for c in cls_list})
     for c in cls_list:
         if not pic_splits[c]["train"]:
             raise AvsepError(f"no picture of class {c!r} is available")
@@ -143,16 +147,24 @@ def plan(root: Path, *, size: str = "tiny", seed: int = 0, classes: list[str] | 
     pools = {"folk": folk, "chorale": chorales}
     piece_by_split = {k: {s: [i for i in range(len(v)) if scores.piece_split(i) == s] for s in ("train", "val", "test")}
                       for k, v in pools.items()}
-    # train and val draw on the train sample sets; test on the held-out set of each class.
-    font_sets: dict[str, dict] = {}
-    for c in cls_list:
-        sets, held = C.held_out_sets(c, fonts)
-        font_sets[c] = {"sets": sets, "test": held}
+    # Sound: per class its timbre sources (sources.sources_for: recorded sample sets, what is derived from
+    # them, our synthesis model); splits hold out whole groups (a recording set with its derived sources).
+    from avsep_cli.corpus import sources as S
 
-    def fonts_for(c: str, split: str) -> list:
-        held = font_sets[c]["test"]
-        ok = [f for f in fonts if held is None or ((C.sample_set(c, f.key) == held) == (split == "test"))]
-        return ok or list(fonts)
+    font_sets: dict[str, dict] = {}
+    class_sources: dict[str, list] = {}
+    for c in cls_list:
+        srcs = S.sources_for(c, fonts)
+        class_sources[c] = srcs
+        groups = {s.group: ("model" if s.kind == "model" else "font") for s in srcs}
+        side = splits.assign_sample_groups(groups, prefer_test=C.TEST_SET_PREFERENCE)
+        font_sets[c] = {"sources": {s.key: s.group for s in srcs}, "groups": groups, "split": side,
+                        "test": sorted(g for g, v in side.items() if v == "test") or None}
+
+    def sources_in(c: str, split: str) -> list:
+        side = font_sets[c]["split"]
+        own = [s for s in class_sources[c] if side[s.group] == split]
+        return own or [s for s in class_sources[c] if side[s.group] == "train"]
 
     recipe = {
         "format": FORMAT, "version": VERSION, "size": size, "seed": int(seed), "classes": cls_list,
@@ -161,6 +173,7 @@ def plan(root: Path, *, size: str = "tiny", seed: int = 0, classes: list[str] | 
         "soundfonts": [{"key": f.key, "file": f.path.name, "licence": f.licence, "origin": f.origin} for f in fonts],
         "sample_sets": {c: font_sets[c] for c in cls_list},
         "pictures": {c: {s: [p.key for p in v] for s, v in pic_splits[c].items()} for c in cls_list},
+        "picture_families": splits.by_split(fam_split),
         "picture_licences": sorted(licences) if licences else None,
         "pieces": {"solo": "music21 Essen/O'Neill folk tunes" if scores.music21_available() else "procedural",
                    "duet": "music21 Bach chorales" if scores.music21_available() else "procedural",
@@ -197,14 +210,18 @@ def plan(root: Path, *, size: str = "tiny", seed: int = 0, classes: list[str] | 
         by_height = sorted(cls_t, key=lambda c: -(C.CLASSES[c].low + C.CLASSES[c].high))
         for k, c in enumerate(by_height):
             spec = C.CLASSES[c]
-            fl = fonts_for(c, split)
-            font = fl[int(rng.integers(len(fl)))]
-            picks = pic_splits[c]["test" if split == "test" else "train"]
+            sl = sources_in(c, split)
+            src = sl[int(rng.integers(len(sl)))]
+            font = S.font_for(src, c, fonts)
+            picks = pic_splits[c][split]
             pic = picks[int(rng.integers(len(picks)))]
             players.append({
                 "class": c, "program": int(spec.programs[int(rng.integers(len(spec.programs)))]), "bank": spec.bank,
-                "soundfont": font.key, "soundfont_file": str(font.path), "soundfont_licence": font.licence,
-                "sample_set": C.sample_set(c, font.key),
+                "soundfont": font.key if font else None, "soundfont_file": str(font.path) if font else None,
+                "soundfont_licence": font.licence if font else None,
+                "sample_set": src.key, "sample_group": src.group,
+                "source": {"key": src.key, "group": src.group, "kind": src.kind, "licence": src.licence,
+                           "description": src.description},
                 "picture": {"key": pic.key, "source": pic.source, "licence": pic.licence,
                             "path": str(pic.path) if pic.path else None},
                 "piece": {"id": piece.id, "title": piece.title, "source": piece.source,
@@ -233,15 +250,13 @@ def default_cache_dir() -> Path:
 
 # ----------------------------------------------------------------------------------------- rendering
 
-_RENDERERS: dict = {}  # sample rate -> Renderer, one per worker process
+def _dry(player: dict, events, dur: float, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """A player's dry sound from its timbre source (sources.render), the font given by the plan."""
+    from avsep_cli.corpus import sources as S
 
-
-def _renderer(sr: int = SR):
-    from avsep_cli.corpus.render import Renderer
-
-    if sr not in _RENDERERS:
-        _RENDERERS[sr] = Renderer(sr)
-    return _RENDERERS[sr]
+    src = S.Source(**player["source"])
+    fonts = [C.font_from_path(Path(player["soundfont_file"]))] if player.get("soundfont_file") else []
+    return S.render(src, player["class"], player["program"], player["bank"], events, dur, sr, rng, fonts)
 
 
 def render_clip(root: Path, recipe: dict, clip: dict) -> str:
@@ -256,7 +271,7 @@ def render_clip(root: Path, recipe: dict, clip: dict) -> str:
     sr, stereo = int(recipe["sample_rate"]), recipe.get("channels", 1) == 2
     n_frames = int(round(dur * fps))
     rng = np.random.default_rng([recipe["seed"], clip["index"], 1])
-    r_perf, r_room, r_scene = rng.spawn(3)
+    r_perf, r_room, r_scene, r_src, r_mic = rng.spawn(5)
     players = clip["players"]
     tempo = float(r_perf.uniform(76, 140))
     # Duet parts share tempo and the window start, so they play together.
@@ -268,10 +283,11 @@ def render_clip(root: Path, recipe: dict, clip: dict) -> str:
     for pl in players:
         notes = [tuple(n) for n in pl["notes"]]
         perf = perform(notes, pl["class"], dur, r_perf, tempo_bpm=tempo, start_q=start_q)
-        dry = _renderer(sr).render(Path(pl["soundfont_file"]), pl["bank"], pl["program"], perf.events, dur)
+        dry = _dry(pl, perf.events, dur, sr, r_src)
         if not np.any(dry):  # a window of rests: play from the start of the line instead
             perf = perform(notes, pl["class"], dur, r_perf, tempo_bpm=tempo, start_q=notes[0][0])
-            dry = _renderer(sr).render(Path(pl["soundfont_file"]), pl["bank"], pl["program"], perf.events, dur)
+            dry = _dry(pl, perf.events, dur, sr, r_src)
+        dry, mic = room.mic_colour(dry, sr, r_mic)
         if stereo:  # reverb only, placed and normalised once the scene (where the player stands) is known
             tails = room.stereo_reverb_tails(r_room, sr, rt60, drr)
             gain_db = float(r_room.uniform(-3.0, 3.0))
@@ -282,7 +298,7 @@ def render_clip(root: Path, recipe: dict, clip: dict) -> str:
             gain_db = float(r_room.uniform(-3.0, 3.0))
             wet = room.normalise(room.reverberate(dry, ir), sr, -20.0 + gain_db)
         stems.append(wet)
-        meta.append({"tempo_bpm": round(perf.tempo_bpm, 2), "articulation": perf.articulation,
+        meta.append({"mic": mic, "tempo_bpm": round(perf.tempo_bpm, 2), "articulation": perf.articulation,
                      "velocity": perf.velocity, "transpose": perf.transpose, "n_notes": len(perf.events),
                      "gain_db": round(gain_db, 2)})
     pics = [P.Picture(pl["class"], pl["picture"]["key"], pl["picture"]["source"], pl["picture"]["licence"],

@@ -189,10 +189,15 @@ class Renderer:
 
     def render(self, font: Path, bank: int, program: int, events: tuple[NoteEvent, ...], duration: float) -> np.ndarray:
         """(round(duration * sr),) float32: the events played with `program` of `font`."""
+        return self.render_on(font, bank, program, events, duration, drums=bank == 128)
+
+    def render_on(self, font: Path, bank: int, program: int, events: tuple[NoteEvent, ...], duration: float,
+                  drums: bool) -> np.ndarray:
+        """As `render`, on the drum channel when `drums` (a drum-kit font keeps its kit in bank 0)."""
         self._hold(font, bank, program)
         fs, sfid = self._new(font)
         try:
-            chan = DRUM_CHANNEL if bank == 128 else MELODY_CHANNEL
+            chan = DRUM_CHANNEL if drums else MELODY_CHANNEL
             fs.program_select(chan, sfid, bank, program)
             n_total = int(round(duration * self.sr))
             # Offs before ons at equal times, so a repeated pitch is re-struck.

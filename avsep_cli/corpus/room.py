@@ -121,3 +121,33 @@ def place(dry: np.ndarray, reverb: np.ndarray, pan: float) -> np.ndarray:
     rev = rev * np.sqrt(power.mean() / np.maximum(power, 1e-30))[:, None]
     gains = np.sqrt(2.0) * np.asarray(equal_power(pan))
     return (gains[:, None] * np.asarray(dry, np.float64)[None] + rev).astype(np.float32)
+
+
+def mic_colour(x: np.ndarray, sr: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """A microphone and its placement, drawn per player: a high-pass (20-150 Hz, 2nd order), a spectral
+    tilt (a first-order shelf, -4..+4 dB towards the top), and one or two resonant peaks or dips (200 Hz -
+    8 kHz, +-6 dB). x: (T,) or (C, T) (the same colouring on every channel). Returns (coloured float32,
+    parameters for the sidecar). Apply to the dry sound before the room."""
+    from scipy.signal import butter, sosfilt
+
+    hp = float(rng.uniform(20, 150))
+    tilt = float(rng.uniform(-4, 4))
+    peaks = [(float(np.exp(rng.uniform(np.log(200), np.log(8000)))), float(rng.uniform(0.7, 3.0)),
+              float(rng.uniform(-6, 6))) for _ in range(int(rng.integers(1, 3)))]
+    sos = [butter(2, hp / (sr / 2), "highpass", output="sos")[0]]
+    # tilt: high shelf at 1.5 kHz (RBJ cookbook, S = 1)
+    a, w = 10 ** (tilt / 40), 2 * np.pi * 1500 / sr
+    al = np.sin(w) / 2 * np.sqrt(2)
+    c, sa = np.cos(w), 2 * np.sqrt(a) * al
+    b0, b1, b2 = a * ((a + 1) + (a - 1) * c + sa), -2 * a * ((a - 1) + (a + 1) * c), a * ((a + 1) + (a - 1) * c - sa)
+    a0, a1, a2 = (a + 1) - (a - 1) * c + sa, 2 * ((a - 1) - (a + 1) * c), (a + 1) - (a - 1) * c - sa
+    sos.append(np.array([b0, b1, b2, a0, a1, a2]) / a0)
+    for f0, q, g in peaks:
+        f0 = min(f0, 0.45 * sr)
+        a, w = 10 ** (g / 40), 2 * np.pi * f0 / sr
+        al = np.sin(w) / (2 * q)
+        row = np.array([1 + al * a, -2 * np.cos(w), 1 - al * a, 1 + al / a, -2 * np.cos(w), 1 - al / a])
+        sos.append(row / row[3])
+    y = sosfilt(np.stack(sos), np.asarray(x, np.float64), axis=-1).astype(np.float32)
+    return y, {"highpass_hz": round(hp, 1), "tilt_db": round(tilt, 2),
+               "peaks": [[round(f, 1), round(q, 2), round(g, 2)] for f, q, g in peaks]}

@@ -1,6 +1,9 @@
 """Video frames of instrument pictures that move like players, with the box of each instrument.
 
-A synthetic clip shows one player (solo) or two side by side (duet) in front of a generated background.
+A synthetic clip shows one, two or three players in front of a generated background (gradients, value
+noise, wood, bricks/tiles, stage curtain, bokeh room, sky, fabric, ...), in tidy columns or a free
+layout (varied spacing and scale, players cut by the frame edge), and then, per clip, lighting and
+colour shifts, vignette or spotlight, defocus or motion blur, sensor noise and JPEG artefacts.
 Each instrument picture sways, rocks and drifts the way a player does, and bobs with its own stem's
 loudness envelope, so that picture motion and sound are correlated as in real performance videos (what
 the audio-visual models learn from). The camera drifts a little; sometimes a coloured shape (a stand,
@@ -13,11 +16,21 @@ caller's numpy Generator, so the same generator state gives the same clip. A 6 s
 
 from __future__ import annotations
 
+import io
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
+
+# Per-clip probability of each degradation (applied after compositing; boxes are unaffected).
+DEGRADATIONS: dict[str, float] = {"photometric": 0.7, "vignette": 0.35, "spotlight": 0.2, "defocus": 0.12,
+                                      "motion_blur": 0.1, "noise": 0.45, "jpeg": 0.3}
+LAYOUT_PROBS: dict[str, float] = {"columns": 0.4, "free": 0.6}
+SCALE_PROBS: dict[str, float] = {"small": 0.2, "medium": 0.6, "large": 0.2}
+# Longest side of a solo instrument as a fraction of the frame (shared between players in ensembles).
+SCALE_RANGES: dict[str, tuple[float, float]] = {"small": (0.22, 0.45), "medium": (0.5, 0.85), "large": (0.85, 1.25)}
 
 # A pixel counts as part of the instrument when its alpha exceeds this (of 255).
 ALPHA_THRESHOLD = 24
@@ -66,12 +79,144 @@ def _rand_colour(rng, lo=0, hi=255) -> np.ndarray:
     return rng.uniform(lo, hi, 3)
 
 
-def _background(rng, n: int) -> tuple[np.ndarray, str]:
-    """(n, n, 3) float32 background and its kind."""
-    kind = str(rng.choice(["linear", "radial", "room", "noise", "shapes", "stripes"]))
+BACKGROUND_KINDS: tuple[str, ...] = ("linear", "radial", "room", "noise", "shapes", "stripes", "value_noise",
+                                     "wood", "bricks", "curtain", "bokeh", "sky", "fabric")
+
+
+def _octaves(rng, n: int, base: int = 3, octaves: int = 4, persistence: float = 0.5) -> np.ndarray:
+    """(n, n) multi-octave value noise scaled to [0, 1]."""
+    out = np.zeros((n, n), np.float32)
+    w = 1.0
+    for o in range(octaves):
+        k = base * 2 ** o
+        g = Image.fromarray(rng.random((k + 1, k + 1)).astype(np.float32))
+        out += w * np.asarray(g.resize((n, n), Image.BICUBIC), np.float32)
+        w *= persistence
+    out -= out.min()
+    return out / max(float(out.max()), 1e-6)
+
+
+def _lerp3(t: np.ndarray, cols) -> np.ndarray:
+    """Map t in [0, 1] through a piecewise-linear palette of colours."""
+    cols = np.asarray(cols, np.float32)
+    x = np.clip(t, 0, 1) * (len(cols) - 1)
+    i = np.minimum(x.astype(int), len(cols) - 2)
+    f = (x - i)[..., None]
+    return cols[i] * (1 - f) + cols[i + 1] * f
+
+
+def _textured_background(kind: str, rng, n: int) -> np.ndarray:
+    """The procedural textures: noise, wood, bricks/tiles, curtain, bokeh, sky, fabric."""
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) / n
+    if kind == "value_noise":  # clouds / plaster / marble-ish blotches through a 3-colour palette
+        t = _octaves(rng, n, int(rng.integers(2, 6)), 4, rng.uniform(0.35, 0.65))
+        if rng.random() < 0.3:  # marble veins
+            t = 0.5 + 0.5 * np.sin((xx * rng.uniform(3, 9) + t * rng.uniform(3, 8)) * math.pi)
+        return _lerp3(t, [_rand_colour(rng) for _ in range(3)])
+    if kind == "wood":  # planks with warped grain and dark gaps
+        light = np.array([rng.uniform(150, 230), rng.uniform(90, 170), rng.uniform(40, 110)])
+        dark = light * rng.uniform(0.4, 0.7)
+        vertical = rng.random() < 0.5
+        u, v = (xx, yy) if vertical else (yy, xx)
+        planks = int(rng.integers(3, 9))
+        idx = np.floor(u * planks)
+        offs = rng.uniform(0, 10, planks + 1).astype(np.float32)[idx.astype(int)]
+        warp = _octaves(rng, n, 3, 3)
+        g = np.sin((u * rng.uniform(20, 60) + warp * rng.uniform(2, 6) + offs + v * rng.uniform(0, 3)) * math.pi)
+        t = (0.5 + 0.5 * g) ** rng.uniform(1, 3)
+        bg = _lerp3(t, [dark, light]) * (0.85 + 0.3 * rng.random(planks + 1)[idx.astype(int)])[..., None]
+        gap = np.abs(u * planks - np.round(u * planks)) < 0.02 * planks
+        return np.where(gap[..., None], dark * 0.5, bg)
+    if kind == "bricks":  # running-bond bricks or a square tile grid, with mortar and per-piece colour
+        tiles = rng.random() < 0.35
+        rows = int(rng.integers(5, 16))
+        cols = rows if tiles else max(2, int(rows * rng.uniform(0.35, 0.6)))
+        ry = yy * rows
+        shift = 0 if tiles else (np.floor(ry) % 2) * 0.5
+        rx = xx * cols + shift
+        base = _rand_colour(rng, 60, 230) if tiles else np.array([rng.uniform(120, 200), rng.uniform(50, 100),
+                                                                   rng.uniform(30, 80)])
+        ids = (np.floor(ry) * 131 + np.floor(rx)).astype(int) % 997
+        jit = rng.uniform(0.75, 1.2, 997).astype(np.float32)
+        if tiles and rng.random() < 0.5:  # two-colour tiles
+            other = _rand_colour(rng, 30, 230)
+            pick = ((np.floor(ry) + np.floor(rx)) % 2)[..., None]
+            bgc = base * (1 - pick) + other * pick
+        else:
+            bgc = np.broadcast_to(base, (n, n, 3))
+        bg = bgc * jit[ids][..., None] * (0.9 + 0.2 * _octaves(rng, n, 8, 2))[..., None]
+        mortar_w = rng.uniform(0.04, 0.12)
+        mortar = (np.abs(ry - np.round(ry)) < mortar_w) | (np.abs(rx - np.round(rx)) < mortar_w * rows / cols)
+        return np.where(mortar[..., None], _rand_colour(rng, 150, 230) * 0.9, bg)
+    if kind == "curtain":  # stage curtain with folds, a floor, and a spotlight
+        col = np.array([rng.uniform(80, 200), rng.uniform(0, 40), rng.uniform(0, 60)])
+        if rng.random() < 0.4:
+            col = col[rng.permutation(3)]
+        folds = rng.uniform(6, 18)
+        ph = _octaves(rng, n, 2, 2) * 2
+        f = np.abs(np.sin((xx * folds + ph + 0.2 * yy) * math.pi)) ** rng.uniform(0.5, 1.2)
+        bg = col * (0.35 + 0.75 * f)[..., None]
+        if rng.random() < 0.6:
+            floor_y = rng.uniform(0.7, 0.9)
+            floor = np.array([rng.uniform(60, 140), rng.uniform(40, 90), rng.uniform(20, 60)]) * (0.6 + 0.6 * yy)[..., None]
+            bg = np.where((yy > floor_y)[..., None], floor, bg)
+        cx, cy = rng.uniform(0.25, 0.75), rng.uniform(0.3, 0.7)
+        d = ((xx - cx) ** 2 + ((yy - cy) * 1.3) ** 2) / rng.uniform(0.03, 0.12)
+        return bg * (0.45 + rng.uniform(0.6, 1.0) * np.exp(-d))[..., None]
+    if kind == "bokeh":  # out-of-focus room: dark gradient with soft discs of light
+        c1, c2 = _rand_colour(rng, 0, 120), _rand_colour(rng, 0, 160)
+        base = c1 + (c2 - c1) * yy[..., None]
+        layer = Image.new("RGB", (n, n), (0, 0, 0))
+        d = ImageDraw.Draw(layer)
+        warm = rng.random() < 0.5
+        for _ in range(int(rng.integers(10, 40))):
+            r = rng.uniform(0.02, 0.12) * n
+            x, y = rng.uniform(-0.05, 1.05, 2) * n
+            c = (rng.uniform(180, 255), rng.uniform(120, 230), rng.uniform(40, 140)) if warm else _rand_colour(rng, 60, 255)
+            k = rng.uniform(0.2, 0.7)
+            d.ellipse([x - r, y - r, x + r, y + r], fill=tuple(int(v * k) for v in c))
+        layer = layer.filter(ImageFilter.GaussianBlur(rng.uniform(1.5, 6)))
+        return base + np.asarray(layer, np.float32) * rng.uniform(0.6, 1.0)
+    if kind == "sky":  # gradient sky with clouds, maybe a sunset, maybe a horizon
+        sunset = rng.random() < 0.3
+        top = np.array([rng.uniform(20, 80), rng.uniform(60, 130), rng.uniform(150, 230)])
+        low = np.array([rng.uniform(230, 255), rng.uniform(120, 190), rng.uniform(60, 120)]) if sunset else \
+            np.array([rng.uniform(170, 220), rng.uniform(200, 235), rng.uniform(230, 255)])
+        bg = top + (low - top) * (yy ** rng.uniform(0.6, 1.5))[..., None]
+        cloud = np.clip((_octaves(rng, n, int(rng.integers(2, 5)), 4) - rng.uniform(0.4, 0.7)) * 3, 0, 1)
+        bg = bg + (rng.uniform(220, 255) - bg) * cloud[..., None] * rng.uniform(0.6, 1.0)
+        if rng.random() < 0.5:  # distant hills or a city line
+            h = rng.uniform(0.65, 0.9) - 0.08 * _octaves(rng, n, 2, 3)[0]
+            ground = _rand_colour(rng, 10, 110)
+            bg = np.where((yy > h[None, :])[..., None], ground, bg)
+        return bg
+    # fabric: a woven texture, plain or tartan
+    f = rng.uniform(40, 120)
+    c1, c2 = _rand_colour(rng), _rand_colour(rng)
+    weave = 0.5 + 0.5 * np.sin(xx * f * math.pi) * np.sin(yy * f * math.pi)
+    if rng.random() < 0.5:  # tartan: coloured bands in both directions
+        bands = rng.uniform(3, 10)
+        bx = (np.sin(xx * bands * math.pi * 2) > rng.uniform(-0.3, 0.5)).astype(np.float32)
+        by = (np.sin(yy * bands * math.pi * 2) > rng.uniform(-0.3, 0.5)).astype(np.float32)
+        t = (bx + by) / 2
+        bg = _lerp3(t, [c1, (c1 + c2) / 2, c2])
+    else:
+        bg = np.broadcast_to(c1, (n, n, 3)).astype(np.float32)
+    bg = bg * (0.8 + 0.25 * weave)[..., None]
+    folds = 0.85 + 0.3 * _octaves(rng, n, 2, 2)
+    return bg * folds[..., None]
+
+
+def _background(rng, n: int, kinds=None) -> tuple[np.ndarray, str]:
+    """(n, n, 3) float32 background and its kind (drawn from `kinds`, default all BACKGROUND_KINDS)."""
+    kind = str(rng.choice(list(kinds or BACKGROUND_KINDS)))
+    if kind not in BACKGROUND_KINDS:
+        raise ValueError(f"unknown background kind {kind!r}; kinds: {', '.join(BACKGROUND_KINDS)}")
     yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) / n
     c1, c2 = _rand_colour(rng), _rand_colour(rng)
-    if kind == "linear":
+    if kind not in ("linear", "radial", "room", "noise", "shapes", "stripes"):
+        bg = _textured_background(kind, rng, n)
+    elif kind == "linear":
         a = rng.uniform(0, 2 * math.pi)
         u = (xx - 0.5) * math.cos(a) + (yy - 0.5) * math.sin(a) + 0.5
         bg = c1 + (c2 - c1) * np.clip(u, 0, 1)[..., None]
@@ -156,16 +301,132 @@ def _occluder_mask(kind: str, S: int, cx: float, cy: float, hw: float, hh: float
     return np.clip(hw - np.abs(u) + 0.5, 0, 1) * np.clip(hh - np.abs(v) + 0.5, 0, 1)
 
 
+def _degrade_probs(degrade) -> dict[str, float]:
+    if degrade is False:
+        return {k: 0.0 for k in DEGRADATIONS}
+    probs = dict(DEGRADATIONS)
+    if isinstance(degrade, Mapping):
+        bad = set(degrade) - set(DEGRADATIONS)
+        if bad:
+            raise ValueError(f"unknown degradations {sorted(bad)}; known: {', '.join(DEGRADATIONS)}")
+        probs.update({k: float(v) for k, v in degrade.items()})
+    return probs
+
+
+def _line_kernel(length: int, angle: float) -> ImageFilter.Kernel:
+    """A 5x5 motion-blur kernel: a line of `length` (2-5) pixels at `angle`."""
+    k = np.zeros((5, 5), np.float32)
+    for t in np.linspace(-(length - 1) / 2, (length - 1) / 2, 4 * length):
+        k[round(2 + t * math.sin(angle)), round(2 + t * math.cos(angle))] = 1
+    return ImageFilter.Kernel((5, 5), k.ravel().tolist(), float(k.sum()))
+
+
+def _degrade(frames: np.ndarray, rng, probs: dict[str, float], boxes: np.ndarray, visible: np.ndarray) -> dict:
+    """Camera and lighting degradations of a whole clip, in place; one setting per clip. Returns what
+    was applied. Every random draw happens whatever the probabilities, so options do not shift the rng.
+    Each frame goes once through a chain of PIL operations in C (~1 ms a frame with everything on)."""
+    T, S = frames.shape[0], frames.shape[1]
+    u = rng.random(len(DEGRADATIONS))
+    on = {k: bool(u[i] < probs[k]) for i, k in enumerate(DEGRADATIONS)}
+    done: dict = {}
+    ops = []
+    # Photometric: brightness, contrast, gamma, colour temperature and tint, as one lookup table per channel.
+    b, c, g = rng.uniform(0.65, 1.3), rng.uniform(0.65, 1.4), float(np.exp(rng.uniform(-0.45, 0.45)))
+    temp, tint = rng.uniform(-1, 1), rng.uniform(-0.08, 0.08)
+    if on["photometric"]:
+        gains = np.array([1 + 0.15 * temp, 1 + tint, 1 - 0.15 * temp])
+        x = np.arange(256) / 255.0
+        lut = np.clip(((x[None] - 0.5) * c + 0.5) * b * gains[:, None], 0, 1) ** g
+        lut = (lut * 255 + 0.5).astype(np.uint8).ravel().tolist()
+        ops.append(lambda im, i: im.point(lut))
+        done["photometric"] = {"brightness": round(b, 3), "contrast": round(c, 3), "gamma": round(g, 3),
+                                   "temperature": round(temp, 3), "tint": round(tint, 3)}
+    # Spatial gain <= 1: vignette (dark corners) and a spotlight on one player (dim surroundings).
+    yy, xx = np.mgrid[0:S, 0:S].astype(np.float32) / S
+    vs = rng.uniform(0.25, 0.7)
+    who = int(rng.integers(boxes.shape[0]))
+    lo, sig = rng.uniform(0.35, 0.75), rng.uniform(0.18, 0.4)
+    gain = None
+    if on["vignette"]:
+        gain = 1 - vs * np.clip(((xx - 0.5) ** 2 + (yy - 0.5) ** 2) * 2, 0, 1) ** 1.2
+        done["vignette"] = {"strength": round(vs, 3)}
+    if on["spotlight"] and visible[who].any():
+        bb = boxes[who][visible[who]].mean(0) / S
+        cx, cy = (bb[0] + bb[2]) / 2, (bb[1] + bb[3]) / 2
+        spot = lo + (1 - lo) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sig ** 2))
+        gain = spot if gain is None else gain * spot
+        done["spotlight"] = {"player": who, "floor": round(lo, 3), "radius": round(sig, 3)}
+    if gain is not None:
+        gim = Image.fromarray((np.clip(gain, 0, 1) * 255 + 0.5).astype(np.uint8)).convert("RGB")
+        ops.append(lambda im, i: ImageChops.multiply(im, gim))
+    # Blur: defocus (Gaussian) or camera motion (a short line kernel, once or twice).
+    rad = rng.uniform(0.6, 2.2)
+    mlen, mang, mpass = int(rng.integers(3, 6)), rng.uniform(0, math.pi), int(rng.integers(1, 3))
+    if on["defocus"]:
+        blur = ImageFilter.GaussianBlur(rad)
+        ops.append(lambda im, i: im.filter(blur))
+        done["defocus"] = {"radius": round(rad, 3)}
+    elif on["motion_blur"]:
+        kern = _line_kernel(mlen, mang)
+        ops.append(lambda im, i: im.filter(kern) if mpass == 1 else im.filter(kern).filter(kern))
+        done["motion_blur"] = {"length": mlen * mpass, "angle": round(math.degrees(mang), 1)}
+    # Sensor noise: two noise fields, cropped at random offsets per frame, added and subtracted in C.
+    sigma, chroma = rng.uniform(2, 12), rng.uniform(0, 0.6)
+    m = 16
+    offs = rng.integers(0, m, (T, 3))
+    if on["noise"]:
+        bank = rng.normal(0, sigma, (2, S + m, S + m, 1)) + rng.normal(0, sigma * chroma, (2, S + m, S + m, 3))
+        pos = [Image.fromarray(np.clip(f, 0, 255).astype(np.uint8)) for f in bank]
+        neg = [Image.fromarray(np.clip(-f, 0, 255).astype(np.uint8)) for f in bank]
+
+        def noise(im, i):
+            o = offs[i]
+            box = (int(o[1]), int(o[0]), int(o[1]) + S, int(o[0]) + S)
+            k = int(o[2]) % 2
+            return ImageChops.subtract(ImageChops.add(im, pos[k].crop(box)), neg[k].crop(box))
+        ops.append(noise)
+        done["noise"] = {"sigma": round(sigma, 3), "chroma": round(chroma, 3)}
+    # JPEG compression artefacts: each frame through a PIL JPEG round trip.
+    q = int(rng.integers(15, 91))
+    if on["jpeg"]:
+        def jpeg(im, i):
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=q)
+            buf.seek(0)
+            return Image.open(buf).convert("RGB")
+        ops.append(jpeg)
+        done["jpeg"] = {"quality": q}
+    if ops:
+        for i in range(T):
+            im = Image.fromarray(frames[i])
+            for op in ops:
+                im = op(im, i)
+            frames[i] = np.asarray(im)
+    return done
+
+
 def render_scene_detailed(pictures: list[np.ndarray], n_frames: int, fps: float, size: int = 224,
                           rng: np.random.Generator | None = None,
                           envelopes: list[np.ndarray] | None = None, *,
                           occlusion_prob: float = 0.35, body_prob: float = 0.5,
-                          background: np.ndarray | tuple[int, int, int] | None = None) -> Scene:
-    """Render a clip of len(pictures) players (1 = solo, 2 = duet; more are laid out in columns).
+                          background: np.ndarray | tuple[int, int, int] | None = None,
+                          background_kinds: Sequence[str] | None = None,
+                          layout: str | None = None, scale: str | None = None,
+                          out_of_frame_prob: float = 0.15,
+                          degrade: Mapping[str, float] | bool | None = None) -> Scene:
+    """Render a clip of len(pictures) players (1 = solo, 2 = duet, 3 = trio), left to right.
 
     pictures: RGBA uint8 arrays (any square size, e.g. pictures.load_rgba(pic, 224)).
     envelopes[p]: per-frame RMS loudness of player p's stem in [0, 1] (any length: resampled to
     n_frames); None gives each player a random slow envelope. rng None means default_rng(0).
+    background_kinds: the kinds the background is drawn from (default all BACKGROUND_KINDS).
+    layout: "columns" (each player inside its own column, no overlap, whole in frame) or "free"
+    (varied spacing, may overlap a little, players may be cut by the frame edge, each with
+    probability out_of_frame_prob); None draws it (LAYOUT_PROBS). scale: "small", "medium" or
+    "large" (instrument size in the frame; "large" may exceed it); None draws it (SCALE_PROBS).
+    degrade: per-clip degradation probabilities overriding DEGRADATIONS (a dict of some of its
+    keys); False turns them all off, True/None keeps the defaults. Boxes are computed before any
+    degradation. Scene.info records background, layout, scale, out_of_frame and degradations.
     """
     rng = np.random.default_rng(0) if rng is None else rng
     P, T, S = len(pictures), int(n_frames), int(size)
@@ -175,10 +436,18 @@ def render_scene_detailed(pictures: list[np.ndarray], n_frames: int, fps: float,
         raise ValueError(f"{len(envelopes)} envelopes for {P} pictures")
     t = np.arange(T) / float(fps)
 
+    probs = _degrade_probs(degrade)
+    if layout is None:
+        layout = str(rng.choice(list(LAYOUT_PROBS), p=list(LAYOUT_PROBS.values())))
+    band = scale if scale is not None else str(rng.choice(list(SCALE_PROBS), p=list(SCALE_PROBS.values())))
+    if layout not in LAYOUT_PROBS or band not in SCALE_PROBS:
+        raise ValueError(f"layout {layout!r} / scale {band!r}: choose from {list(LAYOUT_PROBS)} / {list(SCALE_PROBS)}")
     # Camera: background rendered with a margin, the view drifts slowly inside it.
-    pad = max(2, int(round(0.04 * S)))
+    pad = max(2, round(0.04 * S))
+    # The background has its own generator, so its kind and options do not move the rest of the clip.
+    bg_rng = np.random.default_rng(int(rng.integers(2 ** 63)))
     if background is None:
-        bg, bg_kind = _background(rng, S + 2 * pad)
+        bg, bg_kind = _background(bg_rng, S + 2 * pad, background_kinds)
     elif np.ndim(background) == 1:
         bg, bg_kind = np.broadcast_to(np.asarray(background, np.float32), (S + 2 * pad, S + 2 * pad, 3)), "given"
     else:
@@ -189,6 +458,11 @@ def render_scene_detailed(pictures: list[np.ndarray], n_frames: int, fps: float,
 
     order = [int(i) for i in rng.permutation(P)]  # order[k] = picture shown in column k
     slot_w = S / P
+    # Free layout: centres left to right with a random spacing (tight to spread out) and jitter.
+    spacing = rng.uniform(0.6, 1.1) * S / P
+    x_free = S / 2 + (np.arange(P) - (P - 1) / 2) * spacing + rng.uniform(-0.15, 0.15, P) * spacing
+    x_free += rng.uniform(-1, 1) * max(0.0, (S - spacing * P) / 2)
+    out_of_frame = []
     players = []
     for col, p in enumerate(order):
         src = np.asarray(pictures[p])
@@ -212,8 +486,14 @@ def render_scene_detailed(pictures: list[np.ndarray], n_frames: int, fps: float,
         # and the frame height, with room for drift and bob.
         rot_w = w0 * math.cos(max_ang) + h0 * math.sin(max_ang)
         rot_h = h0 * math.cos(max_ang) + w0 * math.sin(max_ang)
-        want = rng.uniform(0.55, 0.85) * S if P == 1 else rng.uniform(0.38, 0.5) * S
-        k_base = min(want / max(w0, h0), 0.9 * slot_w / rot_w, 0.82 * S / rot_h) / (1 + scale_var + 0.04)
+        lo, hi = SCALE_RANGES[band]
+        want = rng.uniform(lo, hi) * S / (1 if P == 1 else (0.8 * P if layout == "columns" else 0.65 * P))
+        if layout == "columns":
+            k_base = min(want / max(w0, h0), 0.9 * slot_w / rot_w, 0.82 * S / rot_h) / (1 + scale_var + 0.04)
+        else:
+            k_base = want / max(w0, h0) / (1 + scale_var + 0.04)
+            if band != "large":
+                k_base = min(k_base, 0.82 * S / rot_h / (1 + scale_var + 0.04))
         bob = rng.uniform(0.02, 0.05) * S
         drift = rng.uniform(0.01, 0.03) * S
         half_w = rot_w * k_base * (1 + scale_var + 0.04) / 2
@@ -223,6 +503,18 @@ def render_scene_detailed(pictures: list[np.ndarray], n_frames: int, fps: float,
         cx = (lo_x + hi_x) / 2 if lo_x >= hi_x else rng.uniform(lo_x, hi_x)
         lo_y, hi_y = half_h + bob + pad, S - half_h - drift - pad
         cy = S / 2 if lo_y >= hi_y else rng.uniform(lo_y, hi_y)
+        if layout == "free":
+            cx = float(x_free[col])
+            if rng.random() < out_of_frame_prob:  # cut by an edge: 15-50 % of the instrument outside
+                side = int(rng.integers(3)) if P == 1 else (0 if col == 0 else 1 if col == P - 1 else 2)
+                f = rng.uniform(0.15, 0.5)
+                if side == 0:
+                    cx = pad + half_w * (1 - 2 * f)
+                elif side == 1:
+                    cx = S + pad - half_w * (1 - 2 * f)
+                else:
+                    cy = S + pad - half_h * (1 - 2 * f)
+                out_of_frame.append(p)
         env = _envelope(None if envelopes is None else envelopes[p], T, fps, rng)
         beat = rng.uniform(0.8, 2.2)  # Hz: rocking with the music
         ang = (base_ang + sway_amp * _smooth_wave(rng, t, 0.15, 0.5, 1)
@@ -235,14 +527,14 @@ def render_scene_detailed(pictures: list[np.ndarray], n_frames: int, fps: float,
         # Work from a copy resized to the largest scale needed: the per-frame warp then only shrinks a
         # little, so bilinear sampling does not alias. Premultiplied alpha keeps edges clean.
         k_max = float(scale.max())
-        R = (max(1, int(math.ceil(w0 * k_max))), max(1, int(math.ceil(h0 * k_max))))
+        R = (max(1, math.ceil(w0 * k_max)), max(1, math.ceil(h0 * k_max)))
         work = Image.fromarray(np.ascontiguousarray(src)).convert("RGBa").resize(R, Image.LANCZOS)
         body = None
         if rng.random() < body_prob:
             bw, bh = int(min(slot_w * 0.8, rot_w * k_base * 1.2)), int(rot_h * k_base * 1.3)
             body = _body_layer(rng, max(bw, 8), max(bh, 8))
-        players.append(dict(p=p, work=work, ang=ang, scale=scale / k_max,
-                            px=px, py=py, body=body))
+        players.append({"p": p, "work": work, "ang": ang, "scale": scale / k_max,
+                            "px": px, "py": py, "body": body})
 
     # Occluder: one shape crossing the view during part of the clip.
     occ = None
@@ -263,8 +555,8 @@ def render_scene_detailed(pictures: list[np.ndarray], n_frames: int, fps: float,
         end = np.array([x_mid + rng.uniform(0.1, 0.35) * S, y_mid + rng.uniform(-0.15, 0.15) * S])
         if rng.random() < 0.5:
             start, end = end, start
-        occ = dict(kind=kind, t0=t0, t1=t1, hw=hw, hh=hh, ang=ang0, start=start, end=end,
-                   colour=_rand_colour(rng, 0, 255).astype(np.float32))
+        occ = {"kind": kind, "t0": t0, "t1": t1, "hw": hw, "hh": hh, "ang": ang0, "start": start, "end": end,
+                   "colour": _rand_colour(rng, 0, 255).astype(np.float32)}
 
     frames = np.empty((T, S, S, 3), np.uint8)
     boxes = np.zeros((P, T, 4), np.float32)
@@ -281,14 +573,14 @@ def render_scene_detailed(pictures: list[np.ndarray], n_frames: int, fps: float,
             fx, fy = pl["px"][i] - shift_x, pl["py"][i] - shift_y
             body = pl["body"]
             if body is not None:
-                frame.paste(body, (int(round(fx - body.size[0] / 2)), int(round(fy - body.size[1] * 0.45))), body)
+                frame.paste(body, (round(fx - body.size[0] / 2), round(fy - body.size[1] * 0.45)), body)
             k = float(pl["scale"][i])
             th = math.radians(float(pl["ang"][i]))
             Rw, Rh = pl["work"].size
             c, s = math.cos(th), math.sin(th)
-            D = (int(math.ceil(k * (Rw * abs(c) + Rh * abs(s)))) + 3,
-                 int(math.ceil(k * (Rw * abs(s) + Rh * abs(c)))) + 3)
-            X0, Y0 = int(math.floor(fx - D[0] / 2)), int(math.floor(fy - D[1] / 2))
+            D = (math.ceil(k * (Rw * abs(c) + Rh * abs(s))) + 3,
+                 math.ceil(k * (Rw * abs(s) + Rh * abs(c))) + 3)
+            X0, Y0 = math.floor(fx - D[0] / 2), math.floor(fy - D[1] / 2)
             ux, uy = fx - X0, fy - Y0  # picture centre inside the patch, with its sub-pixel part
             # Inverse map, patch pixel (u, v) -> source pixel (x, y): rotate by -th, scale by 1/k.
             a, b = c / k, s / k
@@ -320,16 +612,18 @@ def render_scene_detailed(pictures: list[np.ndarray], n_frames: int, fps: float,
         else:
             frames[i] = np.asarray(frame)
 
-    info = dict(order=order, background=bg_kind,
-                occluder=None if occ is None else dict(kind=occ["kind"], frames=(occ["t0"], occ["t1"])))
+    applied = _degrade(frames, rng, probs, boxes, visible)
+    info = {"order": order, "background": bg_kind, "layout": layout, "scale": band, "out_of_frame": out_of_frame,
+                "degradations": applied,
+                "occluder": None if occ is None else {"kind": occ["kind"], "frames": (occ["t0"], occ["t1"])}}
     return Scene(frames, boxes, occluded, visible, info)
 
 
 def render_scene(pictures: list[np.ndarray], n_frames: int, fps: float, size: int = 224,
                  rng: np.random.Generator | None = None,
-                 envelopes: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 envelopes: list[np.ndarray] | None = None, **options) -> tuple[np.ndarray, np.ndarray]:
     """frames (n_frames, size, size, 3) uint8 and boxes (P, n_frames, 4) float32 x0, y0, x1, y1:
     the tight pixel extent of each instrument's drawn pixels, clipped to the frame (see
-    render_scene_detailed for occlusion and layout information)."""
-    sc = render_scene_detailed(pictures, n_frames, fps, size, rng, envelopes)
+    render_scene_detailed for occlusion and layout information, and the keyword options)."""
+    sc = render_scene_detailed(pictures, n_frames, fps, size, rng, envelopes, **options)
     return sc.frames, sc.boxes

@@ -40,6 +40,8 @@ class DetectorConfig:
     warmup_epochs: float = 1.0    # ultralytics' 3 would be most of a short CPU run
     close_mosaic: int = 2         # last epochs without mosaic augmentation (ultralytics: 10)
     every: int = 4                # every 4th frame (2 per second): neighbouring frames are near copies
+    stills: int = 0               # more training images rendered from the train pictures (corpus.stills)
+    agnostic: bool = False        # one class, "instrument": a classifier names the boxes (classifier.py)
     max_minutes: float = 0.0      # stop at the first epoch end after this many minutes (0: no limit)
     max_cpu_minutes: float = 0.0  # stop when another epoch like the last would pass this process CPU time (0: no limit)
     patience: int = 100           # ultralytics' early stop after this many epochs without val progress
@@ -95,7 +97,7 @@ def train_detector(cfg: DetectorConfig | None, run_dir: str | Path, device="cpu"
                          f"yolo11n.yaml (the detector is trained from scratch; no pretrained weights)")
     if cfg.imgsz < 32 or cfg.imgsz % 32:
         raise AvsepError(f"--imgsz {cfg.imgsz}: expected a multiple of 32 (YOLO's largest stride)")
-    data = export_yolo_dataset(cfg.root, every=cfg.every, progress=on_export)
+    data = export_yolo_dataset(cfg.root, every=cfg.every, progress=on_export, agnostic=cfg.agnostic, stills=cfg.stills)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         cfg.save(run_dir / "config.json")

@@ -74,18 +74,18 @@ def build_system(cfg: TrainConfig, visual_weights: str | None = None):
     cfg.model = model_config(cfg.method, cfg.preset, cfg.model)
     checkpoint._load_builtin_models()
     model = checkpoint.MODELS[cfg.method](**cfg.model)
-    if visual_weights is not None and (hasattr(model, "frame_net") or cfg.method == "ialcms"):
+    if visual_weights is not None and (hasattr(model, "frame_net") or cfg.method in ("ialcms", "visual-trunk")):
         from avsep_cli.models.resnet import load_trunk_weights
 
-        trunk = model.visual.trunk if cfg.method == "ialcms" else model.frame_net.trunk
+        trunk = {"ialcms": lambda: model.visual.trunk, "visual-trunk": lambda: model.trunk}.get(
+            cfg.method, lambda: model.frame_net.trunk)()
         log.info("visual trunk from %s", load_trunk_weights(trunk, visual_weights))
     from avsep_cli.training.systems import FIXED_SEGMENT
 
     if cfg.method == "visual-trunk":
-        from avsep_cli.datasets import FrameClassification
         from avsep_cli.training.systems import ClassifierSystem
 
-        data = FrameClassification(cfg.root, "train", length=max(cfg.batch_size * max(cfg.steps_per_epoch, 1), 64),
+        data = classification_data(cfg.root, "train", length=max(cfg.batch_size * max(cfg.steps_per_epoch, 1), 64),
                                    seed=cfg.seed, frame_size=cfg.model["frame_size"])
         if cfg.model["num_classes"] != len(data.classes):
             cfg.model["num_classes"] = len(data.classes)
@@ -182,13 +182,26 @@ def make_validation(cfg: TrainConfig, system, device: torch.device) -> Callable[
     return validate
 
 
+def classification_data(root, split: str, **kw):
+    """The visual trunk's data: crops of stills rendered from the split's pictures (`PictureCrops`) for a
+    corpus whose recipe holds picture families out; the corpus' own frames for older corpora."""
+    import json
+
+    from avsep_cli.datasets import FrameClassification, PictureCrops
+
+    try:
+        recipe = json.loads((Path(root) / "corpus.json").read_text())
+    except (OSError, ValueError):
+        recipe = {}
+    return (PictureCrops if "picture_families" in recipe else FrameClassification)(root, split, **kw)
+
+
 def _classification_validation(cfg: TrainConfig, system, device: torch.device) -> Callable[[], dict] | None:
     """Accuracy on a fixed set of val pictures (val_num x 8 of them)."""
-    from avsep_cli.datasets import FrameClassification
     from avsep_cli.training.trainer import collate
 
     try:
-        data = FrameClassification(cfg.root, "val", length=cfg.val_num * 8, seed=cfg.seed,
+        data = classification_data(cfg.root, "val", length=cfg.val_num * 8, seed=cfg.seed,
                                    frame_size=cfg.model["frame_size"], train=False)
     except AvsepError as e:
         log.warning("no validation: %s", e)
