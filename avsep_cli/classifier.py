@@ -48,6 +48,14 @@ class CropClassifier:
         return cls(model, tuple(classes) if classes else default_classes(), name=res.name, sha256=res.sha256,
                    size=size, device=device)
 
+    @classmethod
+    def for_detector(cls, detector: str, device: str | torch.device = "cpu") -> "CropClassifier | None":
+        """The classifier a shipped detector's manifest entry names (None for a file or an entry without one)."""
+        from avsep_cli import registry
+
+        named = next((e.get("classifier") for e in registry.entries() if e["name"] == str(detector)), None)
+        return cls.load(named, device=device) if named else None
+
     def info(self) -> dict:
         return {"weights": self.name, "sha256": self.sha256, "size": self.size}
 

@@ -329,13 +329,10 @@ class Separator:
         from avsep_cli.detection import Detector
 
         path, sha = registry.shipped_file(str(detector), "detector")
-        # A shipped detector that only finds instruments names its classifier (the visual trunk that names them).
-        named = next((e.get("classifier") for e in registry.entries() if e["name"] == str(detector)), None)
-        classifier = None
-        if named:
-            from avsep_cli.classifier import CropClassifier
+        from avsep_cli.classifier import CropClassifier
 
-            classifier = CropClassifier.load(named, device=self.device)
+        # A shipped detector that only finds instruments names its classifier (the visual trunk that names them).
+        classifier = CropClassifier.for_detector(str(detector), device=self.device)
         # conf / 2: the tracker's low-confidence boxes too; imgsz None: the size the detector was trained at
         return Detector(path, device=self.device, conf=conf / 2, imgsz=imgsz, sha256=sha, classifier=classifier)
 

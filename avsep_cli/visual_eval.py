@@ -23,11 +23,6 @@ from avsep_cli.errors import AvsepError
 IOU = 0.5
 
 
-def _players(reader, clip, times):
-    """[(class, (K, 4) boxes)] of a clip at `times`; a box under 1 px in width or height is None."""
-    return reader.boxes(clip, times)
-
-
 def _clips(root: Path, split: str):
     from avsep_cli.datasets import ClipReader
     from avsep_cli.layout import open_corpus
@@ -58,7 +53,7 @@ def classifier_accuracy(classifier, root, split: str = "test", frames: int = 3, 
         times = _times(reader, clip, frames)
         imgs = reader.frames(clip, times)
         crops, labels = [], []
-        for cls, bx in _players(reader, clip, times):
+        for cls, bx in reader.boxes(clip, times):
             for k in range(len(times)):
                 b = bx[k]
                 if b[2] - b[0] < 4 or b[3] - b[1] < 4 or cls not in index:
@@ -128,7 +123,7 @@ def detector_metrics(detector, root, split: str = "test", every: int = 4, conf: 
         if not times:
             continue
         imgs = reader.frames(clip, times)
-        truth = _players(reader, clip, times)
+        truth = reader.boxes(clip, times)
         out = detector.detect(imgs)
         for k, (boxes, probs) in enumerate(out):
             frames_n += 1

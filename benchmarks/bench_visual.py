@@ -56,10 +56,11 @@ def main() -> None:
     det_name = args.detector
     if det_name == "auto":
         det_name = registry.default_for("detector")["name"]
-    cls_name = args.classifier
-    if cls_name == "auto":
-        cls_name = next((e.get("classifier") for e in registry.entries() if e["name"] == det_name), None)
-    classifier = None if cls_name in (None, "none") else CropClassifier.load(cls_name)
+    if args.classifier == "auto":
+        classifier = CropClassifier.for_detector(det_name)
+    else:
+        classifier = None if args.classifier == "none" else CropClassifier.load(args.classifier)
+    cls_name = classifier.name if classifier is not None else None
     path, sha = registry.shipped_file(det_name, "detector")
     det = Detector(path, conf=args.conf, sha256=sha, classifier=classifier)
 

@@ -105,10 +105,10 @@ def test_a_class_agnostic_detector_needs_a_classifier_and_takes_its_names(agnost
 
 
 class _TruthDetector:
-    """Returns the sidecar boxes of the frames it is given, named right or wrong: metrics' known answers."""
+    """Hands out queued (boxes, probabilities) per frame: the sidecar boxes, named right or wrong."""
 
-    def __init__(self, root, classes, wrong=False):
-        self.classes, self.wrong = list(classes), wrong
+    def __init__(self, classes):
+        self.classes = list(classes)
         self.queue: list = []
 
     def detect(self, frames):
@@ -123,7 +123,7 @@ def test_detector_metrics_on_corpus_frames(tiny_corpus, monkeypatch):
     classes = list(corpus.classes)
     reader = ClipReader(tiny_corpus)
     for wrong in (False, True):
-        det = _TruthDetector(tiny_corpus, classes, wrong)
+        det = _TruthDetector(classes)
         for clip in corpus.clips(split="test"):
             n = max(len(p["boxes"]) for p in reader.meta(clip)["players"])
             times = [i / FPS for i in range(0, n, 4)]
