@@ -63,6 +63,13 @@ def model_config(method: str, preset: str, overrides: dict) -> dict:
     raise AvsepError(f"unknown training method {method!r}; available: {', '.join(METHODS)}")
 
 
+def mask_target(cfg: TrainConfig) -> str:
+    """The target rule of a mask method's run: its own reference's (AVPC, Sound-of-Pixels), the dominant
+    source for the tiny test net and legacy networks, or `options["target"]`."""
+    default = "dominant" if cfg.method == "tiny" or cfg.model.get("legacy") else cfg.method
+    return cfg.options.get("target", default)
+
+
 def build_system(cfg: TrainConfig, visual_weights: str | None = None):
     """The system (model + loss) and the training dataset of a method."""
     from avsep_cli import checkpoint
@@ -72,6 +79,13 @@ def build_system(cfg: TrainConfig, visual_weights: str | None = None):
     if cfg.method not in METHODS:
         raise AvsepError(f"unknown training method {cfg.method!r}; available: {', '.join(METHODS)}")
     cfg.model = model_config(cfg.method, cfg.preset, cfg.model)
+    if cfg.cache_features:  # features computed once by the frozen trunk in eval mode: say so in the config
+        if cfg.method in ("avpc", "avpc-rcop") and cfg.model.get("trunk_bn_train"):
+            log.info("--cache-features: the trunk's BatchNorm stays in eval mode (trunk_bn_train=False)")
+            cfg.model["trunk_bn_train"] = False
+        if cfg.method == "sop" and cfg.model.get("train_trunk"):
+            log.info("--cache-features: the trunk is frozen (train_trunk=False; the reference trains it at lr 1e-4)")
+            cfg.model["train_trunk"] = False
     checkpoint._load_builtin_models()
     model = checkpoint.MODELS[cfg.method](**cfg.model)
     if visual_weights is not None and (hasattr(model, "frame_net") or cfg.method == "ialcms"):
@@ -107,7 +121,7 @@ def build_system(cfg: TrainConfig, visual_weights: str | None = None):
     if cfg.method in FIXED_SEGMENT and cfg.segment != FIXED_SEGMENT[cfg.method]:
         raise AvsepError(f"--method {cfg.method} works on {FIXED_SEGMENT[cfg.method]}-sample windows (256 STFT frames); "
                          f"--segment {cfg.segment} does not fit its 7 down-sampling levels")
-    system = MaskSystem(model, cfg.method, cfg.model)
+    system = MaskSystem(model, cfg.method, cfg.model, target=mask_target(cfg))
     length = max(cfg.batch_size * max(cfg.steps_per_epoch, 1), 64)
     store = None
     if cfg.cache_features:
