@@ -223,3 +223,152 @@ def test_sop_unet_frame_head_and_synthesizer_match():
     with torch.no_grad():
         via = m.forward_sources(g["in.log_mag_mix"], src_feats, feats=True)  # (B, N, 256, 256)
     close(via.transpose(0, 1)[:, :, None], g["out.eval.logits"], "mask logits via forward_sources")
+
+
+# --- IAL-CMS ----------------------------------------------------------------------------------------------
+
+
+def _slots(valid: torch.Tensor, per_object: torch.Tensor) -> torch.Tensor:
+    """(N, ...) rows of the present objects -> (B, S, ...) with zero-filled empty slots (organize_batch)."""
+    out = per_object.new_zeros(*valid.shape, *per_object.shape[1:])
+    out[valid.bool()] = per_object
+    return out
+
+
+def test_ialcms_signal_path_and_mask_head_match():
+    from avsep_cli.models.ialcms import IALCMS, mask_from_scores
+    from avsep_cli.training.ialcms import signal_path
+
+    g = load("ialcms_signal_maskhead")
+    torch.manual_seed(0)
+    m = IALCMS(ngf=4, dim=32, blocks=1, frame_size=32).eval()
+    ref = state(g)
+    fill(m, ref, {"scale": "mask_scale", "bias": "mask_bias"} | R.prefixed(R._bn("bn0", "bn_in"), "", "audio."),
+         keep=("visual.", "audio.stem", "audio.stages", "av.", "decoder."))
+    mix, valid = g["in.mixed_mixture"], g["in.valid_nums"]
+    sp = signal_path(m)
+    spec, mel, logmag = sp.features(mix)
+    close(spec.abs(), g["out.stft_mag"], "|STFT|")
+    where = g["out.stft_mag"] > 1e-3 * g["out.stft_mag"].max()  # phase is meaningless where |STFT| ~ 0
+    dphase = torch.remainder(spec.angle() - g["out.phase"] + torch.pi, 2 * torch.pi) - torch.pi
+    assert dphase[where].abs().max() < 1e-3, "phase"
+    close(mel, g["out.mel_mag"], "log-grid ('mel') magnitude")
+    with torch.no_grad():
+        ref_in = m.audio.bn_in(torch.log(g["out.mel_mag"] + 1e-8).unsqueeze(1))
+        ours_in = m.audio.bn_in(logmag)
+    close(ref_in, g["out.eval.bn0_out"], "bn0(log(mag + 1e-8)) of the reference magnitude")
+    # our STFT (FFT) and the reference's (nnAudio, a convolution) differ by rounding (~1e-7) in bins some
+    # 170 dB below the peak, which the log magnifies: compare the input within 80 dB of the peak
+    audible = g["out.mel_mag"].unsqueeze(1) > 1e-4 * g["out.mel_mag"].max()
+    assert audible.float().mean() > 0.9
+    close(ours_in[audible], g["out.eval.bn0_out"][audible], "bn0(log(mag + 1e-8)) of our magnitude (audible bins)")
+    score = g["in.score_map"]  # (3, 1, 256, 64) present objects in slot order
+    mix_index = valid.bool().nonzero()[:, 0]
+    # the reference stores the score after its +0.5 (the "IRM bias"); empty slots score 0
+    close((_slots(valid, score[:, 0]) * m.mask_scale + m.mask_bias + 0.5).detach(), g["out.eval.est_score_map"],
+          "score map")
+    mask = mask_from_scores(score[:, 0], m.mask_scale, m.mask_bias, "relu").detach()  # (3, 256, 64)
+    close(_slots(valid, mask), g["out.eval.est_mel_mask"] * (valid[..., None, None] > 0), "mask relu(s x + b + 0.5)")
+    empty = ~valid.bool()
+    assert torch.allclose(g["out.eval.est_mel_mask"][empty], F.relu(m.mask_bias + 0.5).detach())  # what an empty slot gets
+    close(_slots(valid, mel[mix_index] * mask), g["out.eval.est_mel_mag"] * (valid[..., None, None] > 0), "masked magnitude")
+    waves = sp.waves(spec[mix_index], mask, mix.shape[-1])  # (3, L)
+    close(_slots(valid, waves), g["out.eval.est_components"] * (valid[..., None] > 0), "separated waveforms")
+
+
+def test_ialcms_av_module_matches_in_eval_and_train_mode():
+    from avsep_cli.models.ialcms import AVModule
+
+    g = load("ialcms_avmodule_d64")
+    valid = g["in.valid_nums"].bool()
+    mix_index = valid.nonzero()[:, 0]
+    for mode in ("eval", "train"):
+        av = AVModule(64, 64)
+        fill(av, state(g), R.ialcms_avmodule())
+        av.train(mode == "train")
+        with torch.no_grad():
+            out = av(g["in.fa_mix"][mix_index], g["in.fv_common_valid"])
+        o = f"out.{mode}."
+        close(_slots(valid, out["fa"]), g[o + "visual_related_srcs_fa"], f"{mode} fused audio fa")
+        close(_slots(valid, out["f_av_c"]), g[o + "visual_related_srcs_fa_com"], f"{mode} f_av^c")
+        close(_slots(valid, out["cos"]), g[o + "cos_map"], f"{mode} cosine map")
+        close(_slots(valid, out["attention"]), g[o + "sound_localization"], f"{mode} sound localisation")
+        close(out["v"], g[o + "sp_att_fv_com_valid"], f"{mode} attended visual vector")
+        close(_slots(valid, out["channel_weight"][..., 0, 0]), g[o + "channel_attention_weight"], f"{mode} channel weights")
+        close(out["att_fa"], g[o + "visual_related_srcs_att_fa_valid"], f"{mode} att_fa")
+        close(_slots(valid, out["att_fa"].mean((2, 3))), g[o + "visual_related_srcs_att_fa_pooled"], f"{mode} pooled att_fa")
+        close(out["f_con"], g[o + "av_context_feature"], f"{mode} f_con")
+        close(_slots(valid, out["f_con"]), g[o + "consistent_feature"], f"{mode} consistent feature")
+        close(out["y"], g[o + "y"], f"{mode} decoder input y")
+        fa_mean = g["in.fa_mix"].mean((-1, -2))[:, None].expand(-1, 2, -1)
+        close(fa_mean, g[o + "contrast_fa_mix"], "pooled mixture feature")
+
+
+def test_ialcms_decoder_level_with_adain_matches():
+    from avsep_cli.models.ialcms import UpLevel, encoder_stage
+
+    g = load("ialcms_decoder_adain")
+    valid = g["in.valid_nums"].bool()
+    mix_index = valid.nonzero()[:, 0]
+    ref = state(g)
+    for mode in ("eval", "train"):
+        stage, level = encoder_stage(16, 32, blocks=2), UpLevel(96, 32, 128)
+        fill(stage, {k: v for k, v in ref.items() if k.startswith("down.")}, R.ialcms_stage(2))
+        fill(level, {k: v for k, v in ref.items() if not k.startswith("down.")}, R.ialcms_up_level())
+        stage.train(mode == "train")
+        level.train(mode == "train")
+        with torch.no_grad():
+            enc = stage(g["in.x"])
+            y = torch.cat([g["in.x"][mix_index], level(g["in.sub_y"], g["in.av_context_feature"])], 1)
+        close(enc, g[f"out.{mode}.encoder_out"], f"{mode} encoder stage")
+        close(level.style_w(g["in.av_context_feature"]).detach(), g[f"out.{mode}.adain_w"], "AdaIN scales")
+        close(level.style_b(g["in.av_context_feature"]).detach(), g[f"out.{mode}.adain_b"], "AdaIN shifts")
+        close(y, g[f"out.{mode}.y"], f"{mode} level output [skip, up]")
+
+
+def test_ialcms_critic_matches_with_spectral_norm_in_eval_and_train_mode():
+    from avsep_cli.models.ialcms_critic import PairCritic
+
+    g = load("ialcms_critic_ndf4")
+    for mode in ("eval", "train"):
+        critic = PairCritic(ndf=4, max_channels=1024)
+        fill(critic, state(g), R.ialcms_critic(6, 4))
+        critic.train(mode == "train")
+        pairs = g["in.pairs"]  # (2, 2, 256, 256)
+        with torch.no_grad():
+            codes = critic.encode(pairs.flatten(0, 1))
+            fill(critic, state(g), R.ialcms_critic(6, 4))  # reload: a train-mode pass moves u and v
+            feat = critic.features(pairs[:, 0], pairs[:, 1])
+            fill(critic, state(g), R.ialcms_critic(6, 4))
+            score = critic(pairs[:, 0], pairs[:, 1])
+        close(codes, g[f"out.{mode}.component_feature"], f"{mode} component codes")
+        close(feat, g[f"out.{mode}.pair_feature"], f"{mode} pair features")
+        close(score[:, None], g[f"out.{mode}.pair_score"], f"{mode} pair scores")
+
+
+def test_ialcms_losses_match():
+    from avsep_cli.training.ialcms import av_contrast, generator_loss, hinge_critic_loss, si_snr, sisnr_loss
+
+    g = load("ialcms_losses")
+    est = g["in.sep.est_components"].clone().requires_grad_(True)  # (B, NumMix, Objects, L)
+    mixtures = g["in.sep.mixtures"]
+    est_mix = (est * g["in.sep.components_valid_nums"][..., None]).sum(2)
+    loss = sisnr_loss(mixtures, est_mix, 30.0)
+    loss.backward()
+    close(loss.reshape(1), g["out.sep.loss"], "L_sep", GRAD)
+    close(est.grad, g["out.sep.grad_est_components"], "d L_sep / d estimates", GRAD)
+    with torch.no_grad():
+        close(si_snr(mixtures, est_mix, 30.0), g["out.sep.sisnr_cap30"], "SI-SNR, 30 dB cap")
+        close(si_snr(mixtures, est_mix, None), g["out.sep.sisnr_nocap"], "SI-SNR, no cap")
+    valid = g["in.avc.components_valid_nums"].flatten().bool()
+    fv = g["in.avc.dropout_common_fv"].clone().requires_grad_(True)
+    fa = g["in.avc.visual_related_srcs_fa_com"].clone().requires_grad_(True)
+    l_av = av_contrast(fv.flatten(0, 2)[valid], fa.flatten(0, 2)[valid], 0.3, 6)
+    l_av.backward()
+    close(l_av.reshape(1), g["out.avc.loss"], "L_av", GRAD)
+    close(fv.grad, g["out.avc.grad_dropout_common_fv"], "d L_av / d visual maps", GRAD)
+    close(fa.grad, g["out.avc.grad_visual_related_srcs_fa_com"], "d L_av / d f_av^c", GRAD)
+    ind, dep = g["in.gan.independent_pair_score"], g["in.gan.dependent_pair_score"]
+    close(hinge_critic_loss(ind, dep, g["in.gan.w_weight"].pow(2).sum()).reshape(1), g["out.gan.c_loss"], "critic loss", GRAD)
+    close(generator_loss(ind, dep).reshape(1), g["out.gan.g_loss"], "L_G", GRAD)
+    close(generator_loss(ind, dep).reshape(1), g["out.gan.est_dist_d"], "estimated distance", GRAD)

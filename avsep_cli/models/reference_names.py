@@ -134,6 +134,90 @@ def sop_synthesizer() -> dict[str, str]:
     return {"scale": "scale", "bias": "bias"}
 
 
+# --- IAL-CMS ----------------------------------------------------------------------------------------------
+
+
+def _lin(ref: str, ours: str) -> dict[str, str]:
+    return {f"{ref}.{k}": f"{ours}.{k}" for k in ("weight", "bias")}
+
+
+def ialcms_avmodule() -> dict[str, str]:
+    """AVModule (sep_mlp, a_common_mlp, weight_mlp, sigmoid) -> our AVModule (fuse, phi_a, channel_mlp,
+    att_w / att_b)."""
+    m = {"sigmoid.w": "att_w", "sigmoid.b": "att_b"}
+    for ref, ours, convs, bns in (("sep_mlp", "fuse", (0, 3), (2, 5)), ("a_common_mlp", "phi_a", (0, 3), (2,)),
+                                  ("weight_mlp", "channel_mlp", (0, 3), (2,))):
+        for i in convs:
+            m.update(_lin(f"{ref}.{i}", f"{ours}.{i}"))
+        for i in bns:
+            m.update(_bn(f"{ref}.{i}", f"{ours}.{i}"))
+    return m
+
+
+def ialcms_stage(blocks: int = 2, ref: str = "down", ours: str = "") -> dict[str, str]:
+    """`_make_encoder_block` (BasicBlocks conv1/bn1/conv2/bn2, downsample.0/.1 on the first) -> our
+    `encoder_stage` (same names)."""
+    p = f"{ours}." if ours else ""
+    m = {}
+    for j in range(blocks):
+        for c in ("conv1", "conv2"):
+            m[f"{ref}.{j}.{c}.weight"] = f"{p}{j}.{c}.weight"
+        for b in ("bn1", "bn2"):
+            m.update(_bn(f"{ref}.{j}.{b}", f"{p}{j}.{b}"))
+    m[f"{ref}.0.downsample.0.weight"] = f"{p}0.downsample.0.weight"
+    m.update(_bn(f"{ref}.0.downsample.1", f"{p}0.downsample.1"))
+    return m
+
+
+def ialcms_up_level(ref: str = "", ours: str = "", adain: bool = True) -> dict[str, str]:
+    """A non-outermost UnetBlock's up path (up.1 conv, up.3 BatchNorm, style_mlp_w.0 / style_mlp_b.0) -> our
+    UpLevel (conv, bn, style_w, style_b)."""
+    r, o = (f"{ref}." if ref else ""), (f"{ours}." if ours else "")
+    m = {f"{r}up.1.weight": f"{o}conv.weight"}
+    m.update(_bn(f"{r}up.3", f"{o}bn"))
+    if adain:
+        m.update(_lin(f"{r}style_mlp_w.0", f"{o}style_w"))
+        m.update(_lin(f"{r}style_mlp_b.0", f"{o}style_b"))
+    return m
+
+
+def ialcms_critic(layers: int, ndf: int, max_channels: int = 1024) -> dict[str, str]:
+    """LatePairCriticsModel (g's modules named 'initial:1-ndf:conv', 'pyramidL:in-out:conv'; h.0, h.2 with
+    spectral norm: weight_orig, weight_u, weight_v; w; b) -> our PairCritic (g.{2i}, h, w, b)."""
+    sn = ("weight_orig", "weight_u", "weight_v")
+    m = {"w.weight": "w.weight", "b": "b"}
+    cin = 1
+    for i in range(layers):
+        cout = min(ndf * 2**i, max_channels)
+        name = f"initial:{cin}-{cout}:conv" if i == 0 else f"pyramid{i}:{cin}-{cout}:conv"
+        m.update({f"g.{name}.{k}": f"g.{2 * i}.{k}" for k in sn})
+        cin = cout
+    for i in (0, 2):
+        m.update({f"h.{i}.{k}": f"h.{i}.{k}" for k in (*sn, "bias")})
+    return m
+
+
+def ialcms_separator(blocks: int = 2, adain: bool = True) -> dict[str, str]:
+    """The audio side of AVSeparator (`separator_w_v`: bn0, the nested UnetBlocks with their encoders and the
+    AV module, scale, bias) and the visual common-space MLP -> our IALCMS. The reference's DeepLabv3+ visual
+    head (`visualNet.basenet`) has no counterpart here (docs/fidelity.md)."""
+    s = "separator_w_v."
+    m = _bn(s + "bn0", "audio.bn_in")
+    m[s + "unet_block.down.0.weight"] = "audio.stem.0.weight"
+    m.update(_bn(s + "unet_block.down.1", "audio.stem.1"))
+    for k in range(1, 5):
+        pre = s + "unet_block." + "submodule." * k
+        m.update(ialcms_stage(blocks, pre + "down", f"audio.stages.{k - 1}"))
+        m.update(ialcms_up_level(pre.rstrip("."), f"decoder.levels.{k}", adain))
+    m.update(prefixed(ialcms_avmodule(), s + "unet_block." + "submodule." * 5 + "avmodule.", "av."))
+    m.update(_lin(s + "unet_block.up.1", "decoder.head"))
+    m.update({s + "scale": "mask_scale", s + "bias": "mask_bias"})
+    m.update(_lin("visualNet.common_space_mlp.0", "visual.common.0"))
+    m.update(_bn("visualNet.common_space_mlp.2", "visual.common.2"))
+    m.update(_lin("visualNet.common_space_mlp.3", "visual.common.3"))
+    return m
+
+
 # --- applying a map ---------------------------------------------------------------------------------------
 
 
@@ -155,7 +239,8 @@ def translate(ref_state: dict[str, torch.Tensor], name_map: dict[str, str], own_
     unfilled = [k for k in own_state if k not in targets and not k.endswith(OPTIONAL) and not k.startswith(keep or ("\0",))]
     shapes = [f"{k} is {tuple(ref_state[k].shape)}, ours {name_map[k]} {tuple(own_state[name_map[k]].shape)}"
               for k in ref_state if k in name_map and name_map[k] in own_state
-              and tuple(ref_state[k].shape) != tuple(own_state[name_map[k]].shape)]
+              and tuple(ref_state[k].shape) != tuple(own_state[name_map[k]].shape)
+              and not ref_state[k].numel() == own_state[name_map[k]].numel() == 1]  # a scalar as () or (1,)
     problems = [f"{label} {_few(keys)}" for label, keys in (
         ("unknown keys", unknown), ("missing keys", missing), ("keys with no place in our model", not_ours),
         ("our tensors without a reference value", unfilled)) if keys]
@@ -165,7 +250,7 @@ def translate(ref_state: dict[str, torch.Tensor], name_map: dict[str, str], own_
         raise AvsepError(f"{what} does not fit: {'; '.join(problems)}")
     out = dict(own_state)
     for k, v in ref_state.items():
-        out[name_map[k]] = v.to(own_state[name_map[k]].dtype)
+        out[name_map[k]] = v.to(own_state[name_map[k]].dtype).reshape(own_state[name_map[k]].shape)
     return out
 
 

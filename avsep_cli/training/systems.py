@@ -98,14 +98,25 @@ class System:
         self.lr = lr or {}
 
     def param_groups(self, cfg) -> list[dict]:
-        """One group per top-level child whose name has its own LR in cfg.lr, the rest in 'default'."""
-        groups: dict[str, list] = {}
+        """Parameter groups by name: each trainable parameter takes the LR of the longest key of cfg.lr that
+        is a dotted prefix of its name ("frame_net.trunk" before "frame_net"), else 'default'; those matching
+        a prefix in cfg.no_decay form groups of their own without weight decay (AVPC: the rates a, b)."""
+        groups: dict[tuple[str, bool], list] = {}
+        keys = sorted((k for k in cfg.lr if k != "default"), key=len, reverse=True)
+        no_decay = tuple(getattr(cfg, "no_decay", ()) or ())
         for name, p in self.model.named_parameters():
             if not p.requires_grad:
                 continue
-            top = name.split(".")[0]
-            groups.setdefault(top if top in cfg.lr else "default", []).append(p)
-        return [{"params": ps, "lr": cfg.lr.get(g, cfg.lr.get("default", 1e-3)), "name": g} for g, ps in groups.items()]
+            key = next((k for k in keys if name == k or name.startswith(k + ".")), "default")
+            nd = any(name == k or name.startswith(k + ".") for k in no_decay)
+            groups.setdefault((key, nd), []).append(p)
+        out = []
+        for (g, nd), ps in groups.items():
+            group = {"params": ps, "lr": cfg.lr.get(g, cfg.lr.get("default", 1e-3)), "name": g + (" (no decay)" if nd else "")}
+            if nd:
+                group["weight_decay"] = 0.0
+            out.append(group)
+        return out
 
     def model_state(self) -> dict:
         return checkpoint.model_state(self.model_name, self.model_args, self.model)
@@ -210,6 +221,8 @@ class IALCMSMethod:
     """A trained IAL-CMS separator as an evaluation/separation method: each source's pictures (crops of
     its player, or its solo clip's frames) guide one soft mel ratio mask, warped back to the linear grid and
     applied with the mixture phase (training/ialcms.separate). Any window length works (the net pads)."""
+
+    guidance = "crops"  # trained on player crops: evaluated on them too (solo sources included)
 
     def __init__(self, model: torch.nn.Module, name: str = "ialcms", frames_per_source: int = 3,
                  frame_gap: float = 3.0, frame_size: int = 224):
