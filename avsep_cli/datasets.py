@@ -422,33 +422,47 @@ class MixtureOfMixtures(_Base):
 class RCoPPairs(_Base):
     """RCoP self-supervision: one clip's frames, its audio mixed into two different other clips' audio.
 
-    Item: frames (K, 3, H, W), mix1 (L,), mix2 (L,) (the shared source plus one other each), source (L,).
+    Item: frames (K, 3, H, W), mix1 (L,), mix2 (L,) (the shared source plus one other each), source (L,) (its
+    contribution to each mixture). As the reference's pre-training stage (avpc_rcop/dataset/music.py 21-45,
+    base.py 157-166) by default: `levels` "avpc", each mixture the mean of its two sources, partners two other
+    clips (`partners` "any": of any class; "classes": of two classes other than the source's).
     """
 
     def __init__(self, root, split: str = "train", *, length: int = 1000, seed: int = 0, segment: int = dsp.SEGMENT,
-                 n_frames: int = 3, frame_gap: int = 24, frame_size: int = 224, train: bool = True, gain_db: float = 3.0):
+                 n_frames: int = 3, frame_gap: int = 24, frame_size: int = 224, train: bool = True, gain_db: float = 3.0,
+                 levels: str = "avpc", augment: str = "reference", partners: str = "any", mean: bool = True):
         super().__init__(root, split, length=length, seed=seed, segment=segment, n_frames=n_frames,
-                         frame_gap=frame_gap, frame_size=frame_size, train=train, gain_db=gain_db)
+                         frame_gap=frame_gap, frame_size=frame_size, train=train, gain_db=gain_db, levels=levels,
+                         augment=augment)
+        self.partners, self.mean = partners, mean
         self.solos = sorted(self.corpus.clips(split=split, kind="solo"), key=lambda c: (c.classes, c.id))
-        if len({c.classes[0] for c in self.solos}) < 3:
+        if partners == "classes" and len({c.classes[0] for c in self.solos}) < 3:
             raise AvsepError(f"RCoP pairs need solo clips of at least 3 classes in split {split!r}")
+        if len(self.solos) < 3:
+            raise AvsepError(f"RCoP pairs need at least 3 solo clips in split {split!r}")
 
     def _item(self, index: int) -> dict:
         rng = self._rng(index)
         v = self.solos[int(rng.integers(len(self.solos)))]
-        others = [c for c in self.solos if c.classes[0] != v.classes[0]]
-        o1 = others[int(rng.integers(len(others)))]
-        rest = [c for c in others if c.classes[0] != o1.classes[0]]
+        if self.partners == "classes":
+            others = [c for c in self.solos if c.classes[0] != v.classes[0]]
+            o1 = others[int(rng.integers(len(others)))]
+            rest = [c for c in others if c.classes[0] != o1.classes[0]]
+        else:
+            others = [c for c in self.solos if c.id != v.id]
+            o1 = others[int(rng.integers(len(others)))]
+            rest = [c for c in others if c.id != o1.id]
         o2 = rest[int(rng.integers(len(rest)))]
+        div = 2 if self.mean else 1
         wav = self.reader.audio(v)
         start = self._start(rng, len(wav))
-        src = window(wav, start, self.segment)
+        src = self._level(window(wav, start, self.segment), rng) / div
         outs = []
         for o in (o1, o2):
             w = self.reader.audio(o)
-            outs.append(src + window(w, self._start(rng, len(w)), self.segment) * self._gain(rng))
-        return {"frames": self._frames(v, start, rng), "mix1": torch.from_numpy(outs[0]),
-                "mix2": torch.from_numpy(outs[1]), "source": torch.from_numpy(src)}
+            outs.append(src + self._level(window(w, self._start(rng, len(w)), self.segment), rng) / div)
+        return {"frames": self._frames(v, start, rng), "mix1": torch.from_numpy(outs[0].astype(np.float32)),
+                "mix2": torch.from_numpy(outs[1].astype(np.float32)), "source": torch.from_numpy(src.astype(np.float32))}
 
 
 class FrameClassification(_Base):
