@@ -86,3 +86,37 @@ def test_mix_partners_any_allows_one_class_twice(tiny_corpus):
             labels = ds[i]["labels"]
             same[partners] += int(labels[0] == labels[1])
     assert same["classes"] == 0 and same["any"] > 0
+
+
+def test_cli_sets_schedules_options_and_model_fields(tiny_corpus, tmp_path, capsys):
+    import json
+
+    from avsep_cli.cli import main
+
+    run = tmp_path / "r"
+    assert main(["train", "--method", "avpc", "--preset", "cpu", "--root", str(tiny_corpus), "--run", str(run),
+                 "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", "--val-num", "0", "--lr-steps", "1",
+                 "--option", "target=dominant", "--option", "partners=classes",
+                 "--model-option", "align_corners=true"]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["lr_steps"] == [1] and cfg["options"]["target"] == "dominant" and cfg["options"]["partners"] == "classes"
+    assert cfg["options"]["levels"] == "avpc" and cfg["model"]["align_corners"] is True and cfg["model"]["legacy"] is False
+    assert cfg["no_decay"] == ["sound_net.a", "sound_net.b"] and cfg["grad_clip"] == 0.0
+    capsys.readouterr()
+    for bad, phrase in ((["--lr-steps", "80,40"], "increasing"), (["--option", "nope=1"], "unknown options"),
+                        (["--option", "target"], "KEY=VALUE")):
+        rc = main(["train", "--method", "avpc", "--root", str(tiny_corpus), "--run", str(tmp_path / "x"), *bad])
+        assert rc == 2 and phrase in capsys.readouterr().err, bad
+
+
+def test_avpc_rates_train_without_weight_decay():
+    from avsep_cli.models.avpc import AVPC
+    from avsep_cli.training.config import TrainConfig
+    from avsep_cli.training.run import METHOD_DEFAULTS
+    from avsep_cli.training.systems import System
+
+    cfg = TrainConfig(method="avpc", **METHOD_DEFAULTS["avpc"])
+    groups = System(AVPC(ngf=4, cycles=1), "avpc", {}).param_groups(cfg)
+    by = {g["name"]: g for g in groups}
+    assert by["sound_net (no decay)"]["weight_decay"] == 0.0 and len(by["sound_net (no decay)"]["params"]) == 14
+    assert by["frame_net"]["lr"] == 1e-4 and "weight_decay" not in by["sound_net"]
