@@ -191,7 +191,7 @@ class GridWarp:
         return self._sample(x, self.n_in, False)
 
 
-def log_warp(align_corners: bool) -> "FrequencyWarp | GridWarp":
+def log_warp(align_corners: bool) -> FrequencyWarp | GridWarp:
     """The log grid with the references' align_corners: True is `LOG` (a fixed matrix, time identity);
     False is AVPC's grid sampling."""
     return LOG if align_corners else GridWarp(False)

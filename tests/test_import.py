@@ -8,12 +8,11 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
+from clihelp import assert_one_error, run
+from test_golden import close, load, state
 
 from avsep_cli import registry
 from avsep_cli.models import reference_names as R
-from clihelp import assert_one_error, run
-from test_golden import close, load, state
 
 
 @pytest.fixture
@@ -33,7 +32,7 @@ def test_import_avpc_reference_files_computes_the_golden_outputs(tmp_path, weigh
     sound, frame = load("avpc_pcnet_ngf16"), load("avpc_framehead")
     torch.save(state(sound), tmp_path / "sound_best.pth")
     torch.save({**state(frame), **_trunk_in_reference_names()}, tmp_path / "frame_best.pth")
-    rc, out, err = run(capsys, "weights", "import", "--from", "avpc", tmp_path / "frame_best.pth",
+    rc, _, err = run(capsys, "weights", "import", "--from", "avpc", tmp_path / "frame_best.pth",
                        tmp_path / "sound_best.pth", "-o", "ref-avpc", "--fp32")
     assert rc == 0, err
     e = registry.entry("ref-avpc", weights_dir)

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.utils.parametrizations import spectral_norm
 from torch.nn.utils import spectral_norm as sn_hook
+from torch.nn.utils.parametrizations import spectral_norm
 
 LEAK = 0.2
 
