@@ -120,3 +120,25 @@ def test_avpc_rates_train_without_weight_decay():
     by = {g["name"]: g for g in groups}
     assert by["sound_net (no decay)"]["weight_decay"] == 0.0 and len(by["sound_net (no decay)"]["params"]) == 14
     assert by["frame_net"]["lr"] == 1e-4 and "weight_decay" not in by["sound_net"]
+
+
+def test_a_run_made_before_the_faithful_networks_resumes_with_its_own(tiny_corpus, tmp_path):
+    """A run whose config.json predates the `legacy` field (avsep before issue 16) resumes with the legacy
+    network and recipe it was made with."""
+    import json
+
+    from avsep_cli import checkpoint
+    from avsep_cli.cli import main
+
+    run = tmp_path / "old"
+    assert main(["train", "--method", "avpc", "--preset", "cpu", "--root", str(tiny_corpus), "--run", str(run),
+                 "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", "--val-num", "0",
+                 "--model-option", "legacy=true", "--model-option", "trunk_bn_train=false",
+                 "--model-option", "align_corners=true"]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["options"]["target"] == "dominant"  # legacy networks train with avsep's old recipe
+    for k in ("legacy", "trunk_bn_train", "align_corners", "rcop_dim", "rcop_pred_dim"):
+        del cfg["model"][k]  # as written before these fields existed
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    assert checkpoint.load(run / "last.pt")["model_args"]["legacy"] is True

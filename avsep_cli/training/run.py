@@ -288,6 +288,11 @@ def train(cfg: TrainConfig | None, run_dir: Path, *, device: torch.device, resum
         if not last.exists():
             raise AvsepError(f"--resume {run_dir}: no last.pt in that folder")
         cfg = TrainConfig.load(run_dir / "config.json")
+        if cfg.model:  # a run made before a model field existed resumes with the network it was made with
+            from avsep_cli import checkpoint
+
+            checkpoint._load_builtin_models()
+            cfg.model = checkpoint.complete_args(cfg.method, cfg.model)
         if epochs is not None:
             cfg.epochs = epochs
     elif (run_dir / "last.pt").exists():
