@@ -36,14 +36,26 @@ MODEL_KEYS = {"model_name": str, "model_args": dict, "state_dict": dict}
 
 # name -> callable(**model_args) -> nn.Module; model modules register themselves on import
 MODELS: dict[str, Callable[..., torch.nn.Module]] = {}
+# name -> config values that rebuild the model older weights were trained with: fields added to a model's
+# config after weights were shipped get them when a file's model_args do not name them (issue 16: the
+# faithful networks became the default; the weights shipped before were made by the legacy ones)
+LEGACY_ARGS: dict[str, dict] = {}
 
 
-def register_model(name: str):
+def register_model(name: str, legacy_args: dict | None = None):
     def deco(factory):
         MODELS[name] = factory
+        if legacy_args:
+            LEGACY_ARGS[name] = dict(legacy_args)
         return factory
 
     return deco
+
+
+def complete_args(name: str, args: dict) -> dict:
+    """`args` with the legacy values of the fields it lacks (see LEGACY_ARGS): model_args written before a
+    field existed rebuild the model they were trained with; args that name the field keep their value."""
+    return {**LEGACY_ARGS.get(name, {}), **args}
 
 
 def versions() -> dict[str, str]:
@@ -196,8 +208,13 @@ def verify_content(data: dict, path: str | os.PathLike) -> None:
 
 
 def model_state(name: str, args: dict, model: torch.nn.Module) -> dict:
-    """The plain-data description of a model."""
-    return {"model_name": name, "model_args": args, "state_dict": model.state_dict(), "versions": versions()}
+    """The plain-data description of a model. A model with a config dataclass records all of it, so a
+    later field's legacy default (LEGACY_ARGS) never applies to weights written now."""
+    from dataclasses import asdict, is_dataclass
+
+    cfg = getattr(model, "config", None)
+    full = {**asdict(cfg), **args} if is_dataclass(cfg) else args
+    return {"model_name": name, "model_args": full, "state_dict": model.state_dict(), "versions": versions()}
 
 
 def check_model_name(data: dict, path: str | os.PathLike, expected: str) -> None:
@@ -243,7 +260,7 @@ def build_model(data: dict, source: str | os.PathLike | None = None) -> torch.nn
     if name not in MODELS:
         raise AvsepError(f"{where} unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
     try:
-        model = MODELS[name](**data["model_args"])
+        model = MODELS[name](**complete_args(name, data["model_args"]))
     except (TypeError, ValueError, KeyError) as e:
         raise AvsepError(f"{where} a {name!r} model whose config cannot be built ({error_detail(e)})") from None
     load_weights(model, data["state_dict"], source if source is not None else "(in memory)", f"a {name!r} model")

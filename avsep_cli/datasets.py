@@ -139,11 +139,25 @@ def frame_times(start_s: float, length: int, k: int, gap_frames: int) -> list[fl
     return [max(0.0, centre + (j - (k - 1) / 2) * gap_frames / FPS) for j in range(k)]
 
 
-def augment_frames(frames: torch.Tensor, rng: np.random.Generator, size: int, train: bool) -> torch.Tensor:
-    """(K, 3, H, W) uint8 -> (K, 3, size, size) uint8; in training a random scale (1-1.15x), crop and
-    horizontal flip shared by the K frames of one source."""
+AUGMENT = ("reference", "scale")
+LEVELS = ("uniform", "avpc", "db")
+
+
+def augment_frames(frames: torch.Tensor, rng: np.random.Generator, size: int, train: bool,
+                   mode: str = "scale") -> torch.Tensor:
+    """(K, 3, H, W) uint8 -> (K, 3, size, size) uint8; in training a crop and horizontal flip shared by the
+    K frames of one source. `mode` "reference" (AVPC and Sound-of-Pixels, dataset/base.py 82): resize to
+    1.1 x size (bicubic), random crop, flip; "scale" (avsep before issue 16): a random scale 1-1.15x
+    (bilinear), crop, flip."""
     x = frames.float()
-    if train:
+    if train and mode == "reference":
+        big = int(size * 1.1)
+        x = F.interpolate(x, size=(big, big), mode="bicubic", align_corners=False)
+        y0, x0 = (int(rng.integers(0, big - size + 1)) for _ in range(2))
+        x = x[..., y0 : y0 + size, x0 : x0 + size]
+        if rng.random() < 0.5:
+            x = x.flip(-1)
+    elif train:
         scale = rng.uniform(1.0, 1.15)
         big = int(round(size * scale))
         x = F.interpolate(x, size=(big, big), mode="bilinear", align_corners=False)
@@ -173,13 +187,20 @@ def square_crop(frame: np.ndarray, box, size: int, pad: float = 0.1) -> np.ndarr
 
 
 class _Base(torch.utils.data.Dataset):
+    """`levels`: how each source's level is drawn in training. "uniform" (Sound-of-Pixels `_load_audio`,
+    IAL-CMS `load_audio`): x U(0.5, 1.5), clipped to [-1, 1]; "avpc" (avpc/dataset/music.py 89-99): min-max
+    normalised to [-1, 1] (at evaluation too), x U(0.5, 1.5), clipped; "db" (avsep before issue 16): x a
+    gain of +-`gain_db` dB."""
+
     def __init__(self, root, split: str, *, length: int, seed: int, segment: int, n_frames: int, frame_gap: int,
-                 frame_size: int, train: bool, gain_db: float):
+                 frame_size: int, train: bool, gain_db: float, levels: str = "db", augment: str = "scale"):
+        if levels not in LEVELS or augment not in AUGMENT:
+            raise ValueError(f"levels {levels!r} / augment {augment!r}: expected one of {LEVELS} / {AUGMENT}")
         self.root = Path(root)
         self.corpus = open_corpus(self.root)
         self.split, self.length, self.seed = split, length, seed
         self.segment, self.n_frames, self.frame_gap, self.frame_size = segment, n_frames, frame_gap, frame_size
-        self.train, self.gain_db = train, gain_db
+        self.train, self.gain_db, self.levels, self.augment = train, gain_db, levels, augment
         self.epoch = 0
         self.reader = ClipReader(self.root)
         self.classes = list(self.corpus.classes)
@@ -208,84 +229,151 @@ class _Base(torch.utils.data.Dataset):
     def _gain(self, rng: np.random.Generator) -> float:
         return float(10 ** (rng.uniform(-self.gain_db, self.gain_db) / 20)) if self.train and self.gain_db else 1.0
 
+    def _level(self, wav: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One source's window at its training level (see `levels`)."""
+        if self.levels == "db":
+            return wav * self._gain(rng)
+        if self.levels == "avpc":
+            wav = dsp.minmax_normalize(torch.from_numpy(wav)).numpy()
+        gain = rng.uniform(0.5, 1.5) if self.train else 1.0
+        return np.clip(wav * gain, -1.0, 1.0).astype(np.float32)
+
     def _start(self, rng: np.random.Generator, n: int) -> int:
         return int(rng.integers(0, max(1, n - self.segment + 1)))
 
     def _frames(self, clip: Clip, start: int, rng: np.random.Generator) -> torch.Tensor:
         times = frame_times(start / dsp.SAMPLE_RATE, self.segment, self.n_frames, self.frame_gap)
         fr = torch.from_numpy(self.reader.frames(clip, times)).permute(0, 3, 1, 2)  # (K, 3, H, W)
-        return augment_frames(fr, rng, self.frame_size, self.train)
+        return augment_frames(fr, rng, self.frame_size, self.train, self.augment)
 
 
 class MixSeparate(_Base):
-    """N solo clips of N different classes, aligned windows, summed (Mix-and-Separate, N = 2, 3, 4).
+    """N solo clips, aligned windows, mixed (Mix-and-Separate, N = 2, 3, 4).
 
-    Item: mixture (L,), stems (N, L) (each source's own audio), frames (N, K, 3, H, W) uint8, labels (N,).
+    Item: mixture (L,), stems (N, L) (each source's contribution: the mixture is their sum), frames (N, K,
+    3, H, W) uint8, labels (N,). `partners`: "any" (the references: every source an independently drawn
+    solo clip, the same class or even clip allowed, avpc/dataset/music.py 40) or "classes" (N different
+    classes); `mean`: each source divided by N (the references mix the mean of their sources), else summed.
     With `features` (a `features.TrunkFeatureStore`), frozen-trunk features (N, K, 512, h, w) replace the
     frames (no frame augmentation then).
     """
 
     def __init__(self, root, split: str = "train", *, mix: int = 2, length: int = 1000, seed: int = 0,
                  segment: int = dsp.SEGMENT, n_frames: int = 3, frame_gap: int = 24, frame_size: int = 224,
-                 train: bool = True, gain_db: float = 3.0, features=None):
+                 train: bool = True, gain_db: float = 3.0, features=None, levels: str = "db", augment: str = "scale",
+                 partners: str = "classes", mean: bool = False):
         super().__init__(root, split, length=length, seed=seed, segment=segment, n_frames=n_frames,
-                         frame_gap=frame_gap, frame_size=frame_size, train=train, gain_db=gain_db)
-        self.mix, self.features = mix, features
+                         frame_gap=frame_gap, frame_size=frame_size, train=train, gain_db=gain_db, levels=levels,
+                         augment=augment)
+        if partners not in ("any", "classes"):
+            raise ValueError(f"partners {partners!r}: expected any or classes")
+        self.mix, self.features, self.partners, self.mean = mix, features, partners, mean
         self.by_class: dict[str, list[Clip]] = {}
         for c in sorted(self.corpus.clips(split=split, kind="solo"), key=lambda c: (c.classes, c.id)):
             self.by_class.setdefault(c.classes[0], []).append(c)
-        if len(self.by_class) < mix:
+        self.solos = [c for cls in sorted(self.by_class) for c in self.by_class[cls]]
+        if partners == "classes" and len(self.by_class) < mix:
             raise AvsepError(f"--mix {mix} needs solo clips of {mix} different classes in split {split!r}; "
                              f"{root} has {len(self.by_class)}")
+        if not self.solos:
+            raise AvsepError(f"no solo clips in split {split!r} of {root}")
         self.pool = sorted(self.by_class)
+
+    def _clips(self, rng: np.random.Generator) -> list[Clip]:
+        if self.partners == "any":
+            return [self.solos[int(rng.integers(len(self.solos)))] for _ in range(self.mix)]
+        chosen = [self.pool[k] for k in rng.choice(len(self.pool), size=self.mix, replace=False)]
+        return [self.by_class[cls][int(rng.integers(len(self.by_class[cls])))] for cls in chosen]
 
     def _item(self, index: int) -> dict:
         rng = self._rng(index)
-        chosen = [self.pool[k] for k in rng.choice(len(self.pool), size=self.mix, replace=False)]
+        clips = self._clips(rng)
         stems, frames = [], []
-        for cls in chosen:
-            clip = self.by_class[cls][int(rng.integers(len(self.by_class[cls])))]
+        for clip in clips:
             wav = self.reader.audio(clip)
             start = self._start(rng, len(wav))
-            stems.append(window(wav, start, self.segment) * self._gain(rng))
+            stems.append(self._level(window(wav, start, self.segment), rng) / (self.mix if self.mean else 1))
             if self.features is not None:
                 times = frame_times(start / dsp.SAMPLE_RATE, self.segment, self.n_frames, self.frame_gap)
                 frames.append(self.features.get(clip, times))
             else:
                 frames.append(self._frames(clip, start, rng))
-        stems_t = torch.from_numpy(np.stack(stems))  # (N, L)
+        stems_t = torch.from_numpy(np.stack(stems).astype(np.float32))  # (N, L)
         return {"mixture": stems_t.sum(0), "stems": stems_t, "feats" if self.features is not None else "frames": torch.stack(frames),
-                "labels": torch.tensor([self.class_index[c] for c in chosen])}
+                "labels": torch.tensor([self.class_index[c.classes[0]] for c in clips])}
+
+
+ITEMS = ("synthetic", "duets", "both")
 
 
 class MixtureOfMixtures(_Base):
-    """Two clips (solo or duet) summed; the model gets the mixture and the objects (crops) of both clips,
-    and each clip's own mixture is the only audio target (unsupervised, IAL-CMS).
+    """Unsupervised training data (IAL-CMS): two items, each itself a mixture, summed; the model gets the sum
+    and the objects (player crops) of both items, and each item's own mixture is the only audio target.
 
-    Item: mixture (L,), clip_mixtures (2, L) targets, crops (O, K, 3, h, w) uint8 with O = 2 * max objects
-    per clip, object_clip (O,) 0/1, object_valid (O,) bool, labels (O,). Ground-truth stems, for
-    evaluation only, are added under `eval_stems` (O, L) when `with_eval_stems` is set; training code
-    drops every `eval_` key before the loss sees the batch. With `features` (a `features.TrunkFeatureStore`),
-    `crops` holds the frozen trunk's features of fixed crops (O, K, 512, h', w') float32 instead (no
-    random padding or flips).
+    An item is never a single source: `items` "synthetic" (the reference, SyntheticDuetDataset.py 87-140):
+    the mean of two solo clips of different classes (the four solos of one example all of different classes
+    when the corpus has four), one object per solo; "duets": a real duet clip and its two players; "both":
+    either, with equal chance. Levels: every clip x U(0.5, 1.5), clipped (`levels`).
+
+    Item: mixture (L,), clip_mixtures (2, L) targets, crops (O, K, 3, h, w) uint8 with O = 4, object_clip
+    (O,) 0/1 (the item each object belongs to), object_valid (O,) bool, labels (O,). Ground-truth stems,
+    for evaluation only, are added under `eval_stems` (O, L) (each object's contribution) with
+    `with_eval_stems`; training code drops every `eval_` key before the loss sees the batch. With
+    `features` (a `features.TrunkFeatureStore`), `crops` holds the frozen trunk's features of fixed crops
+    (O, K, 512, h', w') float32 instead (no random padding or flips).
     """
 
-    max_objects = 2  # per clip: solos have 1, duets 2
+    max_objects = 2  # per item
 
     def __init__(self, root, split: str = "train", *, length: int = 1000, seed: int = 0, segment: int = dsp.SEGMENT,
                  n_frames: int = 3, frame_gap: int = 24, frame_size: int = 224, crop_size: int = 224,
-                 train: bool = True, gain_db: float = 3.0, with_eval_stems: bool = False, features=None):
+                 train: bool = True, gain_db: float = 3.0, with_eval_stems: bool = False, features=None,
+                 items: str = "synthetic", levels: str = "uniform"):
         super().__init__(root, split, length=length, seed=seed, segment=segment, n_frames=n_frames,
-                         frame_gap=frame_gap, frame_size=frame_size, train=train, gain_db=gain_db)
-        self.features = features
-        self.clips = sorted(self.corpus.clips(split=split), key=lambda c: (c.kind, c.classes, c.id))
-        if len(self.clips) < 2:
-            raise AvsepError(f"a mixture of mixtures needs at least 2 clips in split {split!r}")
+                         frame_gap=frame_gap, frame_size=frame_size, train=train, gain_db=gain_db, levels=levels)
+        if items not in ITEMS:
+            raise ValueError(f"items {items!r}: expected one of {ITEMS}")
+        self.features, self.items = features, items
+        self.by_class: dict[str, list[Clip]] = {}
+        for c in sorted(self.corpus.clips(split=split, kind="solo"), key=lambda c: (c.classes, c.id)):
+            self.by_class.setdefault(c.classes[0], []).append(c)
+        self.duets = sorted(self.corpus.clips(split=split, kind="duet"), key=lambda c: (c.classes, c.id))
+        if items != "duets" and len(self.by_class) < 2:
+            raise AvsepError(f"synthetic duets need solo clips of 2 classes in split {split!r}; {root} has {len(self.by_class)}")
+        if items == "duets" and not self.duets:
+            raise AvsepError(f"items 'duets' needs duet clips in split {split!r}; {root} has none")
         self.crop_size, self.with_eval_stems = crop_size, with_eval_stems
+
+    def _solos(self, rng: np.random.Generator, n: int) -> list[Clip]:
+        """n solo clips of different classes (of as many different classes as the corpus has, then of
+        different classes within each pair)."""
+        pool = sorted(self.by_class)
+        if len(pool) >= n:
+            cls = [pool[k] for k in rng.choice(len(pool), size=n, replace=False)]
+        else:
+            cls = [pool[k] for _ in range(n // 2) for k in rng.choice(len(pool), size=2, replace=False)]
+        return [self.by_class[c][int(rng.integers(len(self.by_class[c])))] for c in cls]
+
+    def _objects(self, clip: Clip, times: list[float], rng: np.random.Generator) -> list[tuple[str, torch.Tensor]]:
+        """(class, crops (K, 3, h, w) uint8 or cached features) of each player of a clip."""
+        out = []
+        frames = None if self.features is not None else self.reader.frames(clip, times)  # (K, H, W, 3)
+        flip = self.train and rng.random() < 0.5
+        for j, (cls, boxes) in enumerate(self.reader.boxes(clip, times)):
+            if self.features is not None:  # fixed crops (padding 0.1, no flip): their features are cached
+                t = self.features.get_crops(clip, times, j, self.crop_size)
+            else:
+                cr = np.stack([square_crop(f, bx, self.crop_size, pad=0.1 + (0.1 * rng.random() if self.train else 0))
+                               for f, bx in zip(frames, boxes)])  # (K, h, w, 3)
+                t = torch.from_numpy(cr).permute(0, 3, 1, 2)
+                t = t.flip(-1) if flip else t
+            out.append((cls, t))
+        return out
 
     def _item(self, index: int) -> dict:
         rng = self._rng(index)
-        a, b = rng.choice(len(self.clips), size=2, replace=False)
+        kinds = [self.items if self.items != "both" else ("synthetic" if rng.random() < 0.5 else "duets") for _ in range(2)]
+        solos = self._solos(rng, 2 * kinds.count("synthetic"))
         O = 2 * self.max_objects
         crops = None  # (O, K, 3, h, w) uint8, or (O, K, 512, h', w') cached features
         obj_clip = torch.zeros(O, dtype=torch.long)
@@ -293,31 +381,37 @@ class MixtureOfMixtures(_Base):
         labels = torch.full((O,), -1, dtype=torch.long)
         eval_stems = torch.zeros(O, self.segment)
         mixes = []
-        for ci, k in enumerate((a, b)):
-            clip = self.clips[int(k)]
-            wav = self.reader.audio(clip)
-            start = self._start(rng, len(wav))
-            gain = self._gain(rng)
-            mixes.append(window(wav, start, self.segment) * gain)
-            times = frame_times(start / dsp.SAMPLE_RATE, self.segment, self.n_frames, self.frame_gap)
-            frames = None if self.features is not None else self.reader.frames(clip, times)  # (K, H, W, 3)
-            flip = self.train and rng.random() < 0.5
-            for j, (cls, boxes) in enumerate(self.reader.boxes(clip, times)):
-                o = ci * self.max_objects + j
-                if self.features is not None:  # fixed crops (padding 0.1, no flip): their features are cached
-                    t = self.features.get_crops(clip, times, j, self.crop_size)
-                else:
-                    cr = np.stack([square_crop(f, bx, self.crop_size, pad=0.1 + (0.1 * rng.random() if self.train else 0))
-                                   for f, bx in zip(frames, boxes)])  # (K, h, w, 3)
-                    t = torch.from_numpy(cr).permute(0, 3, 1, 2)
-                    t = t.flip(-1) if flip else t
-                if crops is None:
-                    crops = torch.zeros(O, *t.shape, dtype=t.dtype)
-                crops[o] = t
-                obj_clip[o], valid[o], labels[o] = ci, True, self.class_index.get(cls, -1)
-                if self.with_eval_stems and cls in clip.stems:
-                    eval_stems[o] = torch.from_numpy(window(self.reader.stem(clip, cls), start, self.segment) * gain)
-        clip_mixes = torch.from_numpy(np.stack(mixes))  # (2, L)
+        for ci, kind in enumerate(kinds):
+            parts = []  # (clip, start, level-scaled window, share of the item)
+            if kind == "synthetic":
+                for clip in (solos.pop(0), solos.pop(0)):
+                    wav = self.reader.audio(clip)
+                    start = self._start(rng, len(wav))
+                    parts.append((clip, start, self._level(window(wav, start, self.segment), rng) / 2))
+            else:
+                clip = self.duets[int(rng.integers(len(self.duets)))]
+                wav = self.reader.audio(clip)
+                start = self._start(rng, len(wav))
+                parts.append((clip, start, self._level(window(wav, start, self.segment), rng)))
+            mixes.append(np.sum([p[2] for p in parts], axis=0))
+            j = 0
+            for clip, start, audio in parts:
+                times = frame_times(start / dsp.SAMPLE_RATE, self.segment, self.n_frames, self.frame_gap)
+                for cls, t in self._objects(clip, times, rng):
+                    o = ci * self.max_objects + j
+                    j += 1
+                    if crops is None:
+                        crops = torch.zeros(O, *t.shape, dtype=t.dtype)
+                    crops[o] = t
+                    obj_clip[o], valid[o], labels[o] = ci, True, self.class_index.get(cls, -1)
+                    if self.with_eval_stems:
+                        if clip.kind == "solo":
+                            eval_stems[o] = torch.from_numpy(audio)
+                        elif cls in clip.stems:  # a duet's player: its stem at the clip's level
+                            raw = window(self.reader.audio(clip), start, self.segment)
+                            scale = float(np.abs(audio).max() / max(np.abs(raw).max(), 1e-9))
+                            eval_stems[o] = torch.from_numpy(window(self.reader.stem(clip, cls), start, self.segment) * scale)
+        clip_mixes = torch.from_numpy(np.stack(mixes).astype(np.float32))  # (2, L)
         item = {"mixture": clip_mixes.sum(0), "clip_mixtures": clip_mixes, "crops": crops, "object_clip": obj_clip,
                 "object_valid": valid, "labels": labels}
         if self.with_eval_stems:
@@ -328,33 +422,47 @@ class MixtureOfMixtures(_Base):
 class RCoPPairs(_Base):
     """RCoP self-supervision: one clip's frames, its audio mixed into two different other clips' audio.
 
-    Item: frames (K, 3, H, W), mix1 (L,), mix2 (L,) (the shared source plus one other each), source (L,).
+    Item: frames (K, 3, H, W), mix1 (L,), mix2 (L,) (the shared source plus one other each), source (L,) (its
+    contribution to each mixture). As the reference's pre-training stage (avpc_rcop/dataset/music.py 21-45,
+    base.py 157-166) by default: `levels` "avpc", each mixture the mean of its two sources, partners two other
+    clips (`partners` "any": of any class; "classes": of two classes other than the source's).
     """
 
     def __init__(self, root, split: str = "train", *, length: int = 1000, seed: int = 0, segment: int = dsp.SEGMENT,
-                 n_frames: int = 3, frame_gap: int = 24, frame_size: int = 224, train: bool = True, gain_db: float = 3.0):
+                 n_frames: int = 3, frame_gap: int = 24, frame_size: int = 224, train: bool = True, gain_db: float = 3.0,
+                 levels: str = "avpc", augment: str = "reference", partners: str = "any", mean: bool = True):
         super().__init__(root, split, length=length, seed=seed, segment=segment, n_frames=n_frames,
-                         frame_gap=frame_gap, frame_size=frame_size, train=train, gain_db=gain_db)
+                         frame_gap=frame_gap, frame_size=frame_size, train=train, gain_db=gain_db, levels=levels,
+                         augment=augment)
+        self.partners, self.mean = partners, mean
         self.solos = sorted(self.corpus.clips(split=split, kind="solo"), key=lambda c: (c.classes, c.id))
-        if len({c.classes[0] for c in self.solos}) < 3:
+        if partners == "classes" and len({c.classes[0] for c in self.solos}) < 3:
             raise AvsepError(f"RCoP pairs need solo clips of at least 3 classes in split {split!r}")
+        if len(self.solos) < 3:
+            raise AvsepError(f"RCoP pairs need at least 3 solo clips in split {split!r}")
 
     def _item(self, index: int) -> dict:
         rng = self._rng(index)
         v = self.solos[int(rng.integers(len(self.solos)))]
-        others = [c for c in self.solos if c.classes[0] != v.classes[0]]
-        o1 = others[int(rng.integers(len(others)))]
-        rest = [c for c in others if c.classes[0] != o1.classes[0]]
+        if self.partners == "classes":
+            others = [c for c in self.solos if c.classes[0] != v.classes[0]]
+            o1 = others[int(rng.integers(len(others)))]
+            rest = [c for c in others if c.classes[0] != o1.classes[0]]
+        else:
+            others = [c for c in self.solos if c.id != v.id]
+            o1 = others[int(rng.integers(len(others)))]
+            rest = [c for c in others if c.id != o1.id]
         o2 = rest[int(rng.integers(len(rest)))]
+        div = 2 if self.mean else 1
         wav = self.reader.audio(v)
         start = self._start(rng, len(wav))
-        src = window(wav, start, self.segment)
+        src = self._level(window(wav, start, self.segment), rng) / div
         outs = []
         for o in (o1, o2):
             w = self.reader.audio(o)
-            outs.append(src + window(w, self._start(rng, len(w)), self.segment) * self._gain(rng))
-        return {"frames": self._frames(v, start, rng), "mix1": torch.from_numpy(outs[0]),
-                "mix2": torch.from_numpy(outs[1]), "source": torch.from_numpy(src)}
+            outs.append(src + self._level(window(w, self._start(rng, len(w)), self.segment), rng) / div)
+        return {"frames": self._frames(v, start, rng), "mix1": torch.from_numpy(outs[0].astype(np.float32)),
+                "mix2": torch.from_numpy(outs[1].astype(np.float32)), "source": torch.from_numpy(src.astype(np.float32))}
 
 
 class FrameClassification(_Base):

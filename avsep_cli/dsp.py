@@ -150,6 +150,53 @@ LOG = FrequencyWarp("log")
 MEL = FrequencyWarp("mel")
 
 
+# --- the references' warp as they compute it (bilinear grid sampling) ----------------------------------
+
+
+def _reference_grid(n_rows: int, n_frames: int, warp: bool, device, dtype) -> torch.Tensor:
+    """(1, n_rows, T, 2) sampling grid of the references' `warpgrid` (AVPC, Sound-of-Pixels and IAL-CMS share
+    it): [..., 0] time, linspace(-1, 1, T); [..., 1] frequency. warp=True: row y in linspace(-1, 1, n_rows)
+    reads the linear axis at (21^((y + 1) / 2) - 11) / 10 (the log grid); warp=False: the inverse map,
+    log(10 y + 11) / log(21) x 2 - 1 (made in float64, used in float32 as the references do)."""
+    x = torch.linspace(-1, 1, n_frames, dtype=torch.float64)
+    y = torch.linspace(-1, 1, n_rows, dtype=torch.float64)
+    gy = (torch.pow(21.0, (y + 1) / 2) - 11) / 10 if warp else torch.log(y * 10 + 11) / math.log(21) * 2 - 1
+    grid = torch.stack(torch.broadcast_tensors(x[None, :], gy[:, None]), dim=-1)  # (n_rows, T, 2)
+    return grid.to(torch.float32).to(device=device, dtype=dtype)[None]
+
+
+class GridWarp:
+    """The log-frequency warp exactly as the references compute it: `F.grid_sample` (bilinear, zero padding)
+    on their grid, with their `align_corners`. AVPC passes False (avpc/main.py 210, utils.py 426): then the
+    time axis is resampled too (frame i reads position i T/(T-1) - 1/2) and the edge rows and frames are
+    partly zero. align_corners=True (Sound-of-Pixels as published on PyTorch 0.4, IAL-CMS) is `LOG`:
+    time identity, the same bilinear weights in frequency."""
+
+    def __init__(self, align_corners: bool, n_in: int = N_FREQ, n_out: int = N_WARP):
+        self.align_corners, self.n_in, self.n_out = align_corners, n_in, n_out
+
+    def _sample(self, x: torch.Tensor, rows: int, warp: bool) -> torch.Tensor:
+        lead, (f, t) = x.shape[:-2], x.shape[-2:]
+        grid = _reference_grid(rows, t, warp, x.device, x.dtype).expand(int(np.prod(lead)) if lead else 1, -1, -1, -1)
+        y = torch.nn.functional.grid_sample(x.reshape(-1, 1, f, t), grid, mode="bilinear", padding_mode="zeros",
+                                            align_corners=self.align_corners)  # (B, 1, rows, T)
+        return y.reshape(*lead, rows, t)
+
+    def warp(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., F=512, T) -> (..., 256, T)."""
+        return self._sample(x, self.n_out, True)
+
+    def unwarp(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., 256, T) -> (..., F=512, T)."""
+        return self._sample(x, self.n_in, False)
+
+
+def log_warp(align_corners: bool) -> FrequencyWarp | GridWarp:
+    """The log grid with the references' align_corners: True is `LOG` (a fixed matrix, time identity);
+    False is AVPC's grid sampling."""
+    return LOG if align_corners else GridWarp(False)
+
+
 def warp_for(scale: str) -> FrequencyWarp | None:
     """The warp of a mask scale name: 'log', 'mel' or 'linear' (None: no warp)."""
     if scale == "linear":
@@ -170,6 +217,22 @@ def ideal_binary_mask(source_mags: torch.Tensor) -> torch.Tensor:
     (the Mix-and-Separate training target of AVPC/Sound-of-Pixels)."""
     winner = source_mags.argmax(dim=-3, keepdim=True)
     return torch.zeros_like(source_mags).scatter_(-3, winner, 1.0)
+
+
+def threshold_mask(source_mags: torch.Tensor, mix_mag: torch.Tensor) -> torch.Tensor:
+    """(..., S, F, T) source magnitudes and the mixture's (..., F, T) -> (..., S, F, T) binary masks
+    source > 0.5 x mixture (float 0/1): the references' Mix-and-Separate target. What is passed decides the
+    rule: AVPC gives undivided sources against the mean mixture, i.e. |S_n| > |sum S| / (2N) (avpc/main.py
+    226); Sound-of-Pixels sources / N against their sum, i.e. |S_n| > |sum S| / 2 (main.py 62). Unlike the
+    dominant-source mask, 0, 1 or several sources may be on in one bin."""
+    return (source_mags > 0.5 * mix_mag.unsqueeze(-3)).to(source_mags.dtype)
+
+
+def minmax_normalize(wav: torch.Tensor) -> torch.Tensor:
+    """(..., L) -> (..., L) in [-1, 1]: AVPC's per-source level normalisation (avpc/dataset/music.py 89-99,
+    without the training-time gain U(0.5, 1.5)): ((a - min) / (max - min + 1e-3) - 0.5) x 2, clipped."""
+    lo, hi = wav.amin(-1, keepdim=True), wav.amax(-1, keepdim=True)
+    return (((wav - lo) / (hi - lo + 1e-3) - 0.5) * 2).clamp(-1, 1)
 
 
 def ideal_ratio_mask(source_mags: torch.Tensor) -> torch.Tensor:

@@ -261,7 +261,9 @@ def _check_references(item: TestItem, refs: np.ndarray) -> None:
 def _frames_for(method: Method, rows: list, window: int) -> torch.Tensor:
     """(B, S, K, 3, H, W) uint8 pictures of each source, K per source at times centred on the window
     (AVPC: 3 frames 3 s apart). A solo source shows its own clip's frames; a duet source shows the square
-    crop around its player's box, since both players share one frame."""
+    crop around its player's box, since both players share one frame. A method guided by player crops in
+    training (`guidance = "crops"`: IAL-CMS, as its reference's TestDataset.py 97) gets crops for solo
+    sources too."""
     from avsep_cli.datasets import ClipReader, augment_frames, square_crop
 
     k, gap, size = method.frames_per_source, getattr(method, "frame_gap", 3.0), getattr(method, "frame_size", 224)
@@ -275,9 +277,10 @@ def _frames_for(method: Method, rows: list, window: int) -> torch.Tensor:
             t0 = starts[s] if it.kind == "mix" else 0.0
             times = [max(0.0, t0 + centre + (j - (k - 1) / 2) * gap) for j in range(k)]
             frames = reader.frames(clip, times)  # (K, H, W, 3), from the decode cache when there is one
-            if it.kind == "duet":
-                boxes = dict(reader.boxes(clip, times))[it.classes[s]]
-                frames = np.stack([square_crop(f, b, size) for f, b in zip(frames, boxes)])
+            if it.kind == "duet" or getattr(method, "guidance", "frames") == "crops":
+                boxes = dict(reader.boxes(clip, times)).get(it.classes[s])
+                if boxes is not None:
+                    frames = np.stack([square_crop(f, b, size) for f, b in zip(frames, boxes)])
             t = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
             per_source.append(augment_frames(t, np.random.default_rng(0), size, train=False))
         out.append(torch.stack(per_source))

@@ -134,13 +134,22 @@ def export(ckpt: str | Path, name: str, method: str, *, folder: Path | None = No
     """Write `name.safetensors` from a training checkpoint and add (or replace) its manifest entry.
     With `trunk` (the name of shipped `visual-trunk` weights), the frozen trunk is left out of the file
     and restored from that one at load time; it must hold exactly those weights."""
+    data = checkpoint.load(ckpt, warn=False)
+    model = checkpoint.build_model(data, ckpt)
+    checkpoint.warn_unverified(data, ckpt)
+    return write_model(model, data["model_name"], data["model_args"], name, method, folder=folder, fp16=fp16,
+                       default=default, extra=extra, trunk=trunk, source=ckpt)
+
+
+def write_model(model: torch.nn.Module, model_name: str, model_args: dict, name: str, method: str, *,
+                folder: Path | None = None, fp16: bool = True, default: bool = False, extra: dict | None = None,
+                trunk: str | None = None, source: str | Path = "the model") -> dict:
+    """Write a built model as `name.safetensors` (its config in the metadata) and add its manifest entry."""
     from safetensors.torch import save_file
 
     folder = folder or weights_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    data = checkpoint.load(ckpt, warn=False)
-    model = checkpoint.build_model(data, ckpt)
-    checkpoint.warn_unverified(data, ckpt)
+    ckpt, data = source, {"model_name": model_name, "model_args": model_args}
     cast = lambda v: (v.half() if fp16 and v.is_floating_point() else v).contiguous()  # noqa: E731
     state = {k: cast(v) for k, v in model.state_dict().items()}
     meta = {"model_name": data["model_name"], "model_args": json.dumps(data["model_args"], sort_keys=True)}

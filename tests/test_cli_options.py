@@ -31,6 +31,7 @@ BASE = {
     "data extract": ["data", "extract", "nothing.mp4", "-o", "{out}"],
     "data index": ["data", "index", "nowhere"],
     "weights prototypes": ["weights", "prototypes", "--root", "nowhere"],
+    "weights import": ["weights", "import", "--from", "avpc", "nothing.pth", "-o", "x"],
 }
 
 # (command, option, bad values, the range as the error line states it)
@@ -74,6 +75,7 @@ CASES = [
     ("data index", "--workers", ["0", "-1"], "an integer >= 1"),
     ("weights prototypes", "--per-class", ["0", "-1"], "an integer >= 1"),
     ("weights prototypes", "--seed", ["-1", "4294967296"], "an integer in [0, 4294967295]"),
+    ("weights import", "--frame-size", ["0", "100", "2048"], "a multiple of 32 in [32, 1024]"),
 ]
 
 # Numeric options checked elsewhere than at parse time (none now).

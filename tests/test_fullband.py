@@ -278,7 +278,7 @@ def test_masks_are_what_separate_applies(tiny_weights):
     from avsep_cli.training.systems import IALCMSMethod
 
     torch.manual_seed(0)
-    ialcms = IALCMSMethod(IALCMS(ngf=4, dim=16, blocks=1, frame_size=32), frame_size=32)
+    ialcms = IALCMSMethod(IALCMS(ngf=2, dim=16, blocks=1, frame_size=32), frame_size=32)
     for method in (get_method("tiny", weights=str(tiny_weights)), ialcms):
         size, L = method.frame_size, 8191
         batch = MixBatch(mixture=torch.randn(2, L) * 0.1, stems=torch.zeros(2, 2, 0), classes=[["a", "b"]] * 2,

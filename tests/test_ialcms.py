@@ -12,18 +12,17 @@ from dataclasses import asdict
 
 import pytest
 import torch
-from torch.nn.utils import parametrize
 
 from avsep_cli import checkpoint
 from avsep_cli.cli import main
 from avsep_cli.models.ialcms import IALCMS, IALCMSConfig, parameter_counts
-from avsep_cli.models.ialcms_critic import CriticConfig, PairCritic
+from avsep_cli.models.ialcms_critic import CriticConfig, PairCritic, build_critic
 from avsep_cli.training.config import TrainConfig
 from avsep_cli.training.ialcms import (UNSUPERVISED_KEYS, IALCMSSystem, IALOptions, MemoryBank, critic_loss,
                                        info_nce, sep_loss, separate, separator_adv_loss)
 
-TINY = {"ngf": 4, "dim": 16, "blocks": 1, "frame_size": 32}
-CRITIC = {"ndf": 4, "max_channels": 8, "hidden": 8}
+TINY = {"ngf": 4, "dim": 32, "blocks": 1, "frame_size": 32}
+CRITIC = {"ndf": 4, "max_channels": 8, "legacy": False}
 L = 2047  # 8 STFT frames
 SEG = 4095  # 16 STFT frames for the corpus runs
 
@@ -76,10 +75,10 @@ def test_separator_shapes_with_one_and_two_objects_per_clip(objects_per_clip):
     for t in (8, 37):  # 37 frames: not a multiple of 32, padded and cropped inside
         out = m(torch.randn(b, 1, 256, t), torch.randint(0, 256, (n, 2, 3, 32, 32), dtype=torch.uint8), mix_index)
         assert out["mask"].shape == (n, 1, 256, t)
-        assert out["f_av_c"].shape == out["f_v_c"].shape == (n, 16)
-        assert float(out["mask"].detach().min()) >= 0 and float(out["mask"].detach().max()) <= 1
+        assert out["f_av_c"].shape == (n, 32) and out["fv"].shape == (n, 32, 1, 1)
+        assert float(out["mask"].detach().min()) >= 0  # relu(s x + b + 0.5): unbounded above, as the reference
         torch.testing.assert_close(out["f_av_c"].norm(dim=-1), torch.ones(n))
-        torch.testing.assert_close(out["f_v_c"].norm(dim=-1), torch.ones(n))
+        torch.testing.assert_close(out["fv"].norm(dim=1), torch.ones(n, 1, 1))  # L2-normalised per position
     # the signal path: one mel element and one waveform per object
     batch = mom_batch(duet=objects_per_clip == 2)
     sys_ = system()
@@ -93,7 +92,7 @@ def test_the_trunk_is_frozen_and_the_visual_head_learns():
     m = model().train()
     assert not m.visual.trunk.training and all(not p.requires_grad for p in m.visual.trunk.parameters())
     out = m(torch.randn(2, 1, 256, 8), torch.randint(0, 256, (2, 1, 3, 32, 32), dtype=torch.uint8))
-    (out["mask"].mean() + out["f_v_c"].sum()).backward()
+    (out["mask"].mean() + out["fv"].sum()).backward()
     assert m.visual.proj.weight.grad is not None
     assert all(p.grad is None for p in m.visual.trunk.parameters())
 
@@ -101,7 +100,7 @@ def test_the_trunk_is_frozen_and_the_visual_head_learns():
 @pytest.mark.parametrize("spatial,channel,adain,av", list(itertools.product([True, False], repeat=4)))
 def test_every_ablation_combination_builds_and_trains(spatial, channel, adain, av):
     sys_ = system(spatial_attention=spatial, channel_attention=channel, adain=adain, av_contrast=av)
-    has_adain = any(type(mod).__name__ == "AdaIN" for mod in sys_.model.modules())
+    has_adain = any(getattr(mod, "adain", False) for mod in sys_.model.decoder.levels)
     assert has_adain == adain
     opt = separator_optimizer(sys_)
     losses = sys_.manual_step(mom_batch(), 0, opt)
@@ -138,16 +137,20 @@ def test_parameter_counts_and_info(capsys):
 # --- the critic -----------------------------------------------------------------------------------------
 
 
-def test_spectral_norm_on_every_critic_layer():
-    critic = PairCritic(**asdict(CriticConfig.preset("cpu")))
+def test_spectral_norm_on_every_critic_layer_but_w():
+    critic = build_critic(asdict(CriticConfig.preset("cpu")))
+    assert isinstance(critic, PairCritic)
     layers = [m for m in critic.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     assert len(layers) == critic.layers + 3  # 6 convs, 2 MLP layers, w
-    for m in layers:
-        assert parametrize.is_parametrized(m, "weight")
-        assert any(type(p).__name__ == "_SpectralNorm" for p in m.parametrizations.weight)
-    assert critic.w.bias is None
+    for m in layers[:-1]:  # the reference's spectral norm (weight_orig, weight_u, weight_v), convs without bias
+        assert hasattr(m, "weight_orig") and hasattr(m, "weight_u"), m
+        assert m.bias is None or isinstance(m, torch.nn.Linear)
+    assert critic.w is layers[-1] and not hasattr(critic.w, "weight_orig") and critic.w.bias is None
+    assert critic.b.shape == (1,)
     assert critic(torch.rand(3, 256, 5), torch.rand(3, 256, 5)).shape == (3,)  # any frame count
-    torch.testing.assert_close(critic.w_penalty(), critic.w.parametrizations.weight.original.pow(2).sum())
+    torch.testing.assert_close(critic.w_penalty(), critic.w.weight.pow(2).sum())  # w is free: the penalty bounds it
+    legacy = build_critic({"ndf": 4, "max_channels": 8, "hidden": 8})  # critic args saved before issue 16
+    assert type(legacy).__name__ == "LegacyPairCritic"
 
 
 def test_critic_hinge_step_lowers_it_and_penalises_w():
@@ -169,48 +172,37 @@ def test_critic_hinge_step_lowers_it_and_penalises_w():
 # --- the memory bank ------------------------------------------------------------------------------------
 
 
-def test_memory_bank_is_fifo_and_never_returns_the_current_mixture():
-    bank = MemoryBank(size=5)
-    bank.push(torch.arange(3.0).view(3, 1, 1).expand(3, 2, 2), [0, 0, 1])
-    bank.push(torch.arange(3.0, 7.0).view(4, 1, 1).expand(4, 2, 2), [1, 2, 2, 3])
-    assert len(bank) == 5 and list(bank.ids) == [1, 1, 2, 2, 3]  # the two oldest fell out
-    assert [float(e[0, 0]) for e in bank.items] == [2.0, 3.0, 4.0, 5.0, 6.0]
+def test_memory_bank_starts_as_noise_and_is_a_ring():
     torch.manual_seed(0)
-    elems, ids = bank.sample(200, exclude_ids={2, 3})
-    assert set(ids) == {1} and set(elems[:, 0, 0].tolist()) == {2.0, 3.0}
-    assert bank.sample(3, exclude_ids={1, 2, 3}) is None
+    bank = MemoryBank(size=5)
+    bank.push(torch.arange(3.0).view(3, 1, 1).expand(3, 2, 2))
+    assert len(bank) == 5 and bank.idx == 3
+    assert [float(e[0, 0]) for e in bank.items[:3]] == [0.0, 1.0, 2.0]
+    assert not torch.equal(bank.items[3], torch.zeros(2, 2))  # still the random start (the reference's randn)
+    bank.push(torch.arange(3.0, 7.0).view(4, 1, 1).expand(4, 2, 2))
+    assert [float(e[0, 0]) for e in bank.items] == [5.0, 6.0, 2.0, 3.0, 4.0]  # the oldest overwritten
+    assert bank.sample(7).shape == (7, 2, 2)
     again = MemoryBank(size=1)
     again.load_state_dict(bank.state_dict())
-    assert list(again.ids) == list(bank.ids) and all(torch.equal(a, b) for a, b in zip(again.items, bank.items))
+    assert again.idx == bank.idx and torch.equal(again.items, bank.items)
 
 
-def test_independent_pairs_never_come_from_the_current_mixture():
+def test_pairs_are_every_element_with_another_of_its_input_mixture_and_with_the_bank():
+    torch.manual_seed(0)
     for both in (False, True):
         sys_ = system(IALOptions(both_from_bank=both))
-        elems = torch.stack([torch.full((256, 8), float(m)) for m in (0, 0, 0, 1, 1, 1)])  # value = mixture id
-        group = torch.tensor([0, 0, 1, 2, 2, 3])  # mixture 0: clips 0 (a duet), 1; mixture 1: clips 2 (a duet), 3
-        ids = [0, 0, 0, 1, 1, 1]
-        sys_.bank.push(elems, ids)  # this batch's elements are in the bank too
-        if both:  # two bank elements of two mixtures other than the pair's own: needs a third mixture
-            assert sys_.pairs(elems, group, ids) is None
-            sys_.bank.push(torch.full((2, 256, 8), 2.0), [2, 2])
-        for _ in range(20):
-            p, q = sys_.pairs(elems, group, ids)
-            assert p[0].shape == p[1].shape == q[0].shape == q[1].shape == (2, 256, 8)
-            if both:
-                for k, own in enumerate((0.0, 1.0)):
-                    a, b = float(q[0][k, 0, 0]), float(q[1][k, 0, 0])
-                    assert own not in (a, b) and a != b
-            else:  # the pair's first element with a bank element of the other mixture
-                torch.testing.assert_close(q[0], p[0])
-                assert (q[1][0] == 1).all() and (q[1][1] == 0).all()
-        if not both:
-            sys_.bank.push(torch.full((1, 256, 8), 7.0), [9])
-            seen = {float(sys_.pairs(elems, group, ids)[1][1][0, 0, 0]) for _ in range(40)}
-            assert seen == {1.0, 7.0}  # any other mixture, never its own
-        lonely = system(IALOptions(both_from_bank=both))
-        lonely.bank.push(elems[:3], ids[:3])
-        assert lonely.pairs(elems[:3], group[:3], ids[:3]) is None  # only its own mixture in the bank
+        elems = torch.stack([torch.full((256, 8), float(i)) for i in range(6)])  # value = element index
+        mix_index = torch.tensor([0, 0, 0, 1, 1, 2])  # element 5 is alone in its input mixture
+        for _ in range(10):
+            p, q = sys_.pairs(elems, mix_index)
+            firsts, seconds = p[0][:, 0, 0].long(), p[1][:, 0, 0].long()
+            assert firsts.tolist() == [0, 1, 2, 3, 4]  # every element that has a partner
+            assert (firsts != seconds).all() and (mix_index[firsts] == mix_index[seconds]).all()
+            assert q[0].shape == q[1].shape == (6, 256, 8)
+            if not both:
+                torch.testing.assert_close(q[0], elems)  # each element with a bank element
+        assert len(sys_.bank) == sys_.opts.bank_size  # the batch's elements were enqueued
+    assert system().pairs(elems[:2], torch.tensor([0, 1])) is None  # one element per mixture: no dependent pair
 
 
 # --- losses ---------------------------------------------------------------------------------------------
@@ -241,7 +233,7 @@ def test_one_step_lowers_sep_and_info_nce_on_a_fixed_batch():
     batch = mom_batch()
     for key in ("sep", "av"):
         sys_ = system(IALOptions(ial=False))
-        opt = separator_optimizer(sys_, lr=3e-3)
+        opt = separator_optimizer(sys_, lr=1e-4)  # the reference's audio-side LR
         before = float(sys_.forward_losses(batch)[key].detach())
         sys_.separator_step(opt, sys_.forward_losses(batch)[key])
         after = float(sys_.forward_losses(batch)[key].detach())
@@ -264,7 +256,7 @@ def test_critic_and_separator_steps_update_only_their_own_parameters():
     sep0, cr0 = snapshot(sys_.model), snapshot(sys_.critic)
     sys_.critic_optimizer.zero_grad(set_to_none=True)
     f = sys_.forward_losses(batch)
-    pq = sys_.pairs(f["out"]["elems"], f["inp"]["group"], f["inp"]["mix_index"].tolist())
+    pq = sys_.pairs(f["out"]["elems"], f["inp"]["mix_index"])
     sys_.separator_step(opt, f["sep"] + separator_adv_loss(sys_.critic, *pq))
     assert not changed(cr0, sys_.critic) and changed(sep0, sys_.model)
     assert all(p.grad is None for p in sys_.critic.parameters())
@@ -274,10 +266,12 @@ def test_critic_and_separator_steps_update_only_their_own_parameters():
     assert not changed(sep0, sys_.model)
 
 
-def test_solo_only_batches_leave_ial_idle():
+def test_a_batch_without_two_objects_in_any_mixture_leaves_ial_idle():
+    batch = mom_batch(duet=False)
+    batch["object_valid"][:, 2] = False  # one object per input mixture
     sys_ = system()
-    losses = sys_.manual_step(mom_batch(duet=False), 0, separator_optimizer(sys_))
-    assert "d" not in losses and "g" not in losses and len(sys_.bank) == 4  # elements still banked
+    losses = sys_.manual_step(batch, 0, separator_optimizer(sys_))
+    assert "d" not in losses and "g" not in losses
 
 
 class RecordingDict(dict):
@@ -308,18 +302,40 @@ def test_unsupervised_path_never_reads_stems():
 
 
 def test_supervised_path_scores_each_source_against_its_stem():
+    from avsep_cli.training.ialcms import sisnr_loss
+
     g = torch.Generator().manual_seed(0)
     stems = torch.randn(2, 2, L, generator=g) * 0.1
     batch = {"mixture": stems.sum(1), "stems": stems,
              "frames": torch.randint(0, 256, (2, 2, 1, 3, 32, 32), dtype=torch.uint8, generator=g)}
-    sys_ = system(IALOptions(supervised=True))
+    sys_ = system(IALOptions(supervised=True, ial=False))
     f = sys_.forward_losses(batch)
-    torch.testing.assert_close(f["sep"], sep_loss(stems, f["out"]["waves"].view(2, 2, L)))
+    torch.testing.assert_close(f["sep"], sisnr_loss(stems, f["out"]["waves"].view(2, 2, L)))
+    paper = system(IALOptions(supervised=True, ial=False, sep_loss="snr"))  # the paper's Eq. 13
+    fp = paper.forward_losses(batch)
+    torch.testing.assert_close(fp["sep"], sep_loss(stems, fp["out"]["waves"].view(2, 2, L)))
     opt = separator_optimizer(sys_)
-    for step in range(3):  # solo clips: no dependent pairs, so no critic to alternate with: every step moves
+    moved = []
+    for step in range(4):  # the reference's supervised configuration steps the separator every 3rd batch too
         sep0 = snapshot(sys_.model)
         losses = sys_.manual_step(batch, step, opt)
-        assert "d" not in losses and changed(sep0, sys_.model)
+        assert "d" not in losses
+        moved.append(bool(changed(sep0, sys_.model)))
+    assert moved == [True, False, False, True]
+
+
+def test_lambdas_warm_up_as_the_authors_ran_them():
+    from avsep_cli.training.ialcms import warmed_up
+
+    o = IALOptions()
+    assert [warmed_up(o.lambda_ial, o.lambda_ial_steps, t) for t in (0, 8000, 8001, 16001, 24001)] == \
+        pytest.approx([1e-5, 1e-5, 1e-4, 1e-3, 1e-2])
+    assert warmed_up(o.lambda_av, o.lambda_av_steps, 0) == pytest.approx(5e-5)
+    assert warmed_up(o.lambda_av, (), 0) == o.lambda_av  # no steps: constant
+    sys_ = system()
+    losses = sys_.manual_step(mom_batch(), 0, separator_optimizer(sys_))
+    assert float(losses["lambda_ial"]) == pytest.approx(1e-5) and float(losses["lambda_av"]) == pytest.approx(5e-5)
+    assert sys_.sep_steps == 1
 
 
 def test_separator_steps_every_third_step_critic_every_step():
@@ -370,7 +386,7 @@ def test_resume_continues_exactly_with_the_critic_and_bank(tiny_corpus, tmp_path
         torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], rtol=1e-5, atol=1e-7, msg=k)
     for k in a["extra"]["critic"]:
         torch.testing.assert_close(a["extra"]["critic"][k], b["extra"]["critic"][k], rtol=1e-5, atol=1e-7, msg=k)
-    assert a["extra"]["bank"]["ids"] == b["extra"]["bank"]["ids"] and a["extra"]["next_id"] == 8
+    assert a["extra"]["bank"]["idx"] == b["extra"]["bank"]["idx"] and a["extra"]["sep_steps"] == b["extra"]["sep_steps"] == 2
     torch.testing.assert_close(a["extra"]["bank"]["items"], b["extra"]["bank"]["items"], rtol=1e-5, atol=1e-7)
     assert a["extra"]["critic_optimizer"]["state"]  # the critic's Adam moments are saved
 

@@ -21,13 +21,58 @@ def frames(b: int, k: int = 3, size: int = 224) -> torch.Tensor:
     return torch.randint(0, 256, (b, k, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
 
-def test_avpc_parameter_counts_match_the_paper():
+def test_avpc_parameter_counts_match_the_paper_and_the_reference_layout():
     counts = parameter_counts(AVPCConfig.preset("paper"))
     assert counts["sound net (PCNet)"] == 4_692_866
     assert counts["total"] == 16_164_338
     assert counts["frame net (trunk)"] == 11_176_512 and counts["frame net (head)"] == 294_960
     cpu = parameter_counts(AVPCConfig.preset("cpu"))
     assert cpu["sound net (PCNet)"] < counts["sound net (PCNet)"] / 10
+    # the reference's layout (PCNetLR): 7 error rates a and 7 mixing rates b (the visual end's included); BN:
+    # 8 initial top-down (input + 7), 7 initial bottom-up, per cycle 6 top-down and 7 bottom-up
+    net = PCNet(ngf=64, cycles=4)
+    ch = [64, 64, 128, 128, 256, 256, 512]
+    assert [p.shape[1] for p in net.a] == [p.shape[1] for p in net.b] == ch
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == 8 + 7 + 4 * (6 + 7)
+    assert sum(m.num_features for m in bns) == 1 + 2 * sum(ch) + 4 * (sum(ch[1:]) + sum(ch))
+
+
+def test_sop_unet_parameter_count_is_the_reference_one():
+    from avsep_cli.models.sop import SoPConfig
+    from avsep_cli.models.sop import parameter_counts as sop_counts
+
+    assert sop_counts(SoPConfig())["sound net (U-Net)"] == 30_274_210  # unet7, ngf 64, fc_dim 32
+    assert sop_counts(SoPConfig(ngf=8))["sound net (U-Net)"] == 478_066  # the golden fixture's width
+    assert sop_counts(SoPConfig(legacy=True))["sound net (U-Net)"] == 41_886_370  # the transposed-conv U-Net shipped before
+
+
+def test_sop_reference_initialisation():
+    torch.manual_seed(0)
+    unet = UNet7(ngf=64, k=32)
+    convs = torch.cat([m.weight.flatten() for m in unet.modules() if isinstance(m, torch.nn.Conv2d)])
+    assert abs(convs.std().item() - 1e-3) < 2e-5 and abs(convs.mean().item()) < 1e-5
+    bn_w = torch.cat([m.weight for m in unet.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+    bn_b = torch.cat([m.bias for m in unet.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+    assert abs(bn_w.mean().item() - 1) < 2e-3 and abs(bn_w.std().item() - 0.02) < 2e-3 and not bn_b.any()
+    assert unet.ups[0][0].bias.abs().max() > 0.01  # the outermost up conv's bias keeps PyTorch's default
+
+
+def test_weights_without_the_new_config_fields_build_the_legacy_networks():
+    """Shipped weights made before issue 16 carry model_args without `legacy`: they rebuild the networks they
+    were trained with, with the same parameter names; weights written now record legacy=False."""
+    from avsep_cli.models.avpc_legacy import LegacyPCNet
+    from avsep_cli.models.sop_legacy import LegacyUNet7
+
+    old_avpc = checkpoint.build_model({"model_name": "avpc", "model_args": {"ngf": 4, "cycles": 1},
+                                       "state_dict": AVPC(ngf=4, cycles=1, legacy=True, trunk_bn_train=False,
+                                                          align_corners=True).state_dict()})
+    assert isinstance(old_avpc.sound_net, LegacyPCNet) and old_avpc.config.align_corners
+    old_sop = checkpoint.build_model({"model_name": "sop", "model_args": {"ngf": 4, "k": 8},
+                                      "state_dict": SoundOfPixels(ngf=4, k=8, legacy=True, train_trunk=False).state_dict()})
+    assert isinstance(old_sop.sound_net, LegacyUNet7)
+    state = checkpoint.model_state("avpc", {"ngf": 4, "cycles": 1}, AVPC(ngf=4, cycles=1))
+    assert state["model_args"]["legacy"] is False and isinstance(checkpoint.build_model(state).sound_net, PCNet)
 
 
 @pytest.mark.parametrize("ngf,cycles", [(4, 0), (4, 1), (8, 2)])
@@ -42,11 +87,16 @@ def test_avpc_frame_net_gives_a_2x2_map_and_keeps_the_trunk_frozen():
     v = m.frame_net(frames(2))
     assert v.shape == (2, 16, 2, 2)
     m.train()
-    assert not m.frame_net.trunk.training and all(not p.requires_grad for p in m.frame_net.trunk.parameters())
+    # the reference freezes the trunk's weights only: its BatchNorm normalises with batch statistics in training
+    assert m.frame_net.trunk.training and all(not p.requires_grad for p in m.frame_net.trunk.parameters())
+    before = m.frame_net.trunk.stem[1].running_mean.clone()
     out = m(torch.randn(2, 1, 256, 256), frames(2))
     out.mean().backward()
+    assert not torch.equal(before, m.frame_net.trunk.stem[1].running_mean)
     assert m.frame_net.head[0].weight.grad is not None
     assert all(p.grad is None for p in m.frame_net.trunk.parameters())
+    cached = AVPC(ngf=4, cycles=1, trunk_bn_train=False).train()  # what cached trunk features amount to
+    assert not cached.frame_net.trunk.training and all(not p.requires_grad for p in cached.frame_net.trunk.parameters())
 
 
 def test_more_test_cycles_than_training_reuse_the_last_norms():
@@ -105,7 +155,13 @@ def test_train_end_to_end_and_eval_loads_the_checkpoint(tiny_corpus, tmp_path, m
                  "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2",
                  "--val-num", "0"]) == 0
     ck = checkpoint.load(run / "last.pt")
-    assert ck["model_name"] == method and ck["config"]["lr"]["frame_net"] == 1e-4
+    assert ck["model_name"] == method
+    if method == "avpc":  # the references' optimisers: AVPC AdamW (frame head 1e-4), Sound-of-Pixels SGD (trunk 1e-4)
+        assert ck["config"]["optimizer"] == "adamw" and ck["config"]["lr"]["frame_net"] == 1e-4
+        assert tuple(ck["config"]["lr_steps"]) == (40, 80) and ck["config"]["options"]["target"] == "avpc"
+    else:
+        assert ck["config"]["optimizer"] == "sgd" and ck["config"]["lr"]["frame_net.trunk"] == 1e-4
+        assert ck["config"]["options"]["target"] == "sop"
     out = tmp_path / "e.json"
     assert main(["eval", "--method", method, "--weights", str(run / "last.pt"), "--data", str(tiny_corpus),
                  "--num", "2", "--window", "10s", "--json", str(out)]) == 0  # 10 s: two 65535-sample windows
@@ -173,7 +229,7 @@ def test_rcop_two_stages_end_to_end(tiny_corpus, tmp_path):
 
     m = AVPCRCoP(ngf=4, cycles=1)
     z, p = m(torch.randn(2, 1, 256, 256), frames(2))
-    assert z.shape == p.shape == (2, 512)
+    assert z.shape == p.shape == (2, 2048)  # the reference SimSiam widths
     run = tmp_path / "rcop-run"
     assert main(["train", "--method", "avpc", "--rcop", "--rcop-epochs", "1", "--preset", "cpu", "--root", str(tiny_corpus),
                  "--run", str(run), "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", "--val-num", "0"]) == 0

@@ -32,7 +32,7 @@ def _small(name: str):
         return MaskMethod(AVPC(ngf=4, cycles=1), "avpc", segment=dsp.SEGMENT, binary=False)
     if name == "sop":
         return MaskMethod(SoundOfPixels(ngf=4, k=4), "sop", segment=dsp.SEGMENT, binary=False)
-    return IALCMSMethod(IALCMS(ngf=4, dim=8, blocks=1, frame_size=64), frame_size=64)
+    return IALCMSMethod(IALCMS(ngf=1, dim=8, blocks=1, frame_size=64), frame_size=64)
 
 
 def _batch(mixture, **guidance) -> MixBatch:
@@ -174,7 +174,7 @@ def test_visual_trunk_prototypes_serve_every_separator_of_that_trunk(tiny_corpus
     assert e["views"] == ["resnet18-128", "resnet18-dilated-64"] and set(e["crops_per_class"].values()) == {2}
     assert tensors["resnet18-128"].shape == (4, 512, 4, 4) and tensors["resnet18-dilated-64"].shape == (4, 512, 4, 4)
     shipped = registry.resolve("trunk-test").data["state_dict"]
-    ial = IALCMS(ngf=4, dim=8, blocks=1, frame_size=128)
+    ial = IALCMS(ngf=1, dim=8, blocks=1, frame_size=128)
     ial.visual.trunk.load_state_dict({k.removeprefix("trunk."): v for k, v in shipped.items() if k.startswith("trunk.")})
     method = IALCMSMethod(ial, frame_size=128)
     assert P.view_of(ial) == P.View("resnet18", 128)
@@ -182,7 +182,7 @@ def test_visual_trunk_prototypes_serve_every_separator_of_that_trunk(tiny_corpus
     assert g.shape == (1, 3, 512, 4, 4)
     torch.testing.assert_close(g[0, 0], tensors["resnet18-128"][1].float())
     with pytest.raises(AvsepError, match="hold no resnet18-64 maps"):
-        P.guidance_for(["piano"], IALCMSMethod(_with_trunk(IALCMS(ngf=4, dim=8, blocks=1, frame_size=64), ial), frame_size=64))
+        P.guidance_for(["piano"], IALCMSMethod(_with_trunk(IALCMS(ngf=1, dim=8, blocks=1, frame_size=64), ial), frame_size=64))
 
 
 def _with_trunk(model, donor):

@@ -76,6 +76,68 @@ def test_mixture_of_mixtures_carries_no_stems_into_training(tiny_corpus):
     assert "eval_stems" in ev  # stems exist only under eval_ keys, for scoring
 
 
+def _tag_clips(ds) -> dict[int, object]:
+    """Replace every clip's audio by a pure tone of its own (an integer number of cycles per window, so the
+    tones are orthogonal whatever the start): the targets then say which clips they hold. -> bin -> clip."""
+    clips = sorted(ds.corpus.clips(split="train"), key=lambda c: c.id)
+    bins = {c.id: 8 + 3 * i for i, c in enumerate(clips)}
+    n = 4 * SEG
+    t = np.arange(n)
+    ds.reader.audio = lambda clip: (0.5 * np.sin(2 * np.pi * bins[clip.id] * t / SEG)).astype(np.float32)
+    return {bins[c.id]: c for c in clips}
+
+
+def _sources(target: torch.Tensor, by_bin: dict) -> list:
+    spec = torch.fft.rfft(target.double()).abs()
+    return [by_bin[int(k)] for k in (spec > 0.1 * spec.max()).nonzero()[:, 0]]
+
+
+def test_unsupervised_targets_are_always_mixtures_never_single_sources(tiny_corpus):
+    """Deliver 3 of issue 16: with every clip tagged by its own tone, each training target (an item's own
+    mixture) holds two solo clips of different classes (synthetic duets, the reference's default), and the
+    four solos of an example are of four classes; real duets hold two players; no target is ever a single
+    source."""
+    ds = MixtureOfMixtures(tiny_corpus, "train", length=10, segment=SEG, crop_size=64)
+    by_bin = _tag_clips(ds)
+    n_classes = len({c.classes[0] for c in by_bin.values() if c.kind == "solo"})
+    for i in range(len(ds)):
+        item = ds[i]
+        classes = []
+        for ci in range(2):
+            src = _sources(item["clip_mixtures"][ci], by_bin)
+            assert len(src) == 2 and all(c.kind == "solo" for c in src), [c.id for c in src]
+            assert src[0].classes[0] != src[1].classes[0]
+            classes += [c.classes[0] for c in src]
+            assert int((item["object_valid"] & (item["object_clip"] == ci)).sum()) == 2  # one crop per solo
+        assert len(set(classes)) == min(4, n_classes)
+    duets = MixtureOfMixtures(tiny_corpus, "train", length=6, segment=SEG, crop_size=64, items="duets")
+    by_bin = _tag_clips(duets)
+    for i in range(len(duets)):
+        item = duets[i]
+        for ci in range(2):
+            (clip,) = _sources(item["clip_mixtures"][ci], by_bin)
+            assert clip.kind == "duet" and len(clip.classes) == 2
+    with pytest.raises(ValueError):
+        MixtureOfMixtures(tiny_corpus, "train", length=2, segment=SEG, items="solos")
+
+
+def test_reference_levels_partners_and_mean_mixing(tiny_corpus):
+    """AVPC's levels: min-max normalised to [-1, 1], x U(0.5, 1.5), clipped; mixtures are the mean of the
+    sources (each stem the source's contribution); partners drawn from any solo clip."""
+    ds = MixSeparate(tiny_corpus, "train", mix=2, length=20, segment=SEG, frame_size=64, levels="avpc",
+                     partners="any", mean=True, augment="reference")
+    peaks = []
+    for i in range(len(ds)):
+        item = ds[i]
+        torch.testing.assert_close(item["mixture"], item["stems"].sum(0))
+        peaks += (item["stems"].abs().amax(-1) * 2).tolist()  # contributions are sources / 2
+        assert item["frames"].shape == (2, 3, 3, 64, 64)
+    assert max(peaks) <= 1.0 + 1e-6 and min(peaks) >= 0.45  # |source| reaches at least 0.5 x its normalised peak
+    ev = MixSeparate(tiny_corpus, "train", mix=2, length=2, segment=SEG, frame_size=64, levels="avpc", train=False, mean=True)
+    for i in range(len(ev)):  # at evaluation: normalised only, every source reaches [-1, 1]
+        assert torch.allclose(ev[i]["stems"].abs().amax(-1) * 2, torch.ones(2), atol=1e-3)
+
+
 def test_rcop_pairs_share_one_source(tiny_corpus):
     ds = RCoPPairs(tiny_corpus, "train", length=4, segment=SEG, frame_size=64)
     item = ds[0]

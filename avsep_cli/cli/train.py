@@ -48,7 +48,11 @@ def train(
     max_cpu_minutes: float = typer.Option(0.0, "--max-cpu-minutes", callback=common.bounded(0), help="Stop before an epoch would take the run past this much process CPU time, all threads and resumes counted (0: no limit)."),
     cache_features: bool = typer.Option(False, "--cache-features", help="Cache the frozen trunk's features per frame (much faster on CPU; no frame augmentation)."),
     rcop: bool = typer.Option(False, "--rcop", help="AVPC: RCoP self-supervised pre-training first (stage 1 in RUN/rcop), then Mix-and-Separate from it."),
-    rcop_epochs: int = typer.Option(5, "--rcop-epochs", callback=common.bounded(1), help="Epochs of the RCoP stage."),
+    rcop_epochs: Optional[int] = typer.Option(None, "--rcop-epochs", callback=common.bounded(1), help="Epochs of the RCoP stage (default 40, the reference's)."),
+    lr_steps: Optional[str] = typer.Option(None, "--lr-steps", help="Epochs after which every LR is multiplied by 0.1, comma-separated (default: the method's reference schedule, AVPC and Sound-of-Pixels 40,80 of 100; '' for none)."),
+    rcop_lr_steps: Optional[str] = typer.Option(None, "--rcop-lr-steps", help="LR drop epochs of the RCoP stage (default 20,30 of 40)."),
+    option: list[str] = typer.Option([], "--option", help="A training option KEY=VALUE of the method (repeatable; see docs/fidelity.md), e.g. target=dominant, sep_loss=snr, items=duets."),
+    model_option: list[str] = typer.Option([], "--model-option", help="A model config field KEY=VALUE (repeatable; see docs/fidelity.md), e.g. align_corners=true, freq_scale=mel."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from another run's weights (e.g. a 2-mix run for --mix 3)."),
     preset: str = typer.Option("paper", "--preset", help="Model preset: paper or cpu (smaller, for CPU training)."),
     visual_weights: Optional[Path] = typer.Option(None, "--visual-weights", help="ResNet-18 weights for the visual trunk (a torchvision state dict)."),
@@ -119,7 +123,11 @@ def train(
             if method != "visual-trunk":
                 raise AvsepError("--frame-size: a visual-trunk option (the separators' frame size is their preset's)")
             model_overrides["frame_size"] = frame_size
-        options = {**({"supervised": True} if supervised else {}), **({"ial": False} if no_ial else {})}
+        options = {**({"supervised": True} if supervised else {}), **({"ial": False} if no_ial else {}),
+                   **_key_values(option, "--option")}
+        model_overrides.update(_key_values(model_option, "--model-option"))
+        defaults = METHOD_DEFAULTS[method]
+        steps = _epochs_list(lr_steps, "--lr-steps")
         base = dict(dataset=dataset, root=str(root), batch_size=batch_size, steps_per_epoch=steps_per_epoch, mix=mix,
                     seed=seed, val_num=val_num, num_workers=num_workers, segment=segment, preset=preset,
                     cache_features=cache_features, max_minutes=max_minutes,
@@ -127,11 +135,15 @@ def train(
         run_dir = run or Path("runs") / (method + ("-rcop" if rcop else ""))
         stages = []
         if rcop:  # stage 1: RCoP pre-training in RUN/rcop; stage 2 starts from its weights
-            stages.append((TrainConfig(**{**base, "method": "avpc-rcop", "epochs": rcop_epochs, **METHOD_DEFAULTS["avpc-rcop"]}),
-                           run_dir / "rcop"))
+            r = METHOD_DEFAULTS["avpc-rcop"]
+            rsteps = _epochs_list(rcop_lr_steps, "--rcop-lr-steps")
+            stages.append((TrainConfig(**{**base, **r, "method": "avpc-rcop", "epochs": rcop_epochs or r["epochs"],
+                                          "model": dict(model_overrides),
+                                          **({"lr_steps": rsteps} if rsteps is not None else {})}), run_dir / "rcop"))
             init_from = run_dir / "rcop" / "last.pt"
-        stages.append((TrainConfig(**{**base, "method": method, "epochs": epochs or 10, "init_from": str(init_from or ""),
-                                      "model": model_overrides, "options": options, **METHOD_DEFAULTS[method]}), run_dir))
+        stages.append((TrainConfig(**{**base, **defaults, "method": method, "epochs": epochs or defaults.get("epochs", 10),
+                                      "init_from": str(init_from or ""), "model": model_overrides, "options": options,
+                                      **({"lr_steps": steps} if steps is not None else {})}), run_dir))
     else:
         if rcop:
             raise AvsepError("--rcop starts a new two-stage run; to continue one stage, --resume its folder")
@@ -160,6 +172,36 @@ def train(
             common.stderr.print(f"avsep: {e}", highlight=False)
             raise typer.Exit(143 if e.terminated else 130)
     common.stderr.print(f"run saved in {run_dir}")
+
+
+def _key_values(items: list[str], flag: str) -> dict:
+    """KEY=VALUE strings -> a dict; values are read as JSON when they parse (true, 3, [1, 2], "x"), else kept
+    as strings."""
+    import json
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise AvsepError(f"{flag} {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _epochs_list(text: Optional[str], flag: str) -> Optional[tuple]:
+    """'40,80' -> (40, 80); '' -> (); None -> None (the method's default)."""
+    if text is None:
+        return None
+    try:
+        steps = tuple(int(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise AvsepError(f"{flag} {text!r}: expected epochs as comma-separated integers, e.g. 40,80") from None
+    if any(x < 1 for x in steps) or list(steps) != sorted(set(steps)):
+        raise AvsepError(f"{flag} {text!r}: expected increasing positive epochs")
+    return steps
 
 
 def _train_detector(cfg, run_dir: Path, dev, epochs: Optional[int]) -> None:

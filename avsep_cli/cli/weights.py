@@ -84,6 +84,23 @@ def add(
     _console().print(f"{registry.weights_dir() / e['file']}  {params}sha256 {e['sha256'][:12]}", highlight=False)
 
 
+@app.command("import")
+def import_(
+    files: list[Path] = typer.Argument(..., help="The reference's checkpoint files (AVPC: frame and sound .pth; Sound-of-Pixels: frame, sound, synthesizer; IAL-CMS: the Lightning .ckpt)."),
+    kind: str = typer.Option(..., "--from", help="Whose checkpoints: avpc, sop or ialcms."),
+    name: str = typer.Option(..., "--output", "-o", help="Registry name, file NAME.safetensors."),
+    fp32: bool = typer.Option(False, "--fp32", help="Keep float32 (default: float16)."),
+    frame_size: Optional[int] = typer.Option(None, "--frame-size", callback=common.bounded(32, 1024, multiple_of=32), help="Frame (or crop) size the model was trained on, a multiple of 32 up to 1024 (default 224)."),
+) -> None:
+    """Import the authors' checkpoints (read with weights_only=True; names mapped and every shape checked)
+    as avsep weights and record them in the manifest."""
+    from avsep_cli import reference_import, registry
+
+    e = reference_import.import_files(kind, files, name, fp16=not fp32, frame_size=frame_size)
+    _console().print(f"{registry.weights_dir() / e['file']}  {e['parameters']:,} parameters  sha256 {e['sha256'][:12]}",
+                     highlight=False)
+
+
 def _read_info(path: Optional[Path]) -> dict:
     """The --info JSON merged into a manifest entry ({} without one)."""
     if path is None:

@@ -1,19 +1,34 @@
-"""AVPC: audio-visual predictive coding (T-NNLS 2023), the frame net and the PCNet sound net.
+"""AVPC: audio-visual predictive coding (T-NNLS 2023), the frame net and the PCNet sound net, computed as
+the authors' code computes them (`avpc/models/audio_net.py` PCNetLR; golden tests in tests/test_golden.py).
 
 The frame net turns K frames of a source into a 16 x 2 x 2 visual map (frozen ResNet-18 trunk, a 6x6
-conv head, temporal mean). PCNet separates by iterative error minimisation between the two modalities:
-a top-down initialisation computes representations from the mixture spectrogram layer by layer down
-to a prediction of the visual map; the prediction error at the visual end is then propagated bottom-up
-towards the mask, each layer correcting its representation with the error of the layer nearer the
-visual end; recurrent cycles repeat the top-down pass (mixing the corrected and freshly predicted
-representations) and the bottom-up pass. Each cycle has its own BatchNorm layers; extra cycles at test
-time reuse the last cycle's. The mask head maps the bottom representation to a 256 x 256 mask.
+conv head with BatchNorm and LeakyReLU, temporal mean). PCNet separates by iterative error minimisation
+between the two modalities:
+
+- initial top-down pass: representations r_down[1..7] from the spectrogram, layer by layer (conv, 2x2
+  max-pool, BatchNorm, LeakyReLU 0.2); the visual-end conv predicts the visual map (then LeakyReLU);
+- initial bottom-up pass: the visual prediction error, carried by the up convs, corrects each layer from
+  the visual end towards the spectrogram, r_up[l] = LReLU(BN(r_down[l] + relu(a_l) up(error of layer l+1)))
+  with the error of a layer = r_up - r_down there;
+- each cycle: a top-down pass mixes r_up[l] = LReLU(BN((1 - b_l) r_up[l] + b_l r_down[l])) with
+  b_l = relu(rate) on every layer; the spectrogram-side layer mixes with its initial r_down[1] and has no
+  BatchNorm; every other r_down[l] is re-predicted from the layer below as a raw conv output (no BN, no
+  activation), and the errors of the following bottom-up pass are taken against these raw predictions;
+  then the visual map is predicted again and the bottom-up pass repeats (on r_up, not r_down).
+
+Each cycle has its own BatchNorm layers; extra cycles at test time reuse the last cycle's. The mask head
+maps the bottom representation to a 256 x 256 mask (logits; the sigmoid is applied by the caller).
 
 Layer naming: representation l = 1..7 from the spectrogram side, channels ngf x [1, 1, 2, 2, 4, 4, 8],
 spatial 128, 64, ..., 2 (the spectrogram is 256 x 256). `down[l]` maps l-1 -> l (3x3 conv, no bias,
 2x2 max-pool); `down[8]` is the 1x1 conv 8ngf -> 16 predicting the visual map. `up[l]` maps l -> l-1
-(x2 bilinear upsampling, 3x3 transposed conv, no bias); `up[8]` is the 1x1 conv 16 -> 8ngf; `up[1]` is
-the mask head. At ngf = 64 with 4 cycles PCNet has 4,692,866 parameters, as in the paper.
+(x2 bilinear upsampling with align_corners=True, 3x3 transposed conv, no bias); `up[8]` is the 1x1 conv
+16 -> 8ngf; `up[1]` is the mask head. `a[l-1]`, `b[l-1]`: the rates of layer l. `bn_down[0]`, `bn_up[0]`:
+the initial passes; `bn_down[t]`, `bn_up[t]`: cycle t (bn_down[t][0] is empty: layer 1 has no norm in the
+cycles). The reference's names map onto these in `avsep_cli/models/reference_names.py`.
+
+At ngf = 64 with 4 cycles PCNet has 4,692,866 parameters and the whole model 16,164,338, as in the paper
+and the reference. `legacy=True` builds the network avsep shipped before (models/avpc_legacy.py).
 """
 
 from __future__ import annotations
@@ -25,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from avsep_cli.checkpoint import register_model
+from avsep_cli.models.avpc_legacy import LegacyPCNet, LegacyRCoPHead
 from avsep_cli.models.frames import normalize
 from avsep_cli.models.resnet import FrozenResNet18Trunk
 
@@ -37,6 +53,16 @@ class AVPCConfig:
     visual_channels: int = 16  # channels of the 2x2 visual map (paper: 16; 2x2 beat 1x1, 4x4 and 7x7)
     cycles: int = 4  # recurrent cycles in training (paper: 4)
     frame_size: int = 224  # ResNet input; 224 gives 7x7 trunk maps and a 2x2 map after the 6x6 head
+    # the frozen trunk's BatchNorm follows the model's mode (reference: weights frozen, BN in train mode while
+    # training, avpc/models/__init__.py 59 + main.py 262); False: always running statistics (what cached
+    # trunk features give: `--cache-features` trains that way)
+    trunk_bn_train: bool = True
+    # the log-frequency warp's grid_sample align_corners (reference: False, avpc/main.py 210 and utils.py 426;
+    # True is the time-identity warp avsep used before, which scores a higher oracle SDR)
+    align_corners: bool = False
+    rcop_dim: int = 2048  # RCoP projector width and output (reference SimSiam: 2048)
+    rcop_pred_dim: int = 512  # RCoP predictor bottleneck (reference: 512)
+    legacy: bool = False  # the network avsep shipped before issue 16 (not faithful; loads the old weights)
 
     @classmethod
     def preset(cls, name: str) -> "AVPCConfig":
@@ -49,24 +75,27 @@ class AVPCConfig:
         raise ValueError(f"unknown AVPC preset {name!r}: expected paper or cpu")
 
 
+# fields added after weights were shipped: a file whose config lacks them was made by the legacy network
+LEGACY_ARGS = {"legacy": True, "trunk_bn_train": False, "align_corners": True}
+
+
 class FrameNet(nn.Module):
     """(B, K, 3, 224, 224) uint8 frames -> (B, 16, 2, 2) visual map."""
 
-    def __init__(self, visual_channels: int = 16):
+    def __init__(self, visual_channels: int = 16, trunk_bn_train: bool = True):
         super().__init__()
-        self.trunk = FrozenResNet18Trunk()
+        self.trunk = FrozenResNet18Trunk(bn_follows_mode=trunk_bn_train)
         self.head = nn.Sequential(nn.Conv2d(512, visual_channels, 6), nn.BatchNorm2d(visual_channels), nn.LeakyReLU(LEAK))
 
-
     def features(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, K, 3, H, W) -> (B, K, 512, H/32, W/32) frozen trunk features (cacheable)."""
+        """(B, K, 3, H, W) -> (B, K, 512, H/32, W/32) frozen trunk features (cacheable), detached."""
         b, k = frames.shape[:2]
         with torch.no_grad():
             f = self.trunk(normalize(frames.flatten(0, 1)))
         return f.view(b, k, *f.shape[1:]).detach()
 
     def from_features(self, feats: torch.Tensor) -> torch.Tensor:
-        """(B, K, 512, 7, 7) -> (B, 16, 2, 2): head per frame, mean over the K frames."""
+        """(B, K, 512, 7, 7) -> (B, 16, 2, 2): head per frame (one BatchNorm batch of B*K), mean over K."""
         b, k = feats.shape[:2]
         v = self.head(feats.flatten(0, 1))  # (B*K, 16, 2, 2)
         return v.view(b, k, *v.shape[1:]).mean(1)
@@ -76,14 +105,15 @@ class FrameNet(nn.Module):
 
 
 class _Up(nn.Module):
-    """x2 bilinear upsampling then a 3x3 transposed conv (stride 1, padding 1, no bias)."""
+    """x2 bilinear upsampling (align_corners=True, audio_net.py 37) then a 3x3 transposed conv (stride 1,
+    padding 1, no bias)."""
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
         self.conv = nn.ConvTranspose2d(cin, cout, 3, stride=1, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+        return self.conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True))
 
 
 class _Down(nn.Module):
@@ -103,90 +133,123 @@ class PCNet(nn.Module):
     def __init__(self, ngf: int = 64, visual_channels: int = 16, cycles: int = 4):
         super().__init__()
         ch = [1, ngf, ngf, 2 * ngf, 2 * ngf, 4 * ngf, 4 * ngf, 8 * ngf]  # ch[0]: the spectrogram
-        self.ch, self.cycles, self.n = ch, cycles, 7
+        self.ch, self.cycles = ch, cycles
         self.bn_in = nn.BatchNorm2d(1)
         self.down = nn.ModuleList([nn.Identity()] + [_Down(ch[l - 1], ch[l]) for l in range(1, 8)]
                                   + [nn.Conv2d(ch[7], visual_channels, 1, bias=False)])
         self.up = nn.ModuleList([nn.Identity()] + [_Up(ch[l], ch[l - 1]) for l in range(1, 8)]
                                 + [nn.Conv2d(visual_channels, ch[7], 1, bias=False)])
-        # error update rate a (layers 1..7, init 1.0) and top-down mixing rate b (layers 1..6, init 0.5):
-        # the layer nearest the visual end is recomputed from below in every top-down pass, not mixed
+        # bottom-up error rate a (init 1.0) and top-down mixing rate b (init 0.5) of layers 1..7, used as relu(rate)
         self.a = nn.ParameterList([nn.Parameter(torch.ones(1, ch[l], 1, 1)) for l in range(1, 8)])
-        self.b = nn.ParameterList([nn.Parameter(torch.full((1, ch[l], 1, 1), 0.5)) for l in range(1, 7)])
+        self.b = nn.ParameterList([nn.Parameter(torch.full((1, ch[l], 1, 1), 0.5)) for l in range(1, 8)])
 
-        def norms():
-            return nn.ModuleList([nn.BatchNorm2d(ch[l]) for l in range(1, 8)])
+        def norms(first: bool = True):
+            return nn.ModuleList([nn.BatchNorm2d(ch[1]) if first else nn.Identity()]
+                                 + [nn.BatchNorm2d(ch[l]) for l in range(2, 8)])
 
-        # one set for the initial top-down pass and one for the initial bottom-up pass, then two per cycle
-        self.bn_down = nn.ModuleList([norms() for _ in range(cycles + 1)])
+        # initial passes, then one set per cycle (the spectrogram-side layer has none in the top-down cycles)
+        self.bn_down = nn.ModuleList([norms()] + [norms(first=False) for _ in range(cycles)])
         self.bn_up = nn.ModuleList([norms() for _ in range(cycles + 1)])
 
-    def _bottom_up(self, r: list, visual: torch.Tensor, norms: nn.ModuleList) -> list:
-        """Propagate the visual-end prediction error towards the mask: returns corrected r_up[1..7]."""
+    def _predict_visual(self, top: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(self.down[8](top), LEAK)  # (B, 16, 2, 2)
+
+    def _bottom_up(self, base: list, r_down: list, visual: torch.Tensor, norms: nn.ModuleList) -> list:
+        """r_up[l] = LReLU(BN(base[l] + relu(a_l) up(error of layer l+1))) from the visual end (l = 7) down to
+        l = 1; the error at the visual end is visual - prediction, elsewhere r_up - r_down of the layer above."""
         r_up = [None] * 8
-        err = visual - self.down[8](r[7])  # (B, 16, 2, 2): what the audio path fails to predict
+        err = visual - self._predict_visual(base[7])
         for l in range(7, 0, -1):
-            upd = self.up[l + 1](err)  # error of the layer nearer the visual end, mapped to layer l
-            r_up[l] = F.leaky_relu(norms[l - 1](r[l] + F.relu(self.a[l - 1]) * upd), LEAK)
-            err = r_up[l] - r[l]
+            r_up[l] = F.leaky_relu(norms[l - 1](base[l] + F.relu(self.a[l - 1]) * self.up[l + 1](err)), LEAK)
+            err = r_up[l] - r_down[l]
         return r_up
 
-    def forward(self, log_mag: torch.Tensor, visual: torch.Tensor, cycles: int | None = None,
-                return_top: bool = False):
-        """-> mask logits (B, 1, 256, 256); with `return_top` also the audio-visual representation of the
-        layer nearest the visual end after the last bottom-up pass, (B, 8 ngf, 2, 2) (RCoP's input)."""
+    def forward(self, log_mag: torch.Tensor, visual: torch.Tensor, cycles: int | None = None) -> torch.Tensor:
+        """-> mask logits (B, 1, 256, 256). `cycles` other than the training ones: extra cycles reuse the last
+        cycle's norms (the reference's forward_test_stage)."""
         cycles = self.cycles if cycles is None else cycles
         x = self.bn_in(log_mag)
-        # top-down initialisation from the spectrogram
-        r = [x] + [None] * 7
+        r_down = [x] + [None] * 7
         for l in range(1, 8):
-            r[l] = F.leaky_relu(self.bn_down[0][l - 1](self.down[l](r[l - 1])), LEAK)
-        r_up = self._bottom_up(r, visual, self.bn_up[0])
+            r_down[l] = F.leaky_relu(self.bn_down[0][l - 1](self.down[l](r_down[l - 1])), LEAK)
+        r_up = self._bottom_up(r_down, r_down, visual, self.bn_up[0])
+        r_first = r_down[1]  # the spectrogram-side layer is always mixed with its initial value
         for t in range(1, cycles + 1):
             k = min(t, self.cycles)  # extra test-time cycles reuse the last cycle's norms
-            r = [x] + [None] * 7
-            for l in range(1, 8):
-                pred = self.down[l](r[l - 1] if l > 1 else x)
-                mixed = pred if l == 7 else (1 - F.relu(self.b[l - 1])) * r_up[l] + F.relu(self.b[l - 1]) * pred
-                r[l] = F.leaky_relu(self.bn_down[k][l - 1](mixed), LEAK)
-            r_up = self._bottom_up(r, visual, self.bn_up[k])
-        logits = self.up[1](r_up[1])  # (B, 1, 256, 256)
-        return (logits, r_up[7]) if return_top else logits
+            b = F.relu(self.b[0])
+            r_up[1] = F.leaky_relu((1 - b) * r_up[1] + b * r_first, LEAK)
+            r_down = [x, r_first] + [None] * 6
+            for l in range(2, 8):
+                r_down[l] = self.down[l](r_up[l - 1])  # raw prediction: no BN, no activation
+                b = F.relu(self.b[l - 1])
+                r_up[l] = F.leaky_relu(self.bn_down[k][l - 1]((1 - b) * r_up[l] + b * r_down[l]), LEAK)
+            r_up = self._bottom_up(r_up, r_down, visual, self.bn_up[k])
+        return self.up[1](r_up[1])  # (B, 1, 256, 256)
 
 
 class AVPC(nn.Module):
     """The whole model: `forward(log_mag, frames)` -> mask logits, same interface as the other mask nets.
-    `forward_features` takes cached trunk features instead of frames."""
+    `forward_features` takes cached trunk features instead of frames; `forward_sources` runs N sources of
+    one mixture the way the reference trains them (one forward, hence one BatchNorm batch, per source)."""
 
-    def __init__(self, ngf: int = 64, visual_channels: int = 16, cycles: int = 4, frame_size: int = 224):
+    def __init__(self, ngf: int = 64, visual_channels: int = 16, cycles: int = 4, frame_size: int = 224,
+                 trunk_bn_train: bool = True, align_corners: bool = False, rcop_dim: int = 2048, rcop_pred_dim: int = 512,
+                 legacy: bool = False):
         super().__init__()
-        self.config = AVPCConfig(ngf, visual_channels, cycles, frame_size)
-        self.frame_net = FrameNet(visual_channels)
-        self.sound_net = PCNet(ngf, visual_channels, cycles)
+        self.config = AVPCConfig(ngf, visual_channels, cycles, frame_size, trunk_bn_train, align_corners, rcop_dim,
+                                 rcop_pred_dim, legacy)
+        self.frame_net = FrameNet(visual_channels, trunk_bn_train)
+        self.sound_net = (LegacyPCNet if legacy else PCNet)(ngf, visual_channels, cycles)
         self.test_cycles: int | None = None  # set to evaluate with another number of cycles
 
-    def forward(self, log_mag: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-        """log_mag (B, 1, 256, T), frames (B, K, 3, H, W) -> mask logits (B, 1, 256, T)."""
-        return self.sound_net(log_mag, self.frame_net(frames), self.test_cycles if not self.training else None)
+    def _cycles(self) -> int | None:
+        return self.test_cycles if not self.training else None
+
+    def forward(self, log_mag: torch.Tensor, frames: torch.Tensor, sources: bool = False, feats: bool = False) -> torch.Tensor:
+        """log_mag (B, 1, 256, T), frames (B, K, 3, H, W) -> mask logits (B, 1, 256, T). With `sources`, the
+        layout of `forward_sources`; with `feats`, trunk features in place of frames (a wrapper such as DDP
+        sees one forward either way)."""
+        if sources:
+            return self.forward_sources(log_mag, frames, feats)
+        if feats:
+            return self.forward_features(log_mag, frames)
+        return self.sound_net(log_mag, self.frame_net(frames), self._cycles())
 
     def forward_features(self, log_mag: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-        return self.sound_net(log_mag, self.frame_net.from_features(feats), self.test_cycles if not self.training else None)
+        return self.sound_net(log_mag, self.frame_net.from_features(feats), self._cycles())
+
+    def forward_sources(self, log_mag: torch.Tensor, frames: torch.Tensor, feats: bool = False) -> torch.Tensor:
+        """log_mag (B, 1, 256, T) one mixture per row; frames (B, N, K, 3, H, W) (or trunk features (B, N, K,
+        512, h, w) with `feats`) -> logits (B, N, 256, T). One forward per source (avpc/main.py 236-244: BatchNorm
+        batches of B); the legacy network ran the B x N rows as one batch."""
+        b, n = frames.shape[:2]
+        step = self.forward_features if feats else lambda x, f: self.sound_net(x, self.frame_net(f), self._cycles())
+        if self.config.legacy:
+            out = step(log_mag.repeat_interleave(n, dim=0), frames.flatten(0, 1))  # (B*N, 1, 256, T)
+            return out.view(b, n, *out.shape[-2:])
+        return torch.cat([step(log_mag, frames[:, i]) for i in range(n)], dim=1)  # (B, N, 256, T)
 
 
-class RCoPHead(nn.Module):
-    """RCoP's projector and predictor (SimSiam style) on the flattened top representation."""
+class SimSiamHead(nn.Module):
+    """RCoP's projector and predictor (SimSiam; avpc_rcop/models/simsiam_net.py 26-82): projector 3 x
+    (Linear with bias, BatchNorm1d, ReLU except after the last), predictor Linear-BN-ReLU-Linear."""
 
-    def __init__(self, in_dim: int, dim: int = 512, pred_dim: int = 128):
+    def __init__(self, in_dim: int, dim: int = 2048, pred_dim: int = 512):
         super().__init__()
-        self.projector = nn.Sequential(nn.Linear(in_dim, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(),
-                                       nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim))
-        self.predictor = nn.Sequential(nn.Linear(dim, pred_dim, bias=False), nn.BatchNorm1d(pred_dim), nn.ReLU(),
-                                       nn.Linear(pred_dim, dim))
 
-    def forward(self, top: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, C, 2, 2) -> projection z (B, dim), prediction p (B, dim)."""
-        z = self.projector(top.flatten(1))
+        def layer(i: int, o: int, relu: bool = True) -> nn.Sequential:
+            return nn.Sequential(nn.Linear(i, o), nn.BatchNorm1d(o), *([nn.ReLU()] if relu else []))
+
+        self.projector = nn.Sequential(layer(in_dim, dim), layer(dim, dim), layer(dim, dim, relu=False))
+        self.predictor = nn.Sequential(layer(dim, pred_dim), nn.Linear(pred_dim, dim))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, ...) flattened to (B, in_dim) -> projection z (B, dim), prediction p (B, dim)."""
+        z = self.projector(x.flatten(1))
         return z, self.predictor(z)
+
+
+RCOP_POOL = 64  # RCoP's input: the mask logits average-pooled to 64 x 64 (avpc_rcop/models/audio_net.py 174)
 
 
 def rcop_loss(p1: torch.Tensor, z1: torch.Tensor, p2: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
@@ -196,25 +259,34 @@ def rcop_loss(p1: torch.Tensor, z1: torch.Tensor, p2: torch.Tensor, z2: torch.Te
 
 
 class AVPCRCoP(nn.Module):
-    """AVPC plus the RCoP head: what stage 1 (self-supervised pre-training) trains. Stage 2 keeps `avpc`."""
+    """AVPC plus the RCoP head: what stage 1 (self-supervised pre-training) trains. Stage 2 keeps `avpc`.
+    The head reads the mask logits average-pooled to 64 x 64 (4096-d), as the reference does."""
 
-    def __init__(self, ngf: int = 64, visual_channels: int = 16, cycles: int = 4, frame_size: int = 224):
+    def __init__(self, ngf: int = 64, visual_channels: int = 16, cycles: int = 4, frame_size: int = 224,
+                 trunk_bn_train: bool = True, align_corners: bool = False, rcop_dim: int = 2048, rcop_pred_dim: int = 512,
+                 legacy: bool = False):
         super().__init__()
-        self.avpc = AVPC(ngf, visual_channels, cycles, frame_size)
-        self.head = RCoPHead(8 * ngf * 4)
+        self.avpc = AVPC(ngf, visual_channels, cycles, frame_size, trunk_bn_train, align_corners, rcop_dim, rcop_pred_dim,
+                         legacy)
+        self.config = self.avpc.config
+        self.head = LegacyRCoPHead(8 * ngf * 4) if legacy else SimSiamHead(RCOP_POOL * RCOP_POOL, rcop_dim, rcop_pred_dim)
 
     def forward(self, log_mag: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """log_mag (B, 1, 256, 256), frames (B, K, 3, H, W) -> z, p (B, 512)."""
-        _, top = self.avpc.sound_net(log_mag, self.avpc.frame_net(frames), return_top=True)
-        return self.head(top)
+        """log_mag (B, 1, 256, 256), frames (B, K, 3, H, W) -> z, p (B, rcop_dim)."""
+        visual = self.avpc.frame_net(frames)
+        if self.avpc.config.legacy:
+            _, top = self.avpc.sound_net(log_mag, visual, return_top=True)
+            return self.head(top)
+        logits = self.avpc.sound_net(log_mag, visual)  # (B, 1, 256, 256)
+        return self.head(F.adaptive_avg_pool2d(logits, RCOP_POOL))
 
 
-@register_model("avpc-rcop")
+@register_model("avpc-rcop", legacy_args=LEGACY_ARGS)
 def _build_rcop(**kwargs) -> AVPCRCoP:
     return AVPCRCoP(**kwargs)
 
 
-@register_model("avpc")
+@register_model("avpc", legacy_args=LEGACY_ARGS)
 def _build(**kwargs) -> AVPC:
     return AVPC(**kwargs)
 

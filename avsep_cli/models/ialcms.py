@@ -1,30 +1,38 @@
-"""IAL-CMS (AAAI 2024): the Cross-Modal Separation (CMS) network, one mel-grid ratio mask per object.
+"""IAL-CMS (AAAI 2024): the Cross-Modal Separation (CMS) network, one ratio mask per object, computed as the
+authors' code computes it (`SeperateNet/SeparateNet.py` UnetSeparator, `AVModule/AVModule_visual_related_fa_
+separation.py`; golden tests in tests/test_golden.py). For each detected object (a square crop of one
+player, K frames of it) and the mixture it sounds in:
 
-For each detected object (a square crop of one player, K frames of it) and the mixture it sounds in:
+- Visual encoder: the shared ResNet-18 trunk (frozen), averaged over the K frames, a 1x1 conv projection
+  512 -> dim, then the reference's common-space MLP (1x1 conv, ReLU, BatchNorm, 1x1 conv) and L2
+  normalisation over channels at each position -> the visual map f_v (N, dim, h, w). KEPT DEVIATION: the
+  authors' head is DeepLabv3+ (ASPP 1/3/6/9 on an output-stride-16 trunk, a low-level branch, 28 x 28 maps
+  for a 224 crop, 7.05 M trainable parameters); ours is the plain trunk and the 1x1 projection (7 x 7
+  maps), see docs/fidelity.md.
+- Audio encoder on the mixture's 256-bin log-frequency magnitude, bn0(log(mag + 1e-8)): 7x7 stride-2 conv
+  to ngf, BatchNorm, LeakyReLU 0.2, then four stages of ResNet basic blocks (LeakyReLU 0.2) of ngf, ngf,
+  2 ngf, 4 ngf, 8 ngf... each stride 2 -> f_a^mix (8 ngf = dim channels at 8 x T/32). The mixture is encoded
+  once and shared by all of its objects (`mix_index`).
+- Audio-visual module (the innermost U-Net level), per object: fa = fuse(concat(f_a^mix, max-pooled f_v
+  broadcast)) (1x1 conv, LeakyReLU, BatchNorm, twice); fa_c = L2-normalised phi_a(fa) per position and
+  f_av^c = L2-normalised mean of fa_c; spatial attention (audio -> visual): loc = sigmoid(w cos(f_v, f_av^c)
+  + b) (learnable scalars, init 1 and -0.2), v = L1-normalised (over channels) sum over positions of loc x
+  f_v; channel attention (visual -> audio): weight = sigmoid(MLP(mean over positions of v x fa_c)) (Conv1d,
+  LeakyReLU, BatchNorm1d, Conv1d), att_fa = weight x fa + fa; f_con = concat(v, mean of att_fa) and the
+  decoder input y = concat(broadcast v, att_fa).
+- Decoder: each level upsamples (bilinear x2, align_corners=True), 3x3 conv, LeakyReLU 0.2, BatchNorm,
+  then AdaIN: InstanceNorm x w(f_con) + b(f_con) (linear maps), and concatenates the level's input (the
+  skip); widths mirror the encoder (8, 4, 2, 1 x ngf); the outermost level gives a score map (3x3 conv
+  with bias, 2 ngf -> 1).
+- Mask: relu(scale x score + bias + 0.5) (the reference's "IRM" with its +0.5 bias; unbounded above),
+  learnable scalars scale (init 1) and bias (init 0). `mask="sigmoid"` is sigmoid(scale x score + bias).
 
-- Visual encoder: the shared ResNet-18 trunk (frozen), averaged over the K frames, then a 1x1 conv
-  projection 512 -> `dim` and a one-hidden-layer MLP (1x1 convs) into the `dim`-d common space, giving a
-  visual map f_v (N, dim, h, w). SIMPLIFICATION: the authors put a DeepLabv3+ head (ASPP with dilations
-  1/3/6/9 and a low-level branch) on the trunk; we use the plain trunk plus the 1x1 projection, which the
-  method notes allow. Every ablation switch below works the same with either head.
-- Audio encoder on the mixture's 256-bin mel log-magnitude: 7x7 stride-2 conv to ngf, then residual
-  stages ngf, 2ngf, 4ngf, 8ngf, each stride 2 -> f_a^mix (8 ngf channels at 256/32 x T/32). The mixture is
-  encoded once and shared by all of its objects (`mix_index`).
-- Audio-visual interaction: f_av = fusion MLP (1x1 convs, BatchNorm, LeakyReLU 0.2) of concat(f_a^mix,
-  max-pooled f_v broadcast); projectors Phi_av (on the pooled f_av) and Phi_v (per position of f_v) with L2
-  normalisation give f_av^c and the visual common map (f_v^c, for InfoNCE, is Phi_v of the max-pooled f_v);
-  spatial attention (audio -> visual): sigmoid(scale * cos(f_av^c, visual common map) + bias), L1-normalised
-  over positions, pools f_v into the attended visual vector v; channel attention (visual -> audio):
-  w = sigmoid(MLP(v * f_av^c)), att_fa = w * f_av + f_av; f_con = concat(v, pooled att_fa).
-- Mask generator: a U-Net decoder mirroring the encoder with its skip connections, on concat(broadcast v,
-  att_fa), with AdaIN (per-channel std and mean predicted from f_con by linear layers) in place of
-  BatchNorm; the ratio mask is sigmoid(scale * x + bias) with a learnable scalar scale and bias.
-
-Switches (`IALCMSConfig`): `spatial_attention=False` uses the max-pooled f_v as v; `channel_attention=False`
-uses att_fa = f_av; `adain=False` puts BatchNorm in the decoder; `av_contrast` only tells the training
-system whether to add the InfoNCE loss L_av (the projectors are always built: spatial attention uses them).
-Any number of STFT frames T works: the input is padded (edge values) to a multiple of 32 and the mask
-cropped back. Shapes: B mixtures, N objects, K frames per object, F = 256 mel bins, T frames.
+Switches (`IALCMSConfig`): `spatial_attention=False`: v = max over positions of f_v; `channel_attention=False`:
+att_fa = fa; `adain=False`: the decoder levels stop after their BatchNorm; `av_contrast` only tells the
+training system whether to add L_av. `freq_scale`: "log" (the code's grid, named "mel" there) or "mel"
+(the paper's HTK mel scale). Any number of STFT frames works: the input is padded (edge values) to a
+multiple of 32 and the mask cropped back. `legacy=True` builds the network avsep shipped before
+(models/ialcms_legacy.py). Shapes: B mixtures, N objects, K frames per object, F = 256 bins, T frames.
 """
 
 from __future__ import annotations
@@ -41,18 +49,23 @@ from avsep_cli.models.resnet import FrozenResNet18Trunk
 
 LEAK = 0.2
 DOWN = 32  # total down-sampling of the audio encoder (stem + 4 stages, stride 2 each)
+MASKS = ("relu", "sigmoid")
+SCALES = ("log", "mel")
 
 
 @dataclass
 class IALCMSConfig:
-    ngf: int = 64  # audio encoder width: stages ngf, 2ngf, 4ngf, 8ngf (paper: 64 -> f_a^mix has 512 channels)
-    dim: int = 512  # common space of the visual features, f_av and the projectors (paper: 512)
-    blocks: int = 2  # residual blocks per encoder stage (ResNet-18 layout; the paper says "ResNet-style")
+    ngf: int = 64  # audio encoder width: stem ngf, stages ngf, 2ngf, 4ngf, 8ngf (reference: 64 -> f_a^mix of 512)
+    dim: int = 512  # common space of the visual map and the AV module (reference: 512; must be 8 ngf)
+    blocks: int = 2  # residual blocks per encoder stage (reference: 2, the ResNet-18 layout)
     frame_size: int = 224  # object crops are this size (the authors' crops: 224)
     spatial_attention: bool = True  # audio -> visual attention pooling of the visual map (paper ablation)
-    channel_attention: bool = True  # visual -> audio channel re-weighting of f_av (paper ablation)
-    adain: bool = True  # AdaIN conditioned on f_con in the decoder; False: BatchNorm (paper ablation)
-    av_contrast: bool = True  # the InfoNCE loss L_av in training (read by the training system, not forward)
+    channel_attention: bool = True  # visual -> audio channel re-weighting (paper ablation)
+    adain: bool = True  # AdaIN conditioned on f_con in the decoder (paper ablation)
+    av_contrast: bool = True  # the contrastive loss L_av in training (read by the training system, not forward)
+    freq_scale: str = "log"  # the code's log grid (utils.py warpMagSpec, align_corners True); "mel": the paper's
+    mask: str = "relu"  # relu(s x + b + 0.5) (SeparateNet.py 174-180); "sigmoid": sigmoid(s x + b)
+    legacy: bool = False  # the network avsep shipped before issue 16 (not faithful; loads the old weights)
 
     @classmethod
     def preset(cls, name: str) -> "IALCMSConfig":
@@ -65,19 +78,22 @@ class IALCMSConfig:
         raise ValueError(f"unknown IAL-CMS preset {name!r}: expected paper or cpu")
 
 
+# fields added after weights were shipped: a file whose config lacks them was made by the legacy network
+LEGACY_ARGS = {"legacy": True, "freq_scale": "mel", "mask": "sigmoid"}
+
+
 # --- visual encoder -------------------------------------------------------------------------------------
 
 
 class VisualEncoder(nn.Module):
-    """(N, K, 3, H, W) uint8 crops (or their cached trunk features) -> (N, dim, H/32, W/32) visual map f_v
-    in the common space."""
+    """(N, K, 3, H, W) uint8 crops (or their cached trunk features) -> (N, dim, H/32, W/32) visual map f_v,
+    L2-normalised over channels at every position (the reference's common_f)."""
 
     def __init__(self, dim: int = 512):
         super().__init__()
         self.trunk = FrozenResNet18Trunk()
-        self.proj = nn.Conv2d(512, dim, 1)  # stands in for the authors' DeepLabv3+ head (see module docstring)
-        self.mlp = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.LeakyReLU(LEAK), nn.Conv2d(dim, dim, 1))
-
+        self.proj = nn.Conv2d(512, dim, 1)  # stands in for the authors' DeepLabv3+ head (module docstring)
+        self.common = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.ReLU(), nn.BatchNorm2d(dim), nn.Conv2d(dim, dim, 1))
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         """crops: (N, K, 3, H, W) uint8 pictures, or (N, K, 512, h, w) float trunk features (cached)."""
@@ -88,14 +104,15 @@ class VisualEncoder(nn.Module):
             with torch.no_grad():
                 f = self.trunk(normalize(crops.flatten(0, 1)))  # (N*K, 512, h, w)
         f = f.view(n, k, *f.shape[1:]).mean(1).detach()  # (N, 512, h, w): mean over the K frames
-        return self.mlp(self.proj(f))  # (N, dim, h, w)
+        return F.normalize(self.common(self.proj(f)), dim=1)  # (N, dim, h, w)
 
 
 # --- audio encoder --------------------------------------------------------------------------------------
 
 
 class BasicBlock(nn.Module):
-    """ResNet basic block: two 3x3 convs with BatchNorm, a 1x1 strided shortcut when the shape changes."""
+    """ResNet basic block with LeakyReLU 0.2: two 3x3 convs with BatchNorm, a 1x1 strided shortcut
+    (`downsample`) when the shape changes."""
 
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
@@ -103,27 +120,30 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.short = (nn.Identity() if stride == 1 and cin == cout else
-                      nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+        self.downsample = (None if stride == 1 and cin == cout else
+                           nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(h)) + self.short(x))
+        h = F.leaky_relu(self.bn1(self.conv1(x)), LEAK)
+        short = x if self.downsample is None else self.downsample(x)
+        return F.leaky_relu(self.bn2(self.conv2(h)) + short, LEAK)
+
+
+def encoder_stage(cin: int, cout: int, blocks: int, stride: int = 2) -> nn.Sequential:
+    """The reference's `_make_encoder_block`: a strided block then `blocks - 1` plain ones."""
+    return nn.Sequential(*[BasicBlock(cin if j == 0 else cout, cout, stride if j == 0 else 1) for j in range(blocks)])
 
 
 class AudioEncoder(nn.Module):
-    """(B, 1, 256, T) log-mel (T a multiple of 32) -> skips [(B, ngf, 128, T/2), (B, ngf, 64, T/4),
-    (B, 2ngf, 32, T/8), (B, 4ngf, 16, T/16)] and f_a^mix (B, 8ngf, 8, T/32)."""
+    """(B, 1, 256, T) log magnitude (T a multiple of 32) -> the level inputs [(B, ngf, 128, T/2), (B, ngf, 64,
+    T/4), (B, 2ngf, 32, T/8), (B, 4ngf, 16, T/16)] and f_a^mix (B, 8ngf, 8, T/32)."""
 
     def __init__(self, ngf: int = 64, blocks: int = 2):
         super().__init__()
-        self.bn_in = nn.BatchNorm2d(1)  # log magnitudes are far from zero-mean, unit-variance
-        self.stem = nn.Sequential(nn.Conv2d(1, ngf, 7, 2, 3, bias=False), nn.BatchNorm2d(ngf), nn.ReLU())
-        widths = [ngf, ngf, 2 * ngf, 4 * ngf, 8 * ngf]
-        self.stages = nn.ModuleList(
-            nn.Sequential(*[BasicBlock(widths[i] if j == 0 else widths[i + 1], widths[i + 1], 2 if j == 0 else 1)
-                            for j in range(blocks)])
-            for i in range(4))
+        self.bn_in = nn.BatchNorm2d(1)
+        self.stem = nn.Sequential(nn.Conv2d(1, ngf, 7, 2, 3, bias=False), nn.BatchNorm2d(ngf), nn.LeakyReLU(LEAK))
+        w = [ngf, ngf, 2 * ngf, 4 * ngf, 8 * ngf]
+        self.stages = nn.ModuleList(encoder_stage(w[i], w[i + 1], blocks) for i in range(4))
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         h = self.stem(self.bn_in(x))
@@ -134,151 +154,152 @@ class AudioEncoder(nn.Module):
         return skips[:-1], skips[-1]
 
 
-# --- audio-visual interaction ---------------------------------------------------------------------------
+# --- audio-visual module --------------------------------------------------------------------------------
 
 
-class Interaction(nn.Module):
-    """f_a^mix (N, Ca, f, t) and f_v (N, dim, h, w) -> decoder input (N, 2 dim, f, t), f_con (N, 2 dim),
-    f_av^c and f_v^c (N, dim), unit L2 norm, and the spatial attention (N, h, w)."""
+class AVModule(nn.Module):
+    """f_a^mix per object (N, D, f, t) and f_v (N, D, h, w) (D = dim) -> the dict of `forward`."""
 
-    def __init__(self, audio_channels: int, dim: int = 512, spatial_attention: bool = True,
+    def __init__(self, dim: int = 512, hidden: int | None = None, spatial_attention: bool = True,
                  channel_attention: bool = True):
         super().__init__()
+        hidden = hidden or dim
         self.spatial, self.channel = spatial_attention, channel_attention
-        self.fuse = nn.Sequential(
-            nn.Conv2d(audio_channels + dim, dim, 1, bias=False), nn.BatchNorm2d(dim), nn.LeakyReLU(LEAK),
-            nn.Conv2d(dim, dim, 1, bias=False), nn.BatchNorm2d(dim), nn.LeakyReLU(LEAK))
-        self.phi_av = nn.Sequential(nn.Linear(dim, dim), nn.LeakyReLU(LEAK), nn.Linear(dim, dim))
-        self.phi_v = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.LeakyReLU(LEAK), nn.Conv2d(dim, dim, 1))  # per position
-        # sigmoid(scale * cos + bias): cos in [-1, 1]; scale 5 spans most of the sigmoid at the start
-        self.att_scale = nn.Parameter(torch.tensor(5.0))
-        self.att_bias = nn.Parameter(torch.tensor(0.0))
-        hidden = max(dim // 4, 8)  # squeeze-and-excitation style bottleneck (the paper gives no width)
-        self.channel_mlp = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+        # conv -> LeakyReLU -> BatchNorm, as the reference orders them
+        self.fuse = nn.Sequential(nn.Conv2d(2 * dim, 2 * dim, 1), nn.LeakyReLU(LEAK), nn.BatchNorm2d(2 * dim),
+                                  nn.Conv2d(2 * dim, dim, 1), nn.LeakyReLU(LEAK), nn.BatchNorm2d(dim))
+        self.phi_a = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.LeakyReLU(LEAK), nn.BatchNorm2d(hidden),
+                                   nn.Conv2d(hidden, dim, 1))
+        self.channel_mlp = nn.Sequential(nn.Conv1d(dim, dim, 1), nn.LeakyReLU(LEAK), nn.BatchNorm1d(dim),
+                                         nn.Conv1d(dim, dim, 1), nn.Sigmoid())
+        self.att_w = nn.Parameter(torch.ones(1))  # sound localisation sigmoid(w cos + b)
+        self.att_b = nn.Parameter(torch.full((1,), -0.2))
 
-    def forward(self, fa: torch.Tensor, fv: torch.Tensor) -> dict[str, torch.Tensor]:
-        f, t = fa.shape[-2:]
-        v_max = fv.amax(dim=(2, 3))  # (N, dim)
-        f_av = self.fuse(torch.cat([fa, v_max[..., None, None].expand(-1, -1, f, t)], 1))  # (N, dim, f, t)
-        f_av_c = F.normalize(self.phi_av(f_av.mean(dim=(2, 3))), dim=-1)  # (N, dim)
-        f_v_c = F.normalize(self.phi_v(v_max[..., None, None]).flatten(1), dim=-1)  # (N, dim)
+    def forward(self, fa_mix: torch.Tensor, fv: torch.Tensor) -> dict[str, torch.Tensor]:
+        f, t = fa_mix.shape[-2:]
+        v_max = fv.amax(dim=(2, 3))  # (N, D)
+        fa = self.fuse(torch.cat([fa_mix, v_max[..., None, None].expand(-1, -1, f, t)], 1))  # (N, D, f, t)
+        fa_c = F.normalize(self.phi_a(fa), dim=1)  # (N, D, f, t)
+        f_av_c = F.normalize(fa_c.mean(dim=(2, 3)), dim=1)  # (N, D)
         if self.spatial:
-            v_map_c = F.normalize(self.phi_v(fv), dim=1)  # (N, dim, h, w)
-            cos = torch.einsum("nd,ndhw->nhw", f_av_c, v_map_c)  # (N, h, w)
-            att = torch.sigmoid(self.att_scale * cos + self.att_bias)
-            att = att / att.sum(dim=(1, 2), keepdim=True).clamp_min(1e-8)  # L1-normalised
-            v = torch.einsum("nhw,ndhw->nd", att, fv)  # (N, dim) attended visual vector
+            cos = F.cosine_similarity(fv, f_av_c[..., None, None], dim=1)  # (N, h, w)
+            loc = torch.sigmoid(cos * self.att_w + self.att_b)
+            v = F.normalize((loc.unsqueeze(1) * fv).sum(dim=(2, 3)), p=1, dim=-1)  # (N, D)
         else:
-            att = torch.full(fv.shape[:1] + fv.shape[2:], 1.0 / (fv.shape[2] * fv.shape[3]), device=fv.device)
+            cos = loc = fv.new_zeros(fv.shape[:1] + fv.shape[2:])
             v = v_max
+        weight = None
         if self.channel:
-            w = torch.sigmoid(self.channel_mlp(v * f_av_c))  # (N, dim)
-            att_fa = w[..., None, None] * f_av + f_av
+            g = (v.unsqueeze(-1) * fa_c.flatten(2)).mean(-1, keepdim=True)  # (N, D, 1)
+            weight = self.channel_mlp(g)[..., None]  # (N, D, 1, 1)
+            att_fa = weight * fa + fa
         else:
-            att_fa = f_av
-        f_con = torch.cat([v, att_fa.mean(dim=(2, 3))], -1)  # (N, 2 dim)
-        dec_in = torch.cat([v[..., None, None].expand(-1, -1, f, t), att_fa], 1)  # (N, 2 dim, f, t)
-        return {"dec_in": dec_in, "f_con": f_con, "f_av_c": f_av_c, "f_v_c": f_v_c, "attention": att}
+            att_fa = fa
+        f_con = torch.cat([v, att_fa.mean(dim=(2, 3))], 1)  # (N, 2D)
+        y = torch.cat([v[..., None, None].expand(-1, -1, f, t), att_fa], 1)  # (N, 2D, f, t)
+        return {"fa": fa, "f_av_c": f_av_c, "cos": cos, "attention": loc, "v": v, "channel_weight": weight,
+                "att_fa": att_fa, "f_con": f_con, "y": y}
 
 
 # --- decoder --------------------------------------------------------------------------------------------
 
 
-class AdaIN(nn.Module):
-    """Instance-normalised x (N, C, f, t) scaled and shifted per channel by linear maps of f_con (N, D)."""
+class UpLevel(nn.Module):
+    """One decoder level: (N, cin, f, t) -> (N, cout, 2f, 2t): bilinear x2 (align_corners=True), 3x3 conv (no
+    bias), LeakyReLU 0.2, BatchNorm, then with AdaIN InstanceNorm x w(f_con) + b(f_con)."""
 
-    def __init__(self, channels: int, cond_dim: int):
+    def __init__(self, cin: int, cout: int, cond_dim: int, adain: bool = True):
         super().__init__()
-        self.norm = nn.InstanceNorm2d(channels, affine=False)
-        self.std = nn.Linear(cond_dim, channels)
-        self.mean = nn.Linear(cond_dim, channels)
-        nn.init.ones_(self.std.bias)  # start near the identity: std ~ 1, mean ~ 0
-        nn.init.zeros_(self.mean.bias)
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        return self.norm(x) * self.std(cond)[..., None, None] + self.mean(cond)[..., None, None]
-
-
-class _BN(nn.BatchNorm2d):
-    """BatchNorm with AdaIN's call signature (the condition is ignored): the `adain=False` ablation."""
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return super().forward(x)
-
-
-class UpBlock(nn.Module):
-    """x2 bilinear up-sampling, 3x3 conv (no bias), AdaIN or BatchNorm, ReLU."""
-
-    def __init__(self, cin: int, cout: int, cond_dim: int, adain: bool):
-        super().__init__()
+        self.adain = adain
         self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-        self.norm = AdaIN(cout, cond_dim) if adain else _BN(cout)
+        self.bn = nn.BatchNorm2d(cout)
+        if adain:
+            self.style_w = nn.Linear(cond_dim, cout)
+            self.style_b = nn.Linear(cond_dim, cout)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-        return F.relu(self.norm(self.conv(x), cond))
+        y = self.bn(F.leaky_relu(self.conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)), LEAK))
+        if self.adain:
+            y = F.instance_norm(y) * self.style_w(cond)[..., None, None] + self.style_b(cond)[..., None, None]
+        return y
 
 
 class MaskDecoder(nn.Module):
-    """U-Net decoder mirroring the audio encoder: (N, 2 dim, 8, T/32) + the encoder's skips + f_con ->
-    ratio mask (N, 1, 256, T) = sigmoid(scale * x + bias)."""
+    """AV module output y (N, 2 dim, 8, T/32) + the encoder's level inputs + f_con -> score map (N, 1, 256, T).
+    Level k (4 .. 1) outputs w[k] channels and concatenates its input (w[k-1] channels); w = ngf x [1, 1, 2, 4, 8]."""
 
     def __init__(self, ngf: int = 64, dim: int = 512, adain: bool = True):
         super().__init__()
-        cond = 2 * dim
-        self.ups = nn.ModuleList([
-            UpBlock(2 * dim, 4 * ngf, cond, adain),  # -> 16 bins, cat skip (4 ngf)
-            UpBlock(8 * ngf, 2 * ngf, cond, adain),  # -> 32 bins, cat skip (2 ngf)
-            UpBlock(4 * ngf, ngf, cond, adain),  # -> 64 bins, cat skip (ngf)
-            UpBlock(2 * ngf, ngf, cond, adain),  # -> 128 bins, cat stem (ngf)
-            UpBlock(2 * ngf, ngf, cond, adain),  # -> 256 bins
-        ])
-        self.head = nn.Conv2d(ngf, 1, 3, padding=1)
-        self.mask_scale = nn.Parameter(torch.tensor(1.0))
-        self.mask_bias = nn.Parameter(torch.tensor(0.0))
+        w = [ngf, ngf, 2 * ngf, 4 * ngf, 8 * ngf]
+        cin = [None, w[1] + w[2], w[2] + w[3], w[3] + w[4], 2 * dim]
+        self.levels = nn.ModuleList([nn.Identity()] + [UpLevel(cin[k], w[k], 2 * dim, adain) for k in range(1, 5)])
+        self.head = nn.Conv2d(w[0] + w[1], 1, 3, padding=1)  # the outermost level's up conv
 
-    def forward(self, x: torch.Tensor, skips: list[torch.Tensor], cond: torch.Tensor) -> torch.Tensor:
-        for up, skip in zip(self.ups, reversed(skips)):
-            x = torch.cat([up(x, cond), skip], 1)
-        x = self.ups[-1](x, cond)
-        return torch.sigmoid(self.mask_scale * self.head(x) + self.mask_bias)
+    def forward(self, y: torch.Tensor, skips: list[torch.Tensor], cond: torch.Tensor) -> torch.Tensor:
+        for k in range(4, 0, -1):
+            y = torch.cat([skips[k - 1], self.levels[k](y, cond)], 1)
+        return self.head(F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=True))
+
+
+def mask_from_scores(score: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, kind: str = "relu") -> torch.Tensor:
+    """The reference's "IRM" mask relu(scale x score + bias + 0.5), or sigmoid(scale x score + bias)."""
+    s = score * scale + bias
+    return F.relu(s + 0.5) if kind == "relu" else torch.sigmoid(s)
 
 
 # --- the whole separator --------------------------------------------------------------------------------
 
 
 class IALCMS(nn.Module):
-    """`forward(mix_logmel, crops, mix_index)` -> {"mask", "f_av_c", "f_v_c", "attention"}."""
+    """`forward(mix_logmag, crops, mix_index)` -> {"mask", "f_av_c", "fv", "attention", ...}."""
 
     def __init__(self, ngf: int = 64, dim: int = 512, blocks: int = 2, frame_size: int = 224,
                  spatial_attention: bool = True, channel_attention: bool = True, adain: bool = True,
-                 av_contrast: bool = True):
+                 av_contrast: bool = True, freq_scale: str = "log", mask: str = "relu", legacy: bool = False):
         super().__init__()
-        self.config = IALCMSConfig(ngf, dim, blocks, frame_size, spatial_attention, channel_attention, adain, av_contrast)
+        if dim != 8 * ngf:
+            raise ValueError(f"IAL-CMS: dim ({dim}) must be 8 x ngf ({8 * ngf}): the AV module adds audio and visual "
+                             "features channel by channel")
+        if mask not in MASKS or freq_scale not in SCALES:
+            raise ValueError(f"IAL-CMS: mask {mask!r} / freq_scale {freq_scale!r}: expected {MASKS} / {SCALES}")
+        self.config = IALCMSConfig(ngf, dim, blocks, frame_size, spatial_attention, channel_attention, adain,
+                                   av_contrast, freq_scale, mask, legacy)
         self.visual = VisualEncoder(dim)
         self.audio = AudioEncoder(ngf, blocks)
-        self.interaction = Interaction(8 * ngf, dim, spatial_attention, channel_attention)
+        self.av = AVModule(dim, dim, spatial_attention, channel_attention)
         self.decoder = MaskDecoder(ngf, dim, adain)
+        self.mask_scale = nn.Parameter(torch.ones(1))
+        self.mask_bias = nn.Parameter(torch.zeros(1))
 
-    def forward(self, mix_logmel: torch.Tensor, crops: torch.Tensor,
+    def forward(self, mix_logmag: torch.Tensor, crops: torch.Tensor,
                 mix_index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """mix_logmel (B, 1, 256, T); crops (N, K, 3, H, W) uint8; mix_index (N,) long, the mixture each
-        object sounds in (None: N == B, object n in mixture n) -> mask (N, 1, 256, T) in [0, 1],
-        f_av_c and f_v_c (N, dim) unit vectors (for InfoNCE), attention (N, h, w)."""
-        t = mix_logmel.shape[-1]
+        """mix_logmag (B, 1, 256, T); crops (N, K, 3, H, W) uint8 (or trunk features); mix_index (N,) long, the
+        mixture each object sounds in (None: N == B) -> mask (N, 1, 256, T) >= 0, f_av_c (N, dim) unit
+        vectors and fv (N, dim, h, w) the visual map (for L_av), attention (N, h, w)."""
+        t = mix_logmag.shape[-1]
         pad = (-t) % DOWN
-        x = F.pad(mix_logmel, (0, pad, 0, 0), mode="replicate") if pad else mix_logmel  # (B, 1, 256, T')
+        x = F.pad(mix_logmag, (0, pad, 0, 0), mode="replicate") if pad else mix_logmag  # (B, 1, 256, T')
         skips, fa = self.audio(x)
         if mix_index is not None:  # each mixture encoded once, shared by its objects
             skips = [s[mix_index] for s in skips]
             fa = fa[mix_index]
-        inter = self.interaction(fa, self.visual(crops))
-        mask = self.decoder(inter["dec_in"], skips, inter["f_con"])[..., :t]  # (N, 1, 256, T)
-        return {"mask": mask, "f_av_c": inter["f_av_c"], "f_v_c": inter["f_v_c"], "attention": inter["attention"]}
+        fv = self.visual(crops)  # (N, dim, h, w)
+        av = self.av(fa, fv)
+        score = self.decoder(av["y"], skips, av["f_con"])[..., :t]  # (N, 1, 256, T)
+        mask = mask_from_scores(score, self.mask_scale, self.mask_bias, self.config.mask)
+        return {"mask": mask, "score": score, "f_av_c": av["f_av_c"], "fv": fv, "attention": av["attention"]}
 
 
-@register_model("ialcms")
-def _build(**kwargs) -> IALCMS:
+@register_model("ialcms", legacy_args=LEGACY_ARGS)
+def _build(**kwargs) -> nn.Module:
+    cfg = IALCMSConfig(**kwargs)
+    if cfg.legacy:
+        from avsep_cli.models.ialcms_legacy import LegacyIALCMS
+
+        keys = ("ngf", "dim", "blocks", "frame_size", "spatial_attention", "channel_attention", "adain", "av_contrast")
+        model = LegacyIALCMS(**{k: kwargs.get(k, getattr(cfg, k)) for k in keys})
+        model.config = cfg
+        return model
     return IALCMS(**kwargs)
 
 
@@ -289,16 +310,22 @@ def config_dict(model: IALCMS) -> dict:
 def parameter_counts(cfg: IALCMSConfig, critic_preset: str | None = None) -> dict[str, int]:
     """Parameters of each part, built on the meta device (no memory, no weights loaded). With
     `critic_preset`, also the IAL critic of that preset (trained alongside, not part of the separator)."""
-    from avsep_cli.models.ialcms_critic import CriticConfig, PairCritic
+    from avsep_cli.models.ialcms_critic import CriticConfig, build_critic
 
     with torch.device("meta"):
-        m = IALCMS(**asdict(cfg))
-        critic = PairCritic(**asdict(CriticConfig.preset(critic_preset))) if critic_preset else None
+        m = _build(**asdict(cfg))
+        critic = build_critic(asdict(CriticConfig.preset(critic_preset))) if critic_preset else None
     count = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731
-    out = {"visual encoder (trunk)": count(m.visual.trunk),
-           "visual encoder (projection + MLP)": count(m.visual.proj) + count(m.visual.mlp),
-           "audio encoder": count(m.audio), "audio-visual interaction": count(m.interaction),
-           "mask decoder": count(m.decoder), "total (separator)": count(m)}
+    if cfg.legacy:
+        out = {"visual encoder (trunk)": count(m.visual.trunk),
+               "visual encoder (projection + MLP)": count(m.visual.proj) + count(m.visual.mlp),
+               "audio encoder": count(m.audio), "audio-visual interaction": count(m.interaction),
+               "mask decoder": count(m.decoder), "total (separator)": count(m)}
+    else:
+        out = {"visual encoder (trunk)": count(m.visual.trunk),
+               "visual encoder (projection + common-space MLP)": count(m.visual.proj) + count(m.visual.common),
+               "audio encoder": count(m.audio), "audio-visual module": count(m.av),
+               "mask decoder": count(m.decoder) + 2, "total (separator)": count(m)}
     if critic is not None:
         out["IAL critic"] = count(critic)
     return out

@@ -47,17 +47,21 @@ def _dilate_last_stage(stage: nn.Module) -> None:
 
 
 class FrozenResNet18Trunk(ResNet18Trunk):
-    """The trunk as the papers use it during separation training: no gradients, and BatchNorm kept in
-    eval mode whatever mode its parent is put in (same parameter names as `ResNet18Trunk`)."""
+    """The trunk as the papers use it during separation training: no gradients (same parameter names as
+    `ResNet18Trunk`). With `bn_follows_mode` its BatchNorm follows the parent's mode, as in the authors'
+    code (only the weights are frozen: in training mode it normalises with batch statistics and updates its
+    running ones); without, BatchNorm stays in eval mode whatever mode its parent is put in (what cached
+    trunk features amount to)."""
 
-    def __init__(self, dilated: bool = False):
+    def __init__(self, dilated: bool = False, bn_follows_mode: bool = False):
         super().__init__(dilated)
+        self.bn_follows_mode = bn_follows_mode
         for p in self.parameters():
             p.requires_grad_(False)
         self.eval()
 
     def train(self, mode: bool = True):
-        return super().train(False)
+        return super().train(mode and self.bn_follows_mode)
 
 
 def _torchvision_cache_file() -> Path | None:

@@ -22,7 +22,8 @@ class TrainConfig:
     batch_size: int = 8
     steps_per_epoch: int = 0  # 0: one pass over the dataset's nominal length
     optimizer: str = "adamw"  # adamw | adam | sgd
-    lr: dict = field(default_factory=lambda: {"default": 1e-3})  # per parameter group name
+    lr: dict = field(default_factory=lambda: {"default": 1e-3})  # per dotted parameter-name prefix (longest wins)
+    no_decay: tuple = ()  # parameter-name prefixes trained without weight decay (AVPC: the PCNet rates)
     weight_decay: float = 1e-2  # AVPC: AdamW, weight decay 1e-2
     betas: tuple = (0.9, 0.999)
     momentum: float = 0.9  # SGD only (RCoP stage 1)
@@ -58,7 +59,7 @@ class TrainConfig:
         if unknown:
             raise AvsepError(f"unknown training config keys: {', '.join(sorted(unknown))}")
         d = dict(d)
-        for k in ("betas", "lr_steps"):
+        for k in ("betas", "lr_steps", "no_decay"):
             if k in d:
                 d[k] = tuple(d[k])
         return cls(**d)

@@ -1,31 +1,39 @@
-"""Training IAL-CMS: the losses, the memory bank of separated elements and the two-optimiser system.
+"""Training IAL-CMS as the authors' code trains it: the losses, the memory bank of separated elements and the
+two-optimiser system (`LightningModule/AdversarialTrainLightingModule.py`, `AVSeparator.py`,
+`Critics/`; golden tests of the losses in tests/test_golden.py).
 
-Signal path (`separate`): mixture STFT (1022/256) -> 256-bin mel magnitude (`dsp.MEL.warp`) -> log ->
-the CMS net gives one mel ratio mask per object -> the separated element's mel magnitude is mel * mask
-(what the critic and the memory bank see) -> the mask is warped back to the linear grid (`dsp.MEL.unwarp`),
-applied to the mixture STFT with its phase and inverted -> one waveform per object.
+Signal path (`SignalPath`): mixture STFT (1022/256) -> |STFT| on the 256-bin log grid (the code's "mel";
+`freq_scale="mel"` is the paper's HTK mel) -> log(mag + 1e-8) -> the CMS net gives one mask per object ->
+the separated element's grid magnitude is mag * mask (what the critic and the memory bank see) -> the mask
+is resampled to the linear grid, applied to the mixture STFT with its phase and inverted.
 
-Losses: L_sep (Eq. 13, waveform SNR capped at 30 dB by tau), the InfoNCE L_av between f_av^c and f_v^c,
-and Independency Adversarial Learning: dependent pairs P (the two objects of one clip, i.e. one video's
-mixture: duets) and independent pairs Q (an element of P with an element of another mixture drawn from a
-FIFO memory bank, or both from the bank); critic hinge loss L_D and separator loss L_G.
+Losses: L_sep = -mean zero-mean SI-SNR with a 30 dB cap of each clip's mixture against the sum of its
+objects' waveforms (`sep_loss="snr"`: the paper's Eq. 13, plain SNR); L_av (`av_contrast`: the maximum
+over positions of the cosine between each object's visual map and its audio-visual feature, InfoNCE with
+temperature 0.3, the 6 hardest negatives left out); Independency Adversarial Learning: dependent pairs P
+(every separated element with a random other element of the same input mixture) and independent pairs Q
+(every element with one drawn from a FIFO memory bank of 1000 elements that starts as random noise; with
+`both_from_bank`, both from the bank, as the paper's text); critic hinge loss L_D = ||w||^2 + mean relu(1 -
+D(Q)) + mean relu(1 + D(P)) and separator loss L_G = mean D(Q) - mean D(P). Pairs are drawn, and the
+batch's elements enqueued, each time the critic looks at a batch (twice on separator steps, as there).
 
-`IALCMSSystem` alternates like the authors' code: the critic every step, the separator every
-`separator_every`-th step (every step when IAL is off, or idle: supervised training on solo clips). The separator minimises
-L_sep + lambda1 L_G + lambda2 L_av with the trainer's optimiser (Adam; visual head lr 1e-3, the rest 1e-4);
-the critic minimises L_D with its own Adam (lr 1e-4, betas (0, 0.9), weight decay 1e-3). The logged `loss`
-is the paper's total L = L_sep + lambda1 (L_G + L_D) + lambda2 L_av; L_D's gradient only ever moves the
-critic (in the paper's sum it is the critic's term), L_G's only the separator.
+`IALCMSSystem` alternates like the authors' code: the critic every step (on a no-grad separation), the
+separator every `separator_every`-th step (3; supervised training too, the OnlySep configuration),
+minimising L_sep + lambda_ial L_G + lambda_av L_av with the trainer's optimiser (Adam; visual side lr 1e-3,
+the rest 1e-4); the critic minimises L_D with its own Adam (lr 1e-4, betas (0, 0.9), weight decay 1e-3).
+Both lambdas warm up as the authors ran them: lambda_ial starts at 0.01 / 10^3 and grows x10 after batches
+8k, 16k and 24k; lambda_av starts at 0.05 / 10^3 and grows x10 after separator steps 4k, 8k and 12k
+(`lambda_ial_steps`, `lambda_av_steps`; empty lists: constant). The logged `loss` is L_sep + lambda_ial
+(L_G + L_D) + lambda_av L_av.
 
-Unsupervised (default, `MixtureOfMixtures`): the targets are the two clips' own mixtures, the estimate of a
-clip is the sum of its objects' waveforms; the system reads exactly `UNSUPERVISED_KEYS` of a batch, never
-stems. Supervised (`MixSeparate`): each source's waveform against its ground-truth stem; those mixtures are
-built from solo clips, one object per clip, so they hold no dependent pairs and IAL stays idle.
+Unsupervised (default, `MixtureOfMixtures`): every item is itself a mixture (a synthetic duet of two solo
+clips of different classes, or a real duet) and the model separates the sum of two items; the only audio
+targets are the two items' mixtures; the system reads exactly `UNSUPERVISED_KEYS` of a batch, never stems.
+Supervised (`MixSeparate`, the OnlySep configuration): each source's waveform against its solo clip; no IAL.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import asdict, dataclass
 
 import torch
@@ -39,19 +47,24 @@ UNSUPERVISED_KEYS = ("mixture", "clip_mixtures", "crops", "object_clip", "object
 
 @dataclass
 class IALOptions:
-    """Training options of IAL-CMS (TrainConfig.options); the defaults are the paper's / authors' code."""
+    """Training options of IAL-CMS (TrainConfig.options); the defaults are the authors' code's."""
 
-    supervised: bool = False  # train against ground-truth stems (MixSeparate) instead of each clip's mixture
+    supervised: bool = False  # train against ground-truth stems (MixSeparate) instead of each item's mixture
+    items: str = "synthetic"  # unsupervised items: synthetic duets (code), real "duets", or "both" (datasets.MixtureOfMixtures)
     ial: bool = True  # Independency Adversarial Learning (critic + L_G); False: the "L_sep (+ L_av)" ablations
-    lambda_ial: float = 0.01  # lambda1, weight of L_G + L_D (paper)
-    lambda_av: float = 0.05  # lambda2, weight of L_av (paper)
-    tau: float = 1e-3  # Eq. 13: SNR saturates at 30 dB (paper)
-    temperature: float = 0.3  # InfoNCE temperature (authors' code)
-    drop_hardest: int = 6  # InfoNCE: hardest negatives ignored per anchor (authors' code; at least one kept)
-    separator_every: int = 3  # separator step every 3rd step, critic every step (authors' code)
-    bank_size: int = 1000  # FIFO memory bank of separated mel spectra (paper)
-    both_from_bank: bool = False  # Q pairs with both elements from the bank (paper text) or one (authors' default)
-    critic_lr: float = 1e-4  # critic Adam (authors' code)
+    lambda_ial: float = 0.01  # final weight of L_G (+ L_D in the logged total) (paper, code)
+    lambda_av: float = 0.05  # final weight of L_av (paper, code)
+    lambda_ial_steps: tuple = (8000, 16000, 24000)  # batches after which lambda_ial grows x10 (the authors' runs)
+    lambda_av_steps: tuple = (4000, 8000, 12000)  # separator steps after which lambda_av grows x10
+    sep_loss: str = "sisnr"  # zero-mean SI-SNR, capped (code); "snr": the paper's Eq. 13
+    max_sisnr: float = 30.0  # the SI-SNR cap in dB (code: max_sisnr 30)
+    tau: float = 1e-3  # Eq. 13 (sep_loss "snr"): SNR saturates at 30 dB
+    temperature: float = 0.3  # L_av temperature (code)
+    drop_hardest: int = 6  # L_av: hardest negatives left out per anchor (code; at least one kept here)
+    separator_every: int = 3  # separator step every 3rd batch, critic every batch (code, also OnlySep)
+    bank_size: int = 1000  # FIFO memory bank of separated elements (paper, code)
+    both_from_bank: bool = False  # Q pairs with both elements from the bank (paper text) or one (code)
+    critic_lr: float = 1e-4  # critic Adam (code)
     critic_betas: tuple = (0.0, 0.9)
     critic_weight_decay: float = 1e-3
     critic_preset: str = ""  # critic widths: paper|cpu; "" follows the run's --preset
@@ -59,21 +72,96 @@ class IALOptions:
     @classmethod
     def from_dict(cls, d: dict) -> "IALOptions":
         d = dict(d)
-        if "critic_betas" in d:
-            d["critic_betas"] = tuple(d["critic_betas"])
+        for k in ("critic_betas", "lambda_ial_steps", "lambda_av_steps"):
+            if k in d:
+                d[k] = tuple(d[k])
+        if d.get("sep_loss", "sisnr") not in ("sisnr", "snr"):
+            raise TypeError(f"sep_loss {d['sep_loss']!r}: expected sisnr or snr")
         return cls(**d)
+
+
+def warmed_up(final: float, steps, t: int) -> float:
+    """The authors' lambda warm-up: final / 10^(number of `steps` >= t) at batch (or separator step) t, i.e.
+    x10 after each step in `steps`, `final` once all have passed."""
+    return final / 10 ** sum(1 for s in steps if int(s) >= t)
 
 
 # --- losses ---------------------------------------------------------------------------------------------
 
 
-def sep_loss(target: torch.Tensor, estimate: torch.Tensor, tau: float = 1e-3, eps: float = 1e-8) -> torch.Tensor:
-    """Eq. 13: mean over (...) of -10 log10(||A||^2 / (||A - A_hat||^2 + tau ||A||^2)) for waveforms
-    (..., L); tau = 1e-3 caps the SNR at 30 dB. `eps` keeps a silent target finite (then the loss asks for a
-    silent estimate)."""
+def snr_loss(target: torch.Tensor, estimate: torch.Tensor, tau: float = 1e-3, eps: float = 1e-8) -> torch.Tensor:
+    """The paper's Eq. 13 (`sep_loss="snr"`): mean over (...) of -10 log10(||A||^2 / (||A - A_hat||^2 + tau
+    ||A||^2)) for waveforms (..., L); tau = 1e-3 caps the SNR at 30 dB. `eps` keeps a silent target finite."""
     power = target.pow(2).sum(-1)
     err = (target - estimate).pow(2).sum(-1)
     return (-10 * torch.log10((power + eps) / (err + tau * power + eps))).mean()
+
+
+sep_loss = snr_loss  # the name before issue 16
+
+
+def si_snr(target: torch.Tensor, estimate: torch.Tensor, max_db: float | None = 30.0) -> torch.Tensor:
+    """The reference's `cal_video_sisnr` (utils.py 521-557): zero-mean SI-SNR in dB of (..., L) waveforms ->
+    (...). The projection of the estimate on the target is the signal; with `max_db` the noise energy is
+    floored by 10^(-max_db / 10) x the signal energy, so the value saturates at max_db."""
+    eps = 1e-8
+    t = target - target.mean(-1, keepdim=True)
+    e = estimate - estimate.mean(-1, keepdim=True)
+    energy = t.pow(2).sum(-1, keepdim=True) + eps
+    proj = (e * t).sum(-1, keepdim=True) * t / (energy + eps)  # (..., L): the reference adds eps twice
+    noise = e - proj
+    p_energy, n_energy = proj.pow(2).sum(-1), noise.pow(2).sum(-1)
+    if max_db is None:
+        ratio = p_energy / (n_energy + eps)
+    else:
+        ratio = p_energy / (n_energy + 10 ** (-max_db / 10) * p_energy + eps)
+    return 10 * torch.log10(ratio + eps)
+
+
+def sisnr_loss(target: torch.Tensor, estimate: torch.Tensor, max_db: float | None = 30.0) -> torch.Tensor:
+    """L_sep as the authors' code computes it (AVSeparator.sep_loss, sep_loss_type wav, max_sisnr 30):
+    -mean SI-SNR of (..., L) waveforms."""
+    return -si_snr(target, estimate, max_db).mean()
+
+
+def av_contrast(fv: torch.Tensor, f_av_c: torch.Tensor, temperature: float = 0.3, drop_hardest: int = 6) -> torch.Tensor:
+    """L_av as the authors' code computes it (AVSeparator.contrastive_loss, "fusion", 161-188): fv (N, D, h, w)
+    the objects' visual maps, f_av_c (N, D) their audio-visual features; sim[i, j] = max over positions of
+    cos(fv_i, f_av_c_j); the loss of a row is -log(e_ii / (e_ii + sum of its negatives)) with e = exp(sim /
+    t), the `drop_hardest` largest negatives left out (utils.py cal_Semantic_Tolerence_DML), averaged over
+    rows, for rows and columns, halved. The reference needs N >= drop_hardest + 1 objects; here at least one
+    negative is always kept, and fewer than 2 objects give 0."""
+    n = fv.shape[0]
+    if n < 2:
+        return f_av_c.sum() * 0.0
+    sim = F.cosine_similarity(fv.unsqueeze(1), f_av_c[None, :, :, None, None], dim=2).amax(dim=(-1, -2))  # (N, N)
+    k = max(0, min(drop_hardest, n - 2))
+
+    def rows(c: torch.Tensor) -> torch.Tensor:
+        score = torch.exp(c / temperature)
+        eye = torch.eye(n, dtype=torch.bool, device=c.device)
+        neg = ~eye
+        if k:
+            top = (score * neg).topk(k, dim=1).indices
+            neg = neg & ~torch.zeros_like(neg).scatter_(1, top, True)
+        neg_score = (score * neg).sum(1, keepdim=True)
+        loss = (eye * -torch.log(score / (score + neg_score + 1e-8) + 1e-8)).sum(1) / (1e-8 + 1)
+        return loss.mean()
+
+    return 0.5 * (rows(sim) + rows(sim.t()))
+
+
+def hinge_critic_loss(independent: torch.Tensor, dependent: torch.Tensor, w_penalty: torch.Tensor,
+                      c: float = 1.0) -> torch.Tensor:
+    """The critic's Geometric-GAN hinge loss (GeometricGan.py 41-44): ||w||^2 + C (mean relu(1 - D(Q)) +
+    mean relu(1 + D(P)))."""
+    return w_penalty + c * (F.relu(1 - independent).mean() + F.relu(1 + dependent).mean())
+
+
+def generator_loss(independent: torch.Tensor, dependent: torch.Tensor) -> torch.Tensor:
+    """L_G = mean D(Q) - mean D(P) (GeometricGan.py 56): the separator makes its dependent pairs look
+    independent."""
+    return independent.mean() - dependent.mean()
 
 
 def info_nce(f_av_c: torch.Tensor, f_v_c: torch.Tensor, valid: torch.Tensor | None = None,
@@ -116,72 +204,102 @@ def separator_adv_loss(critic, p: tuple[torch.Tensor, torch.Tensor], q: tuple[to
 
 
 class MemoryBank:
-    """FIFO bank of separated elements (mel magnitudes (256, T)), each tagged with the id of the mixture it
-    was separated from. `sample` draws uniformly (with replacement) among elements of other mixtures."""
+    """The reference's FIFO bank (PairSampleModule.py Memorybank): `size` slots of separated elements (F, T),
+    filled with standard normal noise at first (the reference's randn start, made on the first push, when
+    the element shape is known), overwritten in a ring; `sample` draws slots uniformly, noise included."""
 
     def __init__(self, size: int = 1000):
-        self.size = size
-        self.items: deque[torch.Tensor] = deque(maxlen=size)
-        self.ids: deque[int] = deque(maxlen=size)
+        self.size, self.idx = size, 0
+        self.items: torch.Tensor | None = None  # (size, F, T)
 
     def __len__(self) -> int:
-        return len(self.items)
+        return 0 if self.items is None else self.size
 
-    def push(self, elems: torch.Tensor, ids) -> None:
-        """elems (N, F, T), ids (N,) ints; the oldest fall out beyond `size`."""
-        for e, i in zip(elems.detach(), [int(i) for i in ids]):
-            self.items.append(e.clone())
-            self.ids.append(i)
+    def ensure(self, like: torch.Tensor) -> None:
+        """Start the bank as noise shaped like the elements `like` (N, F, T), if not yet (or shaped otherwise)."""
+        if self.items is None or self.items.shape[1:] != like.shape[1:]:
+            self.items = torch.randn(self.size, *like.shape[1:], device=like.device, dtype=like.dtype)
+            self.idx = 0
 
-    def sample(self, n: int, exclude_ids=(), generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[int]] | None:
-        """n elements (n, F, T) and their mixture ids, none from `exclude_ids`; None if no element qualifies."""
-        excl = {int(i) for i in exclude_ids}
-        allowed = [j for j, i in enumerate(self.ids) if i not in excl]
-        if not allowed or n <= 0:
-            return None
-        pick = torch.randint(len(allowed), (n,), generator=generator).tolist()
-        idx = [allowed[p] for p in pick]
-        return torch.stack([self.items[j] for j in idx]), [self.ids[j] for j in idx]
+    def push(self, elems: torch.Tensor) -> None:
+        """elems (N, F, T); the oldest are overwritten beyond `size`."""
+        elems = elems.detach()
+        self.ensure(elems)
+        for e in elems:
+            self.items[self.idx] = e
+            self.idx = (self.idx + 1) % self.size
+
+    def sample(self, n: int) -> torch.Tensor:
+        """(n, F, T) uniformly drawn slots (with replacement)."""
+        return self.items[torch.randint(self.size, (n,))]
 
     def state_dict(self) -> dict:
-        return {"size": self.size, "ids": list(self.ids),
-                "items": torch.stack(list(self.items)) if self.items else torch.zeros(0)}
+        return {"size": self.size, "idx": self.idx, "items": self.items if self.items is not None else torch.zeros(0)}
 
     def load_state_dict(self, st: dict) -> None:
-        self.size = int(st["size"])
-        self.items, self.ids = deque(maxlen=self.size), deque(maxlen=self.size)
-        if st["ids"]:
-            self.push(st["items"], st["ids"])
+        self.size, self.idx = int(st["size"]), int(st.get("idx", 0))
+        self.items = st["items"] if st["items"].numel() else None
 
 
 # --- the signal path ------------------------------------------------------------------------------------
 
 
-def mel_features(mixture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(B, L) -> STFT (B, 512, T) complex, mel magnitude (B, 256, T), log-mel (B, 1, 256, T)."""
-    spec = dsp.stft(mixture)
-    mel = dsp.MEL.warp(spec.abs())
-    return spec, mel, dsp.log_magnitude(mel).unsqueeze(1)
+class SignalPath:
+    """What an IAL-CMS net sees and how its masks become waveforms (StftMelModule): |STFT| (1022/256)
+    resampled onto the 256-bin grid of `scale` ("log": the reference's grid, bilinear with align_corners
+    True; "mel": the paper's HTK mel), the net's input log(mag + 1e-8) (legacy nets: log(max(mag, 1e-10)));
+    a mask on that grid is resampled back to the linear bins, applied to the mixture STFT with its phase
+    and inverted."""
+
+    def __init__(self, scale: str = "log", legacy: bool = False):
+        self.warp, self.legacy = dsp.warp_for(scale), legacy
+
+    def features(self, mixture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, L) -> STFT (B, 512, T) complex, grid magnitude (B, 256, T), log magnitude (B, 1, 256, T)."""
+        spec = dsp.stft(mixture)
+        mag = self.warp.warp(spec.abs())
+        log = dsp.log_magnitude(mag) if self.legacy else torch.log(mag + 1e-8)
+        return spec, mag, log.unsqueeze(1)
+
+    def linear(self, mask: torch.Tensor) -> torch.Tensor:
+        """(N, 256, T) -> (N, 512, T)."""
+        return self.warp.unwarp(mask)
+
+    def waves(self, spec: torch.Tensor, mask: torch.Tensor, length: int) -> torch.Tensor:
+        """Mixture STFT rows (N, 512, T) and masks (N, 256, T) -> (N, length) waveforms."""
+        return dsp.istft(dsp.apply_mask(spec, self.linear(mask)), length)
+
+
+def signal_path(model) -> SignalPath:
+    cfg = getattr(model.module if hasattr(model, "module") else model, "config", None)
+    return SignalPath(getattr(cfg, "freq_scale", "mel"), bool(getattr(cfg, "legacy", True)))
+
+
+def mel_features(mixture: torch.Tensor, model=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, L) -> STFT (B, 512, T) complex, grid magnitude (B, 256, T), log magnitude (B, 1, 256, T) of
+    `model`'s signal path (None: the legacy mel path)."""
+    return (signal_path(model) if model is not None else SignalPath("mel", True)).features(mixture)
 
 
 def separate(model, mixture: torch.Tensor, crops: torch.Tensor, mix_index: torch.Tensor) -> dict[str, torch.Tensor]:
     """mixture (B, L); crops (N, K, 3, H, W) uint8, or their trunk features (N, K, 512, h, w) float32 (cached
     crops, or class prototypes: separation by name); mix_index (N,) -> the model's outputs plus `elems`
-    (N, 256, T) separated mel magnitudes and `waves` (N, L) waveforms (mel mask -> linear grid -> iSTFT)."""
-    spec, mel, logmel = mel_features(mixture)
-    out = dict(model(logmel, crops, mix_index))
+    (N, 256, T) separated grid magnitudes (what the critic and the bank see) and `waves` (N, L) waveforms."""
+    sp = signal_path(model)
+    spec, mag, logmag = sp.features(mixture)
+    out = dict(model(logmag, crops, mix_index))
     mask = out["mask"][:, 0]  # (N, 256, T)
-    out["elems"] = mel[mix_index] * mask
-    lin = dsp.MEL.unwarp(mask)  # (N, 512, T)
-    out["waves"] = dsp.istft(dsp.apply_mask(spec[mix_index], lin), mixture.shape[-1])
+    out["elems"] = mag[mix_index] * mask
+    out["waves"] = sp.waves(spec[mix_index], mask, mixture.shape[-1])
     return out
 
 
 def linear_masks(model, mixture: torch.Tensor, crops: torch.Tensor, mix_index: torch.Tensor) -> torch.Tensor:
     """The masks of `separate` without applying them: mixture (B, L), crops (N, K, ...) and mix_index (N,)
-    as there -> (N, 512, T) soft masks on the linear grid (the mel masks warped back)."""
-    _, _, logmel = mel_features(mixture)
-    return dsp.MEL.unwarp(model(logmel, crops, mix_index)["mask"][:, 0])  # (N, 256, T) -> (N, 512, T)
+    as there -> (N, 512, T) masks on the linear grid."""
+    sp = signal_path(model)
+    _, _, logmag = sp.features(mixture)
+    return sp.linear(model(logmag, crops, mix_index)["mask"][:, 0])  # (N, 256, T) -> (N, 512, T)
 
 
 # --- the system -----------------------------------------------------------------------------------------
@@ -194,16 +312,17 @@ class IALCMSSystem(System):
     def __init__(self, model, model_name: str, model_args: dict, options: IALOptions, critic_args: dict,
                  grad_clip: float = 0.0):
         super().__init__(model, model_name, model_args)
-        from avsep_cli.models.ialcms_critic import PairCritic
+        from avsep_cli.models.ialcms_critic import build_critic
 
         self.opts, self.grad_clip = options, grad_clip
-        self.critic = PairCritic(**critic_args)
+        self.critic = build_critic(critic_args)
         self.critic_args = critic_args
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=options.critic_lr,
                                                  betas=tuple(options.critic_betas), weight_decay=options.critic_weight_decay)
         self.bank = MemoryBank(options.bank_size)
-        self.next_id = 0  # mixture ids for the bank: one per item ever seen (saved for exact resume)
+        self.sep_steps = 0  # separator steps so far (lambda_av's warm-up counts these)
         self.av_contrast = bool(model_args.get("av_contrast", True))
+        self.legacy = bool(getattr(getattr(model, "config", None), "legacy", False))
 
     def to(self, device: torch.device) -> "IALCMSSystem":
         self.model.to(device)
@@ -212,72 +331,76 @@ class IALCMSSystem(System):
 
     # -- batches --
     def _inputs(self, batch) -> dict:
-        """The flat object list of a batch: crops (N, K, 3, H, W), mix_index (N,), and the targets."""
+        """The flat object list of a batch: crops (N, K, 3, H, W), mix_index (N,) (the input mixture of each
+        object), and the targets: the items' own mixtures (unsupervised) or the stems (supervised)."""
         if self.opts.supervised:
             mixture, stems = batch["mixture"], batch["stems"]
             frames = batch["feats"] if "feats" in batch else batch["frames"]  # pictures or cached features
             b, s = stems.shape[:2]
-            mix_index = torch.arange(b, device=mixture.device).repeat_interleave(s)
-            # each source is its own (solo) clip: group ids unique per object, so no dependent pairs
-            return {"mixture": mixture, "crops": frames.flatten(0, 1), "mix_index": mix_index,
-                    "group": torch.arange(b * s, device=mixture.device), "stems": stems}
+            return {"mixture": mixture, "crops": frames.flatten(0, 1),
+                    "mix_index": torch.arange(b, device=mixture.device).repeat_interleave(s), "stems": stems}
         mixture, clip_mixes, crops, obj_clip, valid = (batch[k] for k in UNSUPERVISED_KEYS)
         bi, oi = valid.nonzero(as_tuple=True)  # valid objects only: padded slots never reach the network
-        return {"mixture": mixture, "crops": crops[bi, oi], "mix_index": bi, "group": bi * 2 + obj_clip[bi, oi],
-                "clip_mixtures": clip_mixes, "clip_of": obj_clip[bi, oi]}
+        return {"mixture": mixture, "crops": crops[bi, oi], "mix_index": bi, "clip_mixtures": clip_mixes,
+                "clip_of": obj_clip[bi, oi]}
 
     def _sep_loss(self, inp: dict, waves: torch.Tensor) -> torch.Tensor:
         if self.opts.supervised:
             b, s = inp["stems"].shape[:2]
-            return sep_loss(inp["stems"], waves.view(b, s, -1), self.opts.tau)
-        clip_mixes = inp["clip_mixtures"]  # (B, 2, L)
-        est = torch.zeros_like(clip_mixes).index_put((inp["mix_index"], inp["clip_of"]), waves, accumulate=True)
-        return sep_loss(clip_mixes, est, self.opts.tau)
+            target, est = inp["stems"], waves.view(b, s, -1)
+        else:
+            target = inp["clip_mixtures"]  # (B, 2, L): each item's mixture, estimated by the sum of its objects
+            est = torch.zeros_like(target).index_put((inp["mix_index"], inp["clip_of"]), waves, accumulate=True)
+        if self.opts.sep_loss == "snr":
+            return snr_loss(target, est, self.opts.tau)
+        return sisnr_loss(target, est, self.opts.max_sisnr)
+
+    def _av_loss(self, out: dict) -> torch.Tensor:
+        if self.legacy:
+            return info_nce(out["f_av_c"], out["f_v_c"], None, self.opts.temperature, self.opts.drop_hardest)
+        return av_contrast(out["fv"], out["f_av_c"], self.opts.temperature, self.opts.drop_hardest)
 
     # -- IAL pairs --
     @staticmethod
-    def dependent_pairs(group: torch.Tensor) -> list[tuple[int, int]]:
-        """Index pairs of objects separated from the same clip (video): clips with exactly 2 objects."""
-        by: dict[int, list[int]] = {}
-        for i, g in enumerate(group.tolist()):
-            by.setdefault(g, []).append(i)
-        return [(v[0], v[1]) for v in by.values() if len(v) == 2]
+    def partners(mix_index: torch.Tensor) -> torch.Tensor:
+        """(N,) -> (N,): for every element a random other element separated from the same input mixture
+        (PairSampleModule.py 58-69); an element alone in its mixture is its own partner (no such pair there)."""
+        out = torch.arange(mix_index.numel(), device=mix_index.device)
+        for m in mix_index.unique().tolist():
+            idx = (mix_index == m).nonzero()[:, 0]
+            k = idx.numel()
+            if k > 1:
+                r = torch.randint(k - 1, (k,), device=idx.device)
+                r = r + (r >= torch.arange(k, device=idx.device)).long()  # skip itself
+                out[idx] = idx[r]
+        return out
 
-    def pairs(self, elems: torch.Tensor, group: torch.Tensor, elem_mix_ids: list[int]):
-        """P and Q as ((n, F, T), (n, F, T)) tuples from this batch's elements (grad kept on the batch
-        side) and the bank: Q pairs the first element of each dependent pair with a bank element of another
-        mixture than its own (or, with `both_from_bank`, two bank elements of two other mixtures). None when
-        the batch holds no dependent pair or the bank no element of another mixture."""
-        dep = self.dependent_pairs(group)
-        if not dep:
+    def pairs(self, elems: torch.Tensor, mix_index: torch.Tensor):
+        """P and Q as ((n, F, T), (n, F, T)) tuples: P every element with a random other element of its input
+        mixture, Q every element with a bank element (drawn before the element is enqueued), or two bank
+        elements with `both_from_bank`. The batch's elements are enqueued. None when no mixture holds two."""
+        part = self.partners(mix_index)
+        has = part != torch.arange(part.numel(), device=part.device)
+        if not has.any():
             return None
-        p = (elems[[i for i, _ in dep]], elems[[j for _, j in dep]])
         firsts, seconds = [], []
-        for i, _ in dep:
-            own = {elem_mix_ids[i]}
-            a = self.bank.sample(1, own)
-            if a is None:
-                return None
-            if self.opts.both_from_bank:
-                b = self.bank.sample(1, own | set(a[1]))
-                if b is None:
-                    return None
-                firsts.append(a[0])
-                seconds.append(b[0])
-            else:
-                seconds.append(a[0])
-        q1 = torch.cat(seconds).to(elems.device)
-        q = (torch.cat(firsts).to(elems.device), q1) if self.opts.both_from_bank else (p[0], q1)
+        self.bank.ensure(elems)
+        for e in elems:
+            a = self.bank.sample(1)
+            firsts.append(self.bank.sample(1) if self.opts.both_from_bank else e[None])
+            seconds.append(a)
+            self.bank.push(e[None])
+        q = (torch.cat(firsts).to(elems.device), torch.cat(seconds).to(elems.device))
+        p = (elems[has], elems[part[has]])
         return p, q
 
     # -- steps --
-    def forward_losses(self, batch) -> dict:
+    def forward_losses(self, batch, lambda_av: float = 1.0) -> dict:
         """Separator forward and its losses (no step). Returns the tensors the steps need."""
         inp = self._inputs(batch)
         out = separate(self.forward_model, inp["mixture"], inp["crops"], inp["mix_index"])
         l_sep = self._sep_loss(inp, out["waves"])
-        l_av = (info_nce(out["f_av_c"], out["f_v_c"], None, self.opts.temperature, self.opts.drop_hardest)
-                if self.av_contrast else l_sep.new_zeros(()))
+        l_av = self._av_loss(out) if self.av_contrast else l_sep.new_zeros(())
         return {"inp": inp, "out": out, "sep": l_sep, "av": l_av}
 
     def critic_step(self, p, q) -> torch.Tensor:
@@ -286,7 +409,7 @@ class IALCMSSystem(System):
         p = tuple(x.detach() for x in p)
         q = tuple(x.detach() for x in q)
         self.critic_optimizer.zero_grad(set_to_none=True)
-        loss = critic_loss(self.critic, p, q)
+        loss = hinge_critic_loss(self.critic(*q), self.critic(*p), self.critic.w_penalty())
         loss.backward()
         self.critic_optimizer.step()
         return loss.detach()
@@ -301,43 +424,50 @@ class IALCMSSystem(System):
             torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
         optimizer.step()
 
-    def manual_step(self, batch, step: int, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-        """One training step: critic update (every step), separator update (every `separator_every`-th)."""
+    def lambdas(self, step: int) -> tuple[float, float]:
         o = self.opts
-        # supervised batches are solo clips: no dependent pairs, IAL idle, so nothing to alternate with
-        sep_now = (not o.ial) or o.supervised or step % o.separator_every == 0
+        return warmed_up(o.lambda_ial, o.lambda_ial_steps, step), warmed_up(o.lambda_av, o.lambda_av_steps, self.sep_steps)
+
+    def manual_step(self, batch, step: int, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+        """One training step: critic update on a no-grad separation (every step, with IAL), separator update
+        (every `separator_every`-th) on a second forward, as the reference does."""
+        o = self.opts
+        lam_ial, lam_av = self.lambdas(step)
+        sep_now = step % o.separator_every == 0
         self.model.train()
-        with torch.set_grad_enabled(sep_now):
-            f = self.forward_losses(batch)
-        losses = {"sep": f["sep"].detach(), "av": f["av"].detach()}
-        l_adv = f["sep"].new_zeros(())
+        losses: dict[str, torch.Tensor] = {}
         if o.ial:
-            inp, elems = f["inp"], f["out"]["elems"]
-            b = inp["mixture"].shape[0]
-            ids = list(range(self.next_id, self.next_id + b))
-            self.next_id += b
-            elem_ids = [ids[i] for i in inp["mix_index"].tolist()]
-            self.bank.push(elems.detach(), elem_ids)
-            pq = self.pairs(elems, inp["group"], elem_ids)
+            with torch.no_grad():
+                f = self.forward_losses(batch)
+            pq = self.pairs(f["out"]["elems"], f["inp"]["mix_index"])
             if pq is not None:
                 losses["d"] = self.critic_step(*pq)
-                self.critic.train()
-                if sep_now:
-                    l_adv = separator_adv_loss(self.critic, *pq)
-                else:
-                    with torch.no_grad():
-                        l_adv = separator_adv_loss(self.critic, *pq)
-                losses["g"] = l_adv.detach()
+            losses.update(sep=f["sep"].detach(), av=f["av"].detach())
         if sep_now:
-            sep_total = f["sep"] + o.lambda_ial * l_adv + (o.lambda_av * f["av"] if self.av_contrast else 0.0)
-            self.separator_step(optimizer, sep_total)
-        losses["loss"] = (losses["sep"] + o.lambda_ial * (losses.get("g", 0.0) + losses.get("d", 0.0))
-                          + (o.lambda_av * losses["av"] if self.av_contrast else 0.0))
+            f = self.forward_losses(batch)
+            total = f["sep"] + (lam_av * f["av"] if self.av_contrast else 0.0)
+            losses.update(sep=f["sep"].detach(), av=f["av"].detach())
+            if o.ial:
+                pq = self.pairs(f["out"]["elems"], f["inp"]["mix_index"])
+                if pq is not None:
+                    self.critic.train()
+                    l_g = generator_loss(self.critic(*pq[1]), self.critic(*pq[0]))
+                    total = total + lam_ial * l_g
+                    losses["g"] = l_g.detach()
+            self.separator_step(optimizer, total)
+            self.sep_steps += 1
+        elif not o.ial:
+            with torch.no_grad():
+                f = self.forward_losses(batch)
+            losses.update(sep=f["sep"].detach(), av=f["av"].detach())
+        losses["loss"] = (losses["sep"] + lam_ial * (losses.get("g", 0.0) + losses.get("d", 0.0))
+                          + (lam_av * losses["av"] if self.av_contrast else 0.0))
+        losses["lambda_ial"], losses["lambda_av"] = torch.tensor(lam_ial), torch.tensor(lam_av)
         return losses
 
     def training_step(self, batch) -> dict[str, torch.Tensor]:
-        """The separator's objective without IAL's critic (L_sep + lambda2 L_av): for callers outside the
-        trainer's manual path (e.g. a loss check)."""
+        """The separator's objective without IAL's critic (L_sep + lambda_av L_av, final lambda): for callers
+        outside the trainer's manual path (e.g. a loss check)."""
         f = self.forward_losses(batch)
         loss = f["sep"] + (self.opts.lambda_av * f["av"] if self.av_contrast else 0.0)
         return {"loss": loss, "sep": f["sep"], "av": f["av"]}
@@ -346,11 +476,11 @@ class IALCMSSystem(System):
     def extra_state(self) -> dict:
         return {"critic_args": self.critic_args, "critic": self.critic.state_dict(),
                 "critic_optimizer": self.critic_optimizer.state_dict(), "bank": self.bank.state_dict(),
-                "next_id": self.next_id, "options": {k: (list(v) if isinstance(v, tuple) else v)
-                                                     for k, v in asdict(self.opts).items()}}
+                "sep_steps": self.sep_steps, "options": {k: (list(v) if isinstance(v, tuple) else v)
+                                                         for k, v in asdict(self.opts).items()}}
 
     def load_extra_state(self, st: dict) -> None:
         self.critic.load_state_dict(st["critic"])
         self.critic_optimizer.load_state_dict(st["critic_optimizer"])
         self.bank.load_state_dict(st["bank"])
-        self.next_id = int(st["next_id"])
+        self.sep_steps = int(st.get("sep_steps", 0))

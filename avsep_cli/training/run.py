@@ -24,20 +24,53 @@ log = logging.getLogger("avsep")
 
 METHODS = ("tiny", "avpc", "sop", "visual-trunk", "avpc-rcop", "ialcms")
 
-# per-method learning rates and optimiser settings (AVPC: AdamW, sound net 1e-3, frame head 1e-4,
-# weight decay 1e-2; Sound-of-Pixels trained the same way under our protocol)
+# Per-method training defaults, as the authors' code trains each method (docs/fidelity.md). An "epoch" is
+# --steps-per-epoch steps of --batch-size mixtures: the references' epochs are 806 iterations at batch 64
+# (AVPC) and the LR drops are in those epochs; pass --batch-size 64 --steps-per-epoch 806 to match them.
 METHOD_DEFAULTS = {
     "tiny": {"lr": {"default": 1e-3}},
-    "avpc": {"lr": {"sound_net": 1e-3, "frame_net": 1e-4, "default": 1e-3}, "optimizer": "adamw", "weight_decay": 1e-2},
-    "sop": {"lr": {"sound_net": 1e-3, "frame_net": 1e-4, "default": 1e-3}, "optimizer": "adamw", "weight_decay": 1e-2},
-    # RCoP stage 1 (the paper: SGD, momentum 0.9, weight decay 1e-4, predictor lr 1e-3); no SDR to validate
-    "avpc-rcop": {"lr": {"default": 1e-3}, "optimizer": "sgd", "weight_decay": 1e-4, "momentum": 0.9, "val_num": 0},
+    # AVPC (avpc/main.py 438-450, arguments.py 66-113): AdamW betas (0.9, 0.999), weight decay 1e-2 except on
+    # the rates a, b; sound net lr 1e-3, frame head 1e-4; 100 epochs, LR x0.1 at 40 and 80; no clipping, fp32
+    "avpc": {"lr": {"sound_net": 1e-3, "frame_net": 1e-4, "default": 1e-3}, "optimizer": "adamw", "weight_decay": 1e-2,
+             "no_decay": ("sound_net.a", "sound_net.b"), "epochs": 100, "lr_steps": (40, 80), "grad_clip": 0.0,
+             "amp": False},
+    # Sound-of-Pixels (main.py 436-442, train_MUSIC.sh): SGD momentum 0.9, weight decay 1e-4; U-Net, synthesizer
+    # and frame head 1e-3, the trunk trained at 1e-4; 100 epochs, LR x0.1 at 40 and 80
+    "sop": {"lr": {"sound_net": 1e-3, "frame_net.trunk": 1e-4, "frame_net": 1e-3, "default": 1e-3}, "optimizer": "sgd",
+            "weight_decay": 1e-4, "momentum": 0.9, "epochs": 100, "lr_steps": (40, 80), "grad_clip": 0.0, "amp": False},
+    # RCoP stage 1 (avpc_rcop/main.py 685-701, arguments.py 113-128): SGD momentum 0.9, weight decay 1e-4 except on
+    # the rates; sound net and SimSiam head 1e-3, frame head 1e-4; 40 epochs, LR x0.1 at 20 and 30; no SDR to validate
+    "avpc-rcop": {"lr": {"avpc.sound_net": 1e-3, "avpc.frame_net": 1e-4, "head": 1e-3, "default": 1e-3},
+                  "optimizer": "sgd", "weight_decay": 1e-4, "momentum": 0.9, "val_num": 0,
+                  "no_decay": ("avpc.sound_net.a", "avpc.sound_net.b"), "epochs": 40, "lr_steps": (20, 30),
+                  "grad_clip": 0.0, "amp": False},
     # trunk pre-training on the corpus pictures (our substitute for ImageNet): AdamW, cosine-free steps
     "visual-trunk": {"lr": {"default": 1e-3}, "optimizer": "adamw", "weight_decay": 1e-4, "monitor": "acc"},
-    # IAL-CMS separator (authors' code): Adam, visual side 1e-3, audio side (encoder, interaction, decoder)
-    # 1e-4, no weight decay; the critic's own Adam lives in training/ialcms.IALOptions
-    "ialcms": {"lr": {"visual": 1e-3, "default": 1e-4}, "optimizer": "adam", "weight_decay": 0.0, "betas": (0.9, 0.999)},
+    # IAL-CMS separator (GeometricGANwAVC.yaml): Adam betas (0.9, 0.999), visual side 1e-3, audio side (encoder,
+    # AV module, decoder) 1e-4, no weight decay, no LR schedule; the critic's own Adam lives in IALOptions
+    "ialcms": {"lr": {"visual": 1e-3, "default": 1e-4}, "optimizer": "adam", "weight_decay": 0.0, "betas": (0.9, 0.999),
+               "grad_clip": 0.0, "amp": False},
 }
+
+# Mix-and-Separate data and targets of the mask methods (TrainConfig.options), the references' by default:
+# target rule (systems.MaskTargets), source levels and frame augmentation (datasets), mix partners, mean mixing
+MASK_OPTIONS = {
+    "avpc": {"target": "avpc", "levels": "avpc", "augment": "reference", "partners": "any", "mean": True},
+    "sop": {"target": "sop", "levels": "uniform", "augment": "reference", "partners": "any", "mean": True},
+    "tiny": {"target": "dominant", "levels": "db", "augment": "scale", "partners": "classes", "mean": False},
+}
+LEGACY_MASK_OPTIONS = MASK_OPTIONS["tiny"]  # how avsep trained before issue 16 (legacy networks)
+
+
+def mask_options(cfg: TrainConfig) -> dict:
+    """The Mix-and-Separate options of a mask method's run: the method's reference defaults (legacy networks:
+    avsep's old recipe), overridden by cfg.options; unknown keys are refused."""
+    base = LEGACY_MASK_OPTIONS if cfg.model.get("legacy") else MASK_OPTIONS.get(cfg.method, LEGACY_MASK_OPTIONS)
+    unknown = set(cfg.options) - set(base)
+    if unknown:
+        raise AvsepError(f"unknown options for --method {cfg.method}: {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(sorted(base))})")
+    return {**base, **cfg.options}
 
 
 def model_config(method: str, preset: str, overrides: dict) -> dict:
@@ -72,6 +105,13 @@ def build_system(cfg: TrainConfig, visual_weights: str | None = None):
     if cfg.method not in METHODS:
         raise AvsepError(f"unknown training method {cfg.method!r}; available: {', '.join(METHODS)}")
     cfg.model = model_config(cfg.method, cfg.preset, cfg.model)
+    if cfg.cache_features:  # features computed once by the frozen trunk in eval mode: say so in the config
+        if cfg.method in ("avpc", "avpc-rcop") and cfg.model.get("trunk_bn_train"):
+            log.info("--cache-features: the trunk's BatchNorm stays in eval mode (trunk_bn_train=False)")
+            cfg.model["trunk_bn_train"] = False
+        if cfg.method == "sop" and cfg.model.get("train_trunk"):
+            log.info("--cache-features: the trunk is frozen (train_trunk=False; the reference trains it at lr 1e-4)")
+            cfg.model["train_trunk"] = False
     checkpoint._load_builtin_models()
     model = checkpoint.MODELS[cfg.method](**cfg.model)
     if visual_weights is not None and (hasattr(model, "frame_net") or cfg.method in ("ialcms", "visual-trunk")):
@@ -107,7 +147,8 @@ def build_system(cfg: TrainConfig, visual_weights: str | None = None):
     if cfg.method in FIXED_SEGMENT and cfg.segment != FIXED_SEGMENT[cfg.method]:
         raise AvsepError(f"--method {cfg.method} works on {FIXED_SEGMENT[cfg.method]}-sample windows (256 STFT frames); "
                          f"--segment {cfg.segment} does not fit its 7 down-sampling levels")
-    system = MaskSystem(model, cfg.method, cfg.model)
+    cfg.options = mask_options(cfg)
+    system = MaskSystem(model, cfg.method, cfg.model, target=cfg.options["target"])
     length = max(cfg.batch_size * max(cfg.steps_per_epoch, 1), 64)
     store = None
     if cfg.cache_features:
@@ -118,8 +159,10 @@ def build_system(cfg: TrainConfig, visual_weights: str | None = None):
         trunk = model.frame_net.trunk
         store = TrunkFeatureStore(cfg.root, trunk, "resnet18-dilated" if cfg.method == "sop" else "resnet18",
                                   cfg.model["frame_size"])
+    o = cfg.options
     data = MixSeparate(cfg.root, "train", mix=cfg.mix, length=length, seed=cfg.seed, segment=cfg.segment,
-                       frame_size=cfg.model["frame_size"], features=store)
+                       frame_size=cfg.model["frame_size"], features=store, levels=o["levels"], augment=o["augment"],
+                       partners=o["partners"], mean=o["mean"])
     return system, data
 
 
@@ -130,6 +173,8 @@ def _build_ialcms(cfg: TrainConfig, model):
     from avsep_cli.models.ialcms_critic import CriticConfig
     from avsep_cli.training.ialcms import IALCMSSystem, IALOptions
 
+    if cfg.options.get("supervised") and "ial" not in cfg.options:
+        cfg.options = {**cfg.options, "ial": False}  # the reference's supervised configuration (OnlySep): no IAL
     try:
         opts = IALOptions.from_dict(cfg.options)
     except TypeError as e:
@@ -144,12 +189,14 @@ def _build_ialcms(cfg: TrainConfig, model):
         from avsep_cli.features import TrunkFeatureStore
 
         store = TrunkFeatureStore(cfg.root, model.visual.trunk, "resnet18", size)
-    if opts.supervised:
+    legacy = bool(cfg.model.get("legacy"))
+    if opts.supervised:  # solo clips of different classes, x U(0.5, 1.5), summed (the reference's solo set)
         data = MixSeparate(cfg.root, "train", mix=cfg.mix, length=length, seed=cfg.seed, segment=cfg.segment,
-                           frame_size=size, features=store)
-    else:
+                           frame_size=size, features=store, levels="db" if legacy else "uniform")
+    else:  # every item itself a mixture: synthetic duets of two solos of different classes (the reference)
         data = MixtureOfMixtures(cfg.root, "train", length=length, seed=cfg.seed, segment=cfg.segment,
-                                 frame_size=size, crop_size=size, features=store)
+                                 frame_size=size, crop_size=size, features=store, items=opts.items,
+                                 levels="db" if legacy else "uniform")
     return system, data
 
 
@@ -254,6 +301,11 @@ def train(cfg: TrainConfig | None, run_dir: Path, *, device: torch.device, resum
         if not last.exists():
             raise AvsepError(f"--resume {run_dir}: no last.pt in that folder")
         cfg = TrainConfig.load(run_dir / "config.json")
+        if cfg.model:  # a run made before a model field existed resumes with the network it was made with
+            from avsep_cli import checkpoint
+
+            checkpoint._load_builtin_models()
+            cfg.model = checkpoint.complete_args(cfg.method, cfg.model)
         if epochs is not None:
             cfg.epochs = epochs
     elif (run_dir / "last.pt").exists():

@@ -16,27 +16,75 @@ from avsep_cli import checkpoint, dsp
 from avsep_cli.methods import MixBatch
 
 
-def mixture_features(mixture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, L) -> log magnitude on the log grid (B, 1, 256, T) and the warped magnitude (B, 256, T)."""
-    mag = dsp.LOG.warp(dsp.stft(mixture).abs())  # (B, 256, T)
-    return dsp.log_magnitude(mag).unsqueeze(1), mag
+def _unwrapped(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def signal_warp(model):
+    """The log-frequency warp a mask net was trained with: its config's align_corners (AVPC: False, grid
+    sampling as the reference; Sound-of-Pixels and legacy nets: True, the fixed `dsp.LOG` matrix)."""
+    cfg = getattr(_unwrapped(model), "config", None)
+    return dsp.log_warp(bool(getattr(cfg, "align_corners", True)))
+
+
+def is_legacy(model) -> bool:
+    return bool(getattr(getattr(_unwrapped(model), "config", None), "legacy", False))
+
+
+def mixture_features(mixture: torch.Tensor, warp=dsp.LOG, legacy: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L) -> log magnitude on the log grid (B, 1, 256, T) and the warped magnitude (B, 256, T). As the
+    references: log(warp(|STFT| + 1e-10)) (avpc/main.py 196-233); legacy nets: log(max(warp(|STFT|), 1e-10))."""
+    mag = dsp.stft(mixture).abs()
+    if legacy:
+        w = dsp.LOG.warp(mag)  # (B, 256, T)
+        return dsp.log_magnitude(w).unsqueeze(1), w
+    w = warp.warp(mag + dsp.EPS)  # (B, 256, T)
+    return torch.log(w).unsqueeze(1), w
 
 
 def mask_logits(model, mixture: torch.Tensor, frames: torch.Tensor, feats: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """mixture (B, L), frames (B, N, K, 3, H, W) -> logits (B, N, 256, T) and warped mixture magnitude.
-    With `feats`, `frames` holds cached trunk features (B, N, K, 512, h, w) instead."""
+    With `feats`, `frames` holds cached trunk features (B, N, K, 512, h, w) instead. Nets with a
+    `forward_sources` (AVPC, Sound-of-Pixels) get each mixture once with its N sources' frames."""
     b, n = frames.shape[:2]
-    log_mag, mag = mixture_features(mixture)
+    log_mag, mag = mixture_features(mixture, signal_warp(model), is_legacy(model))
+    if hasattr(_unwrapped(model), "forward_sources"):
+        return model(log_mag, frames, sources=True, feats=feats), mag  # (B, N, 256, T)
     log_mag = log_mag.repeat_interleave(n, dim=0)  # (B*N, 1, 256, T)
-    net = model.module if hasattr(model, "module") and feats else model  # DDP wraps forward() only
+    net = _unwrapped(model) if feats else model  # DDP wraps forward() only
     logits = (net.forward_features if feats else model)(log_mag, frames.flatten(0, 1))  # (B*N, 1, 256, T)
     return logits.view(b, n, *logits.shape[-2:]), mag
 
 
-def weighted_bce(logits: torch.Tensor, target: torch.Tensor, mix_mag: torch.Tensor) -> torch.Tensor:
-    """logits, target (B, N, F, T); mix_mag (B, F, T): BCE weighted by log1p(|mix|) clamped to [1e-3, 10]."""
-    weight = torch.log1p(mix_mag).clamp(1e-3, 10.0).unsqueeze(1).expand_as(target)
-    return F.binary_cross_entropy_with_logits(logits, target, weight=weight)
+TARGET_RULES = ("avpc", "sop", "dominant")
+
+
+class MaskTargets:
+    """The Mix-and-Separate training target and loss weight, on the warped grid.
+
+    Called with the linear magnitudes of each source's contribution to the mixture (B, N, 512, T) (the
+    mixture is their sum) and of the mixture (B, 512, T); returns binary targets (B, N, 256, T) and the loss
+    weight clamp(log1p(warped mixture), 1e-3, 10) (B, 256, T). Rules:
+    - "avpc" (avpc/main.py 226): the reference mixes the mean of N sources and compares each undivided
+      source with half the mixture: N |contribution| > 0.5 |mixture|, i.e. |S_n| > |sum S| / (2N);
+    - "sop" (Sound-of-Pixels main.py 62): sources divided by N are the contributions: |contribution| >
+      0.5 |mixture|, i.e. |S_n| > |sum S| / 2;
+    - "dominant" (avsep before issue 16): one-hot of the loudest source per bin.
+    The 1e-10 goes into the mixture before warping, as in the references."""
+
+    def __init__(self, rule: str = "avpc", align_corners: bool = False):
+        if rule not in TARGET_RULES:
+            raise ValueError(f"unknown target rule {rule!r}: expected one of {', '.join(TARGET_RULES)}")
+        self.rule, self.warp = rule, dsp.log_warp(align_corners)
+
+    def __call__(self, src_mag: torch.Tensor, mix_mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mix_w = self.warp.warp(mix_mag + dsp.EPS)  # (B, 256, T)
+        src_w = self.warp.warp(src_mag)  # (B, N, 256, T)
+        weight = torch.log1p(mix_w).clamp(1e-3, 10.0)
+        if self.rule == "dominant":
+            return dsp.ideal_binary_mask(src_w), weight
+        gain = src_mag.shape[-3] if self.rule == "avpc" else 1
+        return dsp.threshold_mask(src_w * gain, mix_w), weight
 
 
 class System:
@@ -50,14 +98,25 @@ class System:
         self.lr = lr or {}
 
     def param_groups(self, cfg) -> list[dict]:
-        """One group per top-level child whose name has its own LR in cfg.lr, the rest in 'default'."""
-        groups: dict[str, list] = {}
+        """Parameter groups by name: each trainable parameter takes the LR of the longest key of cfg.lr that
+        is a dotted prefix of its name ("frame_net.trunk" before "frame_net"), else 'default'; those matching
+        a prefix in cfg.no_decay form groups of their own without weight decay (AVPC: the rates a, b)."""
+        groups: dict[tuple[str, bool], list] = {}
+        keys = sorted((k for k in cfg.lr if k != "default"), key=len, reverse=True)
+        no_decay = tuple(getattr(cfg, "no_decay", ()) or ())
         for name, p in self.model.named_parameters():
             if not p.requires_grad:
                 continue
-            top = name.split(".")[0]
-            groups.setdefault(top if top in cfg.lr else "default", []).append(p)
-        return [{"params": ps, "lr": cfg.lr.get(g, cfg.lr.get("default", 1e-3)), "name": g} for g, ps in groups.items()]
+            key = next((k for k in keys if name == k or name.startswith(k + ".")), "default")
+            nd = any(name == k or name.startswith(k + ".") for k in no_decay)
+            groups.setdefault((key, nd), []).append(p)
+        out = []
+        for (g, nd), ps in groups.items():
+            group = {"params": ps, "lr": cfg.lr.get(g, cfg.lr.get("default", 1e-3)), "name": g + (" (no decay)" if nd else "")}
+            if nd:
+                group["weight_decay"] = 0.0
+            out.append(group)
+        return out
 
     def model_state(self) -> dict:
         return checkpoint.model_state(self.model_name, self.model_args, self.model)
@@ -67,14 +126,21 @@ class System:
 
 
 class MaskSystem(System):
-    """Mix-and-Separate training of a visually guided mask net on the log grid."""
+    """Mix-and-Separate training of a visually guided mask net on the log grid: weighted BCE of the mask
+    logits against `MaskTargets` of the rule `target` (AVPC's, Sound-of-Pixels' or the legacy dominant
+    source); the batch's stems are each source's contribution to its mixture."""
+
+    def __init__(self, model, model_name: str, model_args: dict, target: str = "avpc"):
+        super().__init__(model, model_name, model_args)
+        cfg = getattr(model, "config", None)
+        self.targets = MaskTargets(target, bool(getattr(cfg, "align_corners", True)))
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         feats = "feats" in batch
-        logits, mag = mask_logits(self.forward_model, batch["mixture"], batch["feats" if feats else "frames"], feats)
-        src_mag = dsp.LOG.warp(dsp.stft(batch["stems"]).abs())  # (B, N, 256, T)
-        target = dsp.ideal_binary_mask(src_mag)
-        return {"loss": weighted_bce(logits, target, mag)}
+        logits, _ = mask_logits(self.forward_model, batch["mixture"], batch["feats" if feats else "frames"], feats)
+        target, weight = self.targets(dsp.stft(batch["stems"]).abs(), dsp.stft(batch["mixture"]).abs())
+        loss = F.binary_cross_entropy_with_logits(logits, target, weight=weight.unsqueeze(1).expand_as(target))
+        return {"loss": loss}
 
 
 class ClassifierSystem(System):
@@ -94,8 +160,9 @@ class RCoPSystem(System):
         from avsep_cli.models.avpc import rcop_loss
 
         frames = batch["frames"]
-        z1, p1 = self.forward_model(mixture_features(batch["mix1"])[0], frames)
-        z2, p2 = self.forward_model(mixture_features(batch["mix2"])[0], frames)
+        warp, legacy = signal_warp(self.model), is_legacy(self.model)
+        z1, p1 = self.forward_model(mixture_features(batch["mix1"], warp, legacy)[0], frames)
+        z2, p2 = self.forward_model(mixture_features(batch["mix2"], warp, legacy)[0], frames)
         return {"loss": rcop_loss(p1, z1, p2, z2)}
 
 
@@ -124,7 +191,7 @@ class MaskMethod:
         frames = frames.repeat_interleave(n_chunks, dim=0)
         logits, _ = mask_logits(self.model, padded, frames, feats)
         mask = torch.sigmoid(logits)  # (B*C, N, 256, T)
-        lin = dsp.LOG.unwarp(mask)
+        lin = signal_warp(self.model).unwarp(mask)
         if self.binary:
             lin = (lin > 0.5).float()
         est = dsp.masked_waveforms(padded, lin, "linear")  # (B*C, N, seg)
@@ -144,7 +211,7 @@ class MaskMethod:
         if length > seg:
             raise ValueError(f"masks() takes one window of at most {seg} samples, not {length}")
         logits, _ = mask_logits(self.model, F.pad(mixture, (0, seg - length)), frames, feats)
-        lin = dsp.LOG.unwarp(torch.sigmoid(logits))  # (B, N, 512, T_seg)
+        lin = signal_warp(self.model).unwarp(torch.sigmoid(logits))  # (B, N, 512, T_seg)
         if self.binary:
             lin = (lin > 0.5).float()
         return lin[..., : 1 + length // dsp.HOP]
@@ -154,6 +221,8 @@ class IALCMSMethod:
     """A trained IAL-CMS separator as an evaluation/separation method: each source's pictures (crops of
     its player, or its solo clip's frames) guide one soft mel ratio mask, warped back to the linear grid and
     applied with the mixture phase (training/ialcms.separate). Any window length works (the net pads)."""
+
+    guidance = "crops"  # trained on player crops: evaluated on them too (solo sources included)
 
     def __init__(self, model: torch.nn.Module, name: str = "ialcms", frames_per_source: int = 3,
                  frame_gap: float = 3.0, frame_size: int = 224):
