@@ -10,6 +10,7 @@ import torch
 
 from avsep_cli import checkpoint
 from avsep_cli.cli import main
+from avsep_cli.errors import AvsepError
 from avsep_cli.models.avpc import AVPC, AVPCConfig, PCNet, parameter_counts
 from avsep_cli.models.sop import SoundOfPixels, UNet7
 from avsep_cli.models.tiny import TinyNet
@@ -207,6 +208,21 @@ def test_visual_trunk_pretraining_feeds_the_separators(tiny_corpus, tmp_path, ca
                  "--visual-weights", str(run / "best.pt")]) == 0
     avpc = torch.load(tmp_path / "avpc" / "last.pt", weights_only=True)["state_dict"]
     assert torch.equal(avpc["frame_net.trunk.layer4.1.conv2.weight"], saved["trunk.layer4.1.conv2.weight"])  # frozen
+
+
+def test_visual_weights_by_shipped_name_load_the_shipped_trunk(capsys):
+    from safetensors.torch import load_file
+
+    from avsep_cli import registry
+    from avsep_cli.models.resnet import ResNet18Trunk, load_trunk_weights
+
+    trunk = ResNet18Trunk()
+    load_trunk_weights(trunk, "visual-trunk-broad")  # a shipped name, not a file here
+    shipped = load_file(str(registry.weights_dir() / registry.entry("visual-trunk-broad")["file"]))
+    assert torch.equal(trunk.layer4[1].conv2.weight, shipped["trunk.layer4.1.conv2.weight"].float())
+    assert torch.equal(trunk.stem[0].weight, shipped["trunk.stem.0.weight"].float())
+    with pytest.raises(AvsepError, match="nor shipped visual-trunk weights"):
+        load_trunk_weights(ResNet18Trunk(), "avpc-cpu")  # shipped, but not a trunk
 
 
 def test_tiny_model_shapes():

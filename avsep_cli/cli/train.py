@@ -55,7 +55,7 @@ def train(
     model_option: list[str] = typer.Option([], "--model-option", help="A model config field KEY=VALUE (repeatable; see docs/fidelity.md), e.g. align_corners=true, freq_scale=mel."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from another run's weights (e.g. a 2-mix run for --mix 3)."),
     preset: str = typer.Option("paper", "--preset", help="Model preset: paper or cpu (smaller, for CPU training)."),
-    visual_weights: Optional[Path] = typer.Option(None, "--visual-weights", help="ResNet-18 weights for the visual trunk (a torchvision state dict)."),
+    visual_weights: Optional[Path] = typer.Option(None, "--visual-weights", help="ResNet-18 weights for the visual trunk: a torchvision state dict, a visual-trunk run's checkpoint, or shipped visual-trunk weights by name (e.g. visual-trunk-broad)."),
     supervised: bool = typer.Option(False, "--supervised", help="IAL-CMS: train on ground-truth stems (Mix-and-Separate) instead of each clip's own mixture."),
     no_spatial_attention: bool = typer.Option(False, "--no-spatial-attention", help="IAL-CMS ablation: no audio-to-visual spatial attention."),
     no_channel_attention: bool = typer.Option(False, "--no-channel-attention", help="IAL-CMS ablation: no visual-to-audio channel attention."),

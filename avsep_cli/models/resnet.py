@@ -72,17 +72,24 @@ def _torchvision_cache_file() -> Path | None:
 
 def load_trunk_weights(trunk: ResNet18Trunk, path: str | os.PathLike | None = None) -> str:
     """Fill the trunk from a torchvision-format ResNet-18 state dict (e.g. ImageNet weights), from `path`
-    or torchvision's cache; never downloads. Returns a description of the source."""
+    (a file, or the name of shipped `visual-trunk` weights, sha256-checked) or torchvision's cache; never
+    downloads. Returns a description of the source."""
     src = Path(path) if path else _torchvision_cache_file()
     if src is None:
         raise AvsepError("no ResNet-18 weights: pass --visual-weights FILE (a torchvision resnet18 state dict) "
                          "or pre-train the trunk on the corpus with `avsep train --method visual-trunk`")
     if not src.is_file():
-        raise AvsepError(f"--visual-weights {src}: no such file")
-    try:
-        sd = torch.load(src, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise AvsepError(f"cannot read ResNet-18 weights {src}: {str(e).splitlines()[0]}") from None
+        from avsep_cli import registry
+
+        if path and str(path) in {e["name"] for e in registry.entries() if e.get("method") == "visual-trunk"}:
+            sd = registry.resolve(str(path), expect_model="visual-trunk").data
+        else:
+            raise AvsepError(f"--visual-weights {src}: no such file (nor shipped visual-trunk weights of that name)")
+    else:
+        try:
+            sd = torch.load(src, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001
+            raise AvsepError(f"cannot read ResNet-18 weights {src}: {str(e).splitlines()[0]}") from None
     if sd.get("model_name") == "visual-trunk":  # a checkpoint of `avsep train --method visual-trunk`
         sd = {k.removeprefix("trunk."): v for k, v in sd["state_dict"].items() if k.startswith("trunk.")}
     sd = sd.get("state_dict", sd)
