@@ -41,8 +41,9 @@ class TrunkFeatureStore:
     @torch.no_grad()
     def _cached(self, clip: Clip, times: list[float], key: Callable[[int], str],
                 pictures: Callable[[list[float]], torch.Tensor]) -> torch.Tensor:
-        """(K, 512, h, w) float32 features for the frames at `times`: read from the cache, or computed
-        from `pictures(missing times)` -> (M, 3, H, W) uint8 and stored (float16) under `key(frame index)`."""
+        """(K, C, h, w) float32 features (C = 512, or 1024 for `deeplab.PackedTrunk`) for the frames at `times`:
+        read from the cache, or computed from `pictures(missing times)` -> (M, 3, H, W) uint8 and stored
+        (float16) under `key(frame index)`."""
         idx = [int(np.floor(t * FPS + 1e-6)) for t in times]
         out: dict[int, np.ndarray] = {}
         missing = []
@@ -62,7 +63,7 @@ class TrunkFeatureStore:
         return torch.from_numpy(np.stack([out[i] for i in idx]).astype(np.float32))
 
     def get(self, clip: Clip, times: list[float]) -> torch.Tensor:
-        """(K, 512, h, w) float32 trunk features of the frames at `times` (seconds)."""
+        """(K, C, h, w) float32 trunk features of the frames at `times` (seconds)."""
 
         def pictures(ts):
             frames = torch.from_numpy(self.reader.frames(clip, ts)).permute(0, 3, 1, 2)
@@ -71,7 +72,7 @@ class TrunkFeatureStore:
         return self._cached(clip, times, lambda i: f"{self.kind}-f{i:05d}", pictures)
 
     def get_crops(self, clip: Clip, times: list[float], player: int, size: int) -> torch.Tensor:
-        """(K, 512, h, w) float32 trunk features of player `player`'s square crops (padding 0.1 of the box,
+        """(K, C, h, w) float32 trunk features of player `player`'s square crops (padding 0.1 of the box,
         `size` pixels: what IAL-CMS sees without augmentation) in the frames at `times`."""
         return self._cached(clip, times, lambda i: f"{self.kind}-p{player}-s{size}-f{i:05d}",
                             lambda ts: player_crops(self.reader, clip, ts, player, size))

@@ -13,7 +13,9 @@ and the first, linear layer of each head commutes with the mean.
 
 A method sees its trunk through a *view*, the trunk variant and picture size of its visual path: AVPC
 the plain ResNet-18 at 224 px (512x7x7), Sound-of-Pixels the dilated one at 224 px (512x14x14), IAL-CMS
-(cpu preset) the plain one at 128 px (512x4x4), the test model `tiny` its own conv stack. A prototype file
+with the mlp head (cpu preset) the plain one at 128 px (512x4x4), IAL-CMS with its DeepLabv3+ head the
+dilated one's second and last stages packed into one map (`resnet18-levels`, 1024x8x8 at 128 px,
+`models/deeplab.py`), the test model `tiny` its own conv stack. A prototype file
 holds, for one trunk, one (classes, C, h, w) float16 map per view, the number of crops per class, and the
 sha256 of the trunk's weights (`cache.state_dict_sha256`): a separator finds the file made for its own
 trunk whatever file the separator came from, and another trunk's file is refused. Files are shipped and
@@ -27,6 +29,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -40,13 +43,14 @@ METHOD = "prototypes"  # the manifest `method` of prototype files
 FORMAT = "avsep-prototypes"
 VERSION = 1
 GUIDE_FPS = 1.0  # the separation pipeline's default guidance grid: the times crops are taken at
+KINDS = ("resnet18", "resnet18-dilated", "resnet18-levels", "tiny")
 RESNET_VIEWS = ("resnet18-224", "resnet18-dilated-224", "resnet18-128")  # AVPC, Sound-of-Pixels, IAL-CMS (cpu)
 
 
 @dataclass(frozen=True)
 class View:
-    """How a method's visual path sees a picture: trunk variant ("resnet18", "resnet18-dilated", "tiny")
-    and picture side in pixels."""
+    """How a method's visual path sees a picture: trunk variant ("resnet18", "resnet18-dilated",
+    "resnet18-levels", "tiny") and picture side in pixels."""
 
     kind: str
     size: int
@@ -58,8 +62,9 @@ class View:
     @classmethod
     def parse(cls, key: str) -> "View":
         kind, _, size = key.rpartition("-")
-        if kind not in ("resnet18", "resnet18-dilated", "tiny") or not size.isdigit() or not 16 <= int(size) <= 1024:
-            raise AvsepError(f"unknown view {key!r}: expected resnet18-SIZE, resnet18-dilated-SIZE or tiny-SIZE "
+        if kind not in KINDS or not size.isdigit() or not 16 <= int(size) <= 1024:
+            raise AvsepError(f"unknown view {key!r}: expected resnet18-SIZE, resnet18-dilated-SIZE, resnet18-levels-SIZE "
+                             "or tiny-SIZE "
                              f"(e.g. {', '.join(RESNET_VIEWS)})")
         return cls(kind, int(size))
 
@@ -92,6 +97,8 @@ def view_of(model: torch.nn.Module) -> View:
     if trunk is None:
         _trunk_module(model)  # refuses a model without a visual trunk
         return View("tiny", size)
+    if getattr(getattr(model, "visual", None), "head_kind", None) == "deeplab":
+        return View("resnet18-levels", size)
     return View("resnet18-dilated" if trunk.layer4[0].conv1.stride == (1, 1) else "resnet18", size)
 
 
@@ -105,15 +112,24 @@ def _extract(model: torch.nn.Module, frames: torch.Tensor) -> torch.Tensor:
     """(N, K, 3, S, S) uint8 -> (N, K, C, h, w): the model's own trunk output, computed as its visual path
     computes it (AVPC / Sound-of-Pixels `frame_net.features`, IAL-CMS's visual encoder, tiny `features`)."""
     trunk = _resnet(model)
-    return model.features(frames) if trunk is None else _resnet_features(trunk, frames)
+    if trunk is None:
+        return model.features(frames)
+    return _resnet_features(_packed(trunk) if view_of(model).kind == "resnet18-levels" else trunk, frames)
+
+
+def _packed(trunk: torch.nn.Module) -> torch.nn.Module:
+    from avsep_cli.models.deeplab import PackedTrunk
+
+    return PackedTrunk(trunk)
 
 
 def _resnet_features(trunk: torch.nn.Module, frames: torch.Tensor) -> torch.Tensor:
-    """(N, K, 3, S, S) uint8 -> (N, K, 512, h, w) through a ResNet-18 trunk (ImageNet normalisation first)."""
+    """(N, K, 3, S, S) uint8 -> (N, K, C, h, w) through a ResNet-18 trunk (ImageNet normalisation first;
+    C = 512, or 1024 through `deeplab.PackedTrunk`)."""
     from avsep_cli.models.frames import normalize
 
     n, k = frames.shape[:2]
-    f = trunk(normalize(frames.flatten(0, 1)))  # (N*K, 512, h, w)
+    f = trunk(normalize(frames.flatten(0, 1)))  # (N*K, C, h, w)
     return f.view(n, k, *f.shape[1:])
 
 
@@ -264,9 +280,9 @@ def trunk_source(spec: str | Path, views: list[str] | None = None, device="cpu")
             v = View.parse(key)
             if v.kind == "tiny":
                 raise AvsepError(f"view {key}: visual-trunk weights have resnet18 views only")
-            trunk = FrozenResNet18Trunk(dilated=v.kind == "resnet18-dilated").to(device)
+            trunk = FrozenResNet18Trunk(dilated=v.kind != "resnet18").to(device)
             trunk.load_state_dict(state)
-            out[v] = lambda x, t=trunk: _resnet_features(t, x)
+            out[v] = partial(_resnet_features, _packed(trunk) if v.kind == "resnet18-levels" else trunk)
         return Source(r.name, r.sha256, out, cache.state_dict_sha256(model.trunk))
     own = view_of(model)
     if views and [View.parse(k) for k in views] != [own]:

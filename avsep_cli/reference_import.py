@@ -9,9 +9,10 @@ prefixes of the reference's NetWrapper), the configuration read off the tensor s
 manifest entry (`registry.write_model`). Anything that does not fit (a key with no place, a tensor of ours
 the files do not provide, a shape that differs) is one AvsepError line: exit 2.
 
-IAL-CMS: the critic's tensors are not part of the separator and are left out; the reference's visual head
-(DeepLabv3+, `visualNet.basenet.*`) has no counterpart in avsep (docs/fidelity.md), so a checkpoint that
-holds it is refused with that reason.
+IAL-CMS: the critic's tensors are not part of the separator and are left out; the visual side
+(`visualNet.basenet.*`: the frozen ResNet-18 backbone and the DeepLabv3+ head, then the common-space MLP)
+loads into our `visual_head="deeplab"` encoder. A file without `visualNet.basenet.*` (made by avsep's
+earlier import, not by the authors) gives the `mlp` head, whose trunk and projection keep their values.
 """
 
 from __future__ import annotations
@@ -106,7 +107,9 @@ def config_of(kind: str, state: dict[str, torch.Tensor], frame_size: int | None 
         ngf = int(state[s + "down.0.weight"].shape[0])
         blocks = _count(state, re.escape(s + "submodule.down.") + r"(\d+)\.conv1\.weight")
         adain = any(k.startswith(s + "submodule.style_mlp_w") for k in state)
-        return {"ngf": ngf, "dim": 8 * ngf, "blocks": blocks, "frame_size": frame_size or 224, "adain": adain}
+        head = "deeplab" if any(k.startswith("visualNet.basenet.") for k in state) else "mlp"
+        return {"ngf": ngf, "dim": 8 * ngf, "blocks": blocks, "frame_size": frame_size or 224, "adain": adain,
+                "visual_head": head}
     except KeyError as e:
         raise AvsepError(f"the files hold no {e.args[0]}: not a complete {kind} model") from None
 
@@ -118,7 +121,7 @@ def name_map(kind: str, cfg: dict) -> dict[str, str]:
     if kind == "sop":
         return (R.prefixed(R.sop_unet(), "net_sound.", "sound_net.") | R.prefixed(R.sop_frame(), "net_frame.", "frame_net.")
                 | R.prefixed(R.sop_synthesizer(), "net_synthesizer.", ""))
-    return R.ialcms_separator(cfg["blocks"], cfg.get("adain", True))
+    return R.ialcms_separator(cfg["blocks"], cfg.get("adain", True), cfg.get("visual_head", "deeplab"))
 
 
 def build(kind: str, files: list[Path], frame_size: int | None = None) -> tuple[torch.nn.Module, str, dict]:
@@ -126,16 +129,14 @@ def build(kind: str, files: list[Path], frame_size: int | None = None) -> tuple[
     if kind not in KINDS:
         raise AvsepError(f"--from {kind}: expected one of {', '.join(KINDS)}")
     state = gather(kind, [Path(f) for f in files])
-    if kind == "ialcms" and any(k.startswith("visualNet.basenet.") for k in state):
-        raise AvsepError("the checkpoint's visual head is DeepLabv3+ (visualNet.basenet.*), which avsep does not "
-                         "implement (docs/fidelity.md, IAL-CMS row 8): it cannot be imported")
     cfg = config_of(kind, state, frame_size)
     checkpoint._load_builtin_models()
     try:
         model = checkpoint.MODELS[kind](**cfg)
     except (TypeError, ValueError) as e:
         raise AvsepError(f"the files' shapes give a {kind} configuration avsep cannot build ({e})") from None
-    keep = ("visual.trunk.", "visual.proj.") if kind == "ialcms" else ()  # no reference counterpart (see module doc)
+    # the mlp head's trunk and projection have no reference counterpart (see module doc)
+    keep = ("visual.trunk.", "visual.proj.") if kind == "ialcms" and cfg["visual_head"] == "mlp" else ()
     own = model.state_dict()
     mapped = R.translate(state, name_map(kind, cfg), own, f"the {kind} reference checkpoint", keep=keep)
     model.load_state_dict(mapped)

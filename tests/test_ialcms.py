@@ -75,10 +75,10 @@ def test_separator_shapes_with_one_and_two_objects_per_clip(objects_per_clip):
     for t in (8, 37):  # 37 frames: not a multiple of 32, padded and cropped inside
         out = m(torch.randn(b, 1, 256, t), torch.randint(0, 256, (n, 2, 3, 32, 32), dtype=torch.uint8), mix_index)
         assert out["mask"].shape == (n, 1, 256, t)
-        assert out["f_av_c"].shape == (n, 32) and out["fv"].shape == (n, 32, 1, 1)
+        assert out["f_av_c"].shape == (n, 32) and out["fv"].shape == (n, 32, 4, 4)  # 32-px crops, stride 8
         assert float(out["mask"].detach().min()) >= 0  # relu(s x + b + 0.5): unbounded above, as the reference
         torch.testing.assert_close(out["f_av_c"].norm(dim=-1), torch.ones(n))
-        torch.testing.assert_close(out["fv"].norm(dim=1), torch.ones(n, 1, 1))  # L2-normalised per position
+        torch.testing.assert_close(out["fv"].norm(dim=1), torch.ones(n, 4, 4))  # L2-normalised per position
     # the signal path: one mel element and one waveform per object
     batch = mom_batch(duet=objects_per_clip == 2)
     sys_ = system()
@@ -88,13 +88,67 @@ def test_separator_shapes_with_one_and_two_objects_per_clip(objects_per_clip):
     assert res["elems"].shape == (n_obj, 256, 8) and res["waves"].shape == (n_obj, L)
 
 
-def test_the_trunk_is_frozen_and_the_visual_head_learns():
-    m = model().train()
+@pytest.mark.parametrize("head", ["deeplab", "mlp"])
+def test_the_trunk_is_frozen_and_the_visual_head_learns(head):
+    m = model(visual_head=head).train()
     assert not m.visual.trunk.training and all(not p.requires_grad for p in m.visual.trunk.parameters())
     out = m(torch.randn(2, 1, 256, 8), torch.randint(0, 256, (2, 1, 3, 32, 32), dtype=torch.uint8))
     (out["mask"].mean() + out["fv"].sum()).backward()
-    assert m.visual.proj.weight.grad is not None
+    learned = m.visual.head if head == "deeplab" else m.visual.proj
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in learned.parameters())
     assert all(p.grad is None for p in m.visual.trunk.parameters())
+    assert out["fv"].shape[-2:] == ((4, 4) if head == "deeplab" else (1, 1))  # stride 8 vs 32
+
+
+def _reference_deeplab_parameters(branch: int = 256, out: int = 512, reduced: int = 48, low: int = 128,
+                                  high: int = 512, rates: int = 4) -> int:
+    """Trainable parameters of the authors' Deeplabv3plus at one decoder conv, written from its layer
+    definitions (`DeepLab/ASPP.py`, `deeplabv3plus.py`; the backbone is frozen): ASPP branches (1x1 then 3x3
+    convs without bias, BatchNorm), the pooling branch (1x1 conv without bias, BatchNorm), conv1 (5 branches ->
+    out, no bias) + bn1; reduce_block (1x1 conv with bias, BatchNorm); decoder (3x3 conv with bias, BatchNorm)."""
+    bn = lambda c: 2 * c  # noqa: E731 - weight and bias
+    aspp = high * branch + (rates - 1) * 9 * high * branch + rates * bn(branch)
+    aspp += high * branch + bn(branch) + (rates + 1) * branch * out + bn(out)
+    reduce = low * reduced + reduced + bn(reduced)
+    decoder = 9 * (out + reduced) * out + out + bn(out)
+    return aspp + reduce + decoder
+
+
+def test_deeplab_head_has_the_reference_parameter_count_and_a_28x28_map():
+    from avsep_cli.models.deeplab import DeepLabV3PlusHead
+
+    assert _reference_deeplab_parameters() == 7_048_336  # the reference's "7.05 M trainable"
+    counts = parameter_counts(IALCMSConfig.preset("paper"))
+    assert counts["visual encoder (DeepLabv3+ head)"] == 7_048_336
+    assert counts["visual encoder (common-space MLP)"] == 526_336  # the reference's common_space_mlp at 512
+    head = DeepLabV3PlusHead()
+    assert sum(p.numel() for p in head.parameters() if p.requires_grad) == _reference_deeplab_parameters()
+    # the paper's crop: a 28 x 28 map (OS-16 trunk: 14 x 14 high-level, 28 x 28 low-level)
+    m = IALCMS(ngf=4, dim=32, blocks=1, frame_size=224).eval()
+    low, high = m.visual.trunk.levels(torch.zeros(1, 3, 224, 224))
+    assert low.shape == (1, 128, 28, 28) and high.shape == (1, 512, 14, 14)
+    with torch.no_grad():
+        fv = m.visual(torch.randint(0, 256, (2, 3, 3, 224, 224), dtype=torch.uint8))
+    assert fv.shape == (2, 32, 28, 28)
+    torch.testing.assert_close(fv.norm(dim=1), torch.ones(2, 28, 28))
+    with pytest.raises(ValueError, match="multiple of 16"):
+        IALCMS(ngf=4, dim=32, blocks=1, frame_size=200)
+
+
+def test_named_mlp_head_and_old_configs_build_the_previous_head():
+    from avsep_cli import checkpoint
+
+    assert IALCMSConfig().visual_head == "deeplab" and IALCMSConfig.preset("cpu").visual_head == "deeplab"
+    mlp = model(visual_head="mlp")
+    assert not hasattr(mlp.visual, "head") and mlp.visual.proj.weight.shape == (32, 512, 1, 1)
+    assert mlp.visual.trunk.layer4[0].conv1.stride == (2, 2)  # the plain trunk: 7 x 7 maps at 224 px
+    # weights written after issue 16 but before this field (legacy=False, no visual_head) keep their head
+    args = {k: v for k, v in asdict(mlp.config).items() if k != "visual_head"}
+    rebuilt = checkpoint.MODELS["ialcms"](**checkpoint.complete_args("ialcms", args))
+    assert rebuilt.config.visual_head == "mlp" and rebuilt.state_dict().keys() == mlp.state_dict().keys()
+    assert any(k.startswith("visual.head.aspp.") for k in model().state_dict())
+    with pytest.raises(ValueError, match="visual_head"):
+        model(visual_head="aspp")
 
 
 @pytest.mark.parametrize("spatial,channel,adain,av", list(itertools.product([True, False], repeat=4)))
@@ -421,30 +475,43 @@ def test_cli_switches_reach_the_config(tiny_corpus, tmp_path):
                  "--no-ial"]) == 2
 
 
-def test_cached_crop_features_match_the_trunk_and_train(tiny_corpus, tmp_path):
+@pytest.mark.parametrize("head", ["deeplab", "mlp"])
+def test_cached_crop_features_match_the_trunk_and_train(tiny_corpus, tmp_path, head):
+    """The cache keeps what the head reads: the plain trunk's last map (mlp), or both DeepLabv3+ levels
+    packed into one (1024, 8, 8) map per 128-px crop; either separates as the crops do, and trains."""
     import shutil
 
     from avsep_cli.datasets import MixtureOfMixtures
     from avsep_cli.features import TrunkFeatureStore
+    from avsep_cli.models.deeplab import PackedTrunk, unpack_levels
     from avsep_cli.models.frames import normalize
 
     root = tmp_path / "corpus"
     shutil.copytree(tiny_corpus, root)
-    model = IALCMS(**asdict(IALCMSConfig.preset("cpu")))
-    store = TrunkFeatureStore(root, model.visual.trunk, "resnet18", 128)
+    model = IALCMS(**{**asdict(IALCMSConfig.preset("cpu")), "visual_head": head})
+    extractor = PackedTrunk(model.visual.trunk) if head == "deeplab" else model.visual.trunk
+    shape = (1024, 8, 8) if head == "deeplab" else (512, 4, 4)
+    store = TrunkFeatureStore(root, extractor, "resnet18-levels" if head == "deeplab" else "resnet18", 128)
     cached = MixtureOfMixtures(root, "train", length=2, crop_size=128, features=store, train=False)[1]
     plain = MixtureOfMixtures(root, "train", length=2, crop_size=128, train=False)[1]
     v = plain["object_valid"]
-    assert cached["crops"].shape == (4, 3, 512, 4, 4) and cached["crops"].dtype == torch.float32
+    assert cached["crops"].shape == (4, 3, *shape) and cached["crops"].dtype == torch.float32
     assert torch.equal(cached["object_valid"], v) and torch.equal(cached["clip_mixtures"], plain["clip_mixtures"])
     with torch.no_grad():
-        direct = model.visual.trunk(normalize(plain["crops"][v].flatten(0, 1))).view(-1, 3, 512, 4, 4)
+        direct = extractor(normalize(plain["crops"][v].flatten(0, 1))).view(-1, 3, *shape)
     torch.testing.assert_close(cached["crops"][v], direct, rtol=2e-3, atol=2e-3)  # stored as float16
     assert (cached["crops"][~v] == 0).all()
+    if head == "deeplab":  # the packing is exact: the trunk's two maps come back
+        low, high = model.visual.trunk.levels(normalize(plain["crops"][v][:1, 0]))
+        got_low, got_high = unpack_levels(direct[:1, 0])
+        assert low.shape == (1, 128, 16, 16) and high.shape == (1, 512, 8, 8)
+        torch.testing.assert_close(got_low, low, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got_high, high, rtol=1e-5, atol=1e-5)
     with torch.no_grad():  # the visual encoder takes either
         torch.testing.assert_close(model.visual(cached["crops"][v]), model.visual(plain["crops"][v]), rtol=1e-2, atol=1e-2)
     run = tmp_path / "run"
     assert main(["train", "--method", "ialcms", "--preset", "cpu", "--root", str(root), "--run", str(run), "--epochs", "1",
                  "--steps-per-epoch", "2", "--batch-size", "2", "--segment", str(SEG), "--val-num", "0",
-                 "--cache-features"]) == 0
-    assert checkpoint.load(run / "last.pt")["config"]["cache_features"] is True
+                 "--cache-features", "--model-option", f"visual_head={head}"]) == 0
+    saved = checkpoint.load(run / "last.pt")
+    assert saved["config"]["cache_features"] is True and saved["model_args"]["visual_head"] == head

@@ -169,12 +169,14 @@ def test_visual_trunk_prototypes_serve_every_separator_of_that_trunk(tiny_corpus
     cls = TrunkClassifier(num_classes=4)
     registry.export(checkpoint.save(tmp_path / "t.pt", checkpoint.model_state("visual-trunk", {"num_classes": 4, "frame_size": 224}, cls)),
                     "trunk-test", "visual-trunk")
-    tensors, meta = P.build(tiny_corpus, P.trunk_source("trunk-test", ["resnet18-128", "resnet18-dilated-64"]), per_class=2)
+    views = ["resnet18-128", "resnet18-dilated-64", "resnet18-levels-128"]
+    tensors, meta = P.build(tiny_corpus, P.trunk_source("trunk-test", views), per_class=2)
     e = P.export(tensors, meta, "protos-trunk")
-    assert e["views"] == ["resnet18-128", "resnet18-dilated-64"] and set(e["crops_per_class"].values()) == {2}
+    assert e["views"] == views and set(e["crops_per_class"].values()) == {2}
     assert tensors["resnet18-128"].shape == (4, 512, 4, 4) and tensors["resnet18-dilated-64"].shape == (4, 512, 4, 4)
+    assert tensors["resnet18-levels-128"].shape == (4, 1024, 8, 8)  # DeepLabv3+: both trunk levels packed
     shipped = registry.resolve("trunk-test").data["state_dict"]
-    ial = IALCMS(ngf=1, dim=8, blocks=1, frame_size=128)
+    ial = IALCMS(ngf=1, dim=8, blocks=1, frame_size=128, visual_head="mlp")
     ial.visual.trunk.load_state_dict({k.removeprefix("trunk."): v for k, v in shipped.items() if k.startswith("trunk.")})
     method = IALCMSMethod(ial, frame_size=128)
     assert P.view_of(ial) == P.View("resnet18", 128)
@@ -182,7 +184,13 @@ def test_visual_trunk_prototypes_serve_every_separator_of_that_trunk(tiny_corpus
     assert g.shape == (1, 3, 512, 4, 4)
     torch.testing.assert_close(g[0, 0], tensors["resnet18-128"][1].float())
     with pytest.raises(AvsepError, match="hold no resnet18-64 maps"):
-        P.guidance_for(["piano"], IALCMSMethod(_with_trunk(IALCMS(ngf=1, dim=8, blocks=1, frame_size=64), ial), frame_size=64))
+        P.guidance_for(["piano"], IALCMSMethod(_with_trunk(IALCMS(ngf=1, dim=8, blocks=1, frame_size=64, visual_head="mlp"), ial),
+                                               frame_size=64))
+    deeplab = _with_trunk(IALCMS(ngf=1, dim=8, blocks=1, frame_size=128), ial)  # the same trunk weights, dilated
+    assert P.view_of(deeplab) == P.View("resnet18-levels", 128)
+    g = P.guidance_for(["piano"], IALCMSMethod(deeplab, frame_size=128))
+    assert g.shape == (1, 3, 1024, 8, 8)
+    torch.testing.assert_close(g[0, 0], tensors["resnet18-levels-128"][1].float())
 
 
 def _with_trunk(model, donor):

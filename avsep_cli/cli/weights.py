@@ -118,7 +118,7 @@ def prototypes(
     name: Optional[str] = typer.Option(None, "--output", "-o", help="Registry name, file NAME.safetensors (default: prototypes-TRUNK)."),
     split: str = typer.Option("train", "--split", help="Corpus split the crops come from."),
     per_class: int = typer.Option(256, "--per-class", callback=common.bounded(1), help="At most this many crops per class (a seeded draw)."),
-    view: list[str] = typer.Option([], "--view", help="Trunk views to store (repeatable; default for visual-trunk weights: resnet18-224, resnet18-dilated-224, resnet18-128, i.e. AVPC, Sound-of-Pixels and IAL-CMS)."),
+    view: list[str] = typer.Option([], "--view", help="Trunk views to store (repeatable; default for visual-trunk weights: resnet18-224, resnet18-dilated-224, resnet18-128, i.e. AVPC, Sound-of-Pixels and IAL-CMS with its mlp head; IAL-CMS with its DeepLabv3+ head: resnet18-levels-224)."),
     seed: int = typer.Option(0, "--seed", callback=common.bounded(0, common.SEED_MAX), help="Seed of the draw of crops."),
     info_json: Optional[Path] = typer.Option(None, "--info", help="JSON merged into the entry (corpus recipe, notes)."),
 ) -> None:

@@ -3,12 +3,14 @@ authors' code computes it (`SeperateNet/SeparateNet.py` UnetSeparator, `AVModule
 separation.py`; golden tests in tests/test_golden.py). For each detected object (a square crop of one
 player, K frames of it) and the mixture it sounds in:
 
-- Visual encoder: the shared ResNet-18 trunk (frozen), averaged over the K frames, a 1x1 conv projection
-  512 -> dim, then the reference's common-space MLP (1x1 conv, ReLU, BatchNorm, 1x1 conv) and L2
-  normalisation over channels at each position -> the visual map f_v (N, dim, h, w). KEPT DEVIATION: the
-  authors' head is DeepLabv3+ (ASPP 1/3/6/9 on an output-stride-16 trunk, a low-level branch, 28 x 28 maps
-  for a 224 crop, 7.05 M trainable parameters); ours is the plain trunk and the 1x1 projection (7 x 7
-  maps), see docs/fidelity.md.
+- Visual encoder (`visual_head="deeplab"`, the default): the shared ResNet-18 trunk (frozen) at output
+  stride 16 (last stage dilated), its second-stage map (128 ch, stride 8) and last-stage map (512 ch,
+  stride 16) each averaged over the K frames, the authors' DeepLabv3+ head (models/deeplab.py: ASPP
+  1/3/6/9, low-level branch, 7,048,336 trained parameters at dim 512), then the reference's common-space
+  MLP (1x1 conv, ReLU, BatchNorm, 1x1 conv) and L2 normalisation over channels at each position -> the
+  visual map f_v (N, dim, H/8, W/8): 28 x 28 for a 224 crop. `visual_head="mlp"` (what avsep had before;
+  cheap on CPU, 7 x 7 maps): the plain trunk's last map, a 1x1 conv projection 512 -> dim, the same MLP
+  and normalisation.
 - Audio encoder on the mixture's 256-bin log-frequency magnitude, bn0(log(mag + 1e-8)): 7x7 stride-2 conv
   to ngf, BatchNorm, LeakyReLU 0.2, then four stages of ResNet basic blocks (LeakyReLU 0.2) of ngf, ngf,
   2 ngf, 4 ngf, 8 ngf... each stride 2 -> f_a^mix (8 ngf = dim channels at 8 x T/32). The mixture is encoded
@@ -31,19 +33,21 @@ Switches (`IALCMSConfig`): `spatial_attention=False`: v = max over positions of 
 att_fa = fa; `adain=False`: the decoder levels stop after their BatchNorm; `av_contrast` only tells the
 training system whether to add L_av. `freq_scale`: "log" (the code's grid, named "mel" there) or "mel"
 (the paper's HTK mel scale). Any number of STFT frames works: the input is padded (edge values) to a
-multiple of 32 and the mask cropped back. `legacy=True` builds the network avsep shipped before
+multiple of 32 and the mask cropped back. Cached trunk features stand in for the crops as float tensors:
+(N, K, 512, h, w) for the mlp head, (N, K, 1024, h, w) (`deeplab.pack_levels`) for DeepLabv3+. `legacy=True` builds the network avsep shipped before
 (models/ialcms_legacy.py). Shapes: B mixtures, N objects, K frames per object, F = 256 bins, T frames.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from avsep_cli.checkpoint import register_model
+from avsep_cli.models.deeplab import PACKED_CHANNELS, DeepLabV3PlusHead, unpack_levels
 from avsep_cli.models.frames import normalize
 from avsep_cli.models.resnet import FrozenResNet18Trunk
 
@@ -51,6 +55,7 @@ LEAK = 0.2
 DOWN = 32  # total down-sampling of the audio encoder (stem + 4 stages, stride 2 each)
 MASKS = ("relu", "sigmoid")
 SCALES = ("log", "mel")
+HEADS = ("deeplab", "mlp")
 
 
 @dataclass
@@ -66,11 +71,15 @@ class IALCMSConfig:
     freq_scale: str = "log"  # the code's log grid (utils.py warpMagSpec, align_corners True); "mel": the paper's
     mask: str = "relu"  # relu(s x + b + 0.5) (SeparateNet.py 174-180); "sigmoid": sigmoid(s x + b)
     legacy: bool = False  # the network avsep shipped before issue 16 (not faithful; loads the old weights)
+    # DeepLabv3+ on an OS-16 trunk, 28 x 28 maps at 224 px (`DeepLab/`); "mlp": 1x1 projection of the plain
+    # trunk's last map (7 x 7), avsep's head before: much cheaper for CPU training
+    visual_head: str = "deeplab"
 
     @classmethod
     def preset(cls, name: str) -> "IALCMSConfig":
-        """paper: the published widths. cpu: a quarter of the widths, one block per stage and 128-px crops
-        (with --cache-features the trunk's crop features are computed once; otherwise it runs on every crop)."""
+        """paper: the published widths. cpu: a quarter of the widths (the DeepLabv3+ head's too), one block per
+        stage and 128-px crops (16 x 16 visual maps; with --cache-features the trunk's two maps per crop are
+        computed once, otherwise the trunk runs on every crop; `visual_head=mlp` is cheaper still)."""
         if name == "paper":
             return cls()
         if name == "cpu":
@@ -79,32 +88,51 @@ class IALCMSConfig:
 
 
 # fields added after weights were shipped: a file whose config lacks them was made by the legacy network
-LEGACY_ARGS = {"legacy": True, "freq_scale": "mel", "mask": "sigmoid"}
+LEGACY_ARGS = {"legacy": True, "freq_scale": "mel", "mask": "sigmoid", "visual_head": "mlp"}
 
 
 # --- visual encoder -------------------------------------------------------------------------------------
 
 
 class VisualEncoder(nn.Module):
-    """(N, K, 3, H, W) uint8 crops (or their cached trunk features) -> (N, dim, H/32, W/32) visual map f_v,
-    L2-normalised over channels at every position (the reference's common_f)."""
+    """(N, K, 3, H, W) uint8 crops (or their cached trunk features) -> the visual map f_v, L2-normalised over
+    channels at every position (the reference's common_f): (N, dim, H/8, W/8) with the DeepLabv3+ head,
+    (N, dim, H/32, W/32) with the mlp head."""
 
-    def __init__(self, dim: int = 512):
+    def __init__(self, dim: int = 512, head: str = "deeplab"):
         super().__init__()
-        self.trunk = FrozenResNet18Trunk()
-        self.proj = nn.Conv2d(512, dim, 1)  # stands in for the authors' DeepLabv3+ head (module docstring)
+        self.head_kind = head
+        if head == "deeplab":
+            self.trunk = FrozenResNet18Trunk(dilated=True)  # output stride 16, as the reference's backbone
+            self.head = DeepLabV3PlusHead(branch=dim // 2, out=dim)  # reference: 256 / 512 at dim 512
+        else:
+            self.trunk = FrozenResNet18Trunk()
+            self.proj = nn.Conv2d(512, dim, 1)
         self.common = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.ReLU(), nn.BatchNorm2d(dim), nn.Conv2d(dim, dim, 1))
 
+    @property
+    def feature_channels(self) -> int:
+        """Channels of the cached trunk features this encoder takes in place of pictures."""
+        return PACKED_CHANNELS if self.head_kind == "deeplab" else 512
+
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        """crops: (N, K, 3, H, W) uint8 pictures, or (N, K, 512, h, w) float trunk features (cached)."""
+        """crops: (N, K, 3, H, W) uint8 pictures, or (N, K, C, h, w) float trunk features (cached; C =
+        `feature_channels`)."""
         n, k = crops.shape[:2]
         if crops.is_floating_point():
+            if crops.shape[2] != self.feature_channels:
+                raise ValueError(f"IAL-CMS ({self.head_kind} head): trunk features of {crops.shape[2]} channels, "
+                                 f"expected {self.feature_channels}")
             f = crops.flatten(0, 1)
+            levels = unpack_levels(f) if self.head_kind == "deeplab" else (f,)
         else:
             with torch.no_grad():
-                f = self.trunk(normalize(crops.flatten(0, 1)))  # (N*K, 512, h, w)
-        f = f.view(n, k, *f.shape[1:]).mean(1).detach()  # (N, 512, h, w): mean over the K frames
-        return F.normalize(self.common(self.proj(f)), dim=1)  # (N, dim, h, w)
+                x = normalize(crops.flatten(0, 1))
+                levels = self.trunk.levels(x) if self.head_kind == "deeplab" else (self.trunk(x),)
+        # mean over the K frames: (N, 128, H/8, W/8) and (N, 512, H/16, W/16), or (N, 512, H/32, W/32)
+        levels = [f.view(n, k, *f.shape[1:]).mean(1).detach() for f in levels]
+        h = self.head(*levels) if self.head_kind == "deeplab" else self.proj(levels[0])  # (N, dim, h, w)
+        return F.normalize(self.common(h), dim=1)  # (N, dim, h, w)
 
 
 # --- audio encoder --------------------------------------------------------------------------------------
@@ -255,16 +283,22 @@ class IALCMS(nn.Module):
 
     def __init__(self, ngf: int = 64, dim: int = 512, blocks: int = 2, frame_size: int = 224,
                  spatial_attention: bool = True, channel_attention: bool = True, adain: bool = True,
-                 av_contrast: bool = True, freq_scale: str = "log", mask: str = "relu", legacy: bool = False):
+                 av_contrast: bool = True, freq_scale: str = "log", mask: str = "relu", legacy: bool = False,
+                 visual_head: str = "deeplab"):
         super().__init__()
         if dim != 8 * ngf:
             raise ValueError(f"IAL-CMS: dim ({dim}) must be 8 x ngf ({8 * ngf}): the AV module adds audio and visual "
                              "features channel by channel")
         if mask not in MASKS or freq_scale not in SCALES:
             raise ValueError(f"IAL-CMS: mask {mask!r} / freq_scale {freq_scale!r}: expected {MASKS} / {SCALES}")
+        if visual_head not in HEADS:
+            raise ValueError(f"IAL-CMS: visual_head {visual_head!r}: expected one of {', '.join(HEADS)}")
+        if visual_head == "deeplab" and frame_size % 16:
+            raise ValueError(f"IAL-CMS: the DeepLabv3+ head needs crops of a multiple of 16 pixels, not {frame_size} "
+                             "(its low-level map must be twice the size of the high-level one)")
         self.config = IALCMSConfig(ngf, dim, blocks, frame_size, spatial_attention, channel_attention, adain,
-                                   av_contrast, freq_scale, mask, legacy)
-        self.visual = VisualEncoder(dim)
+                                   av_contrast, freq_scale, mask, legacy, visual_head)
+        self.visual = VisualEncoder(dim, visual_head)
         self.audio = AudioEncoder(ngf, blocks)
         self.av = AVModule(dim, dim, spatial_attention, channel_attention)
         self.decoder = MaskDecoder(ngf, dim, adain)
@@ -298,7 +332,7 @@ def _build(**kwargs) -> nn.Module:
 
         keys = ("ngf", "dim", "blocks", "frame_size", "spatial_attention", "channel_attention", "adain", "av_contrast")
         model = LegacyIALCMS(**{k: kwargs.get(k, getattr(cfg, k)) for k in keys})
-        model.config = cfg
+        model.config = replace(cfg, visual_head="mlp")  # the legacy network has its own (projection) head
         return model
     return IALCMS(**kwargs)
 
@@ -322,8 +356,10 @@ def parameter_counts(cfg: IALCMSConfig, critic_preset: str | None = None) -> dic
                "audio encoder": count(m.audio), "audio-visual interaction": count(m.interaction),
                "mask decoder": count(m.decoder), "total (separator)": count(m)}
     else:
-        out = {"visual encoder (trunk)": count(m.visual.trunk),
-               "visual encoder (projection + common-space MLP)": count(m.visual.proj) + count(m.visual.common),
+        head = ({"visual encoder (DeepLabv3+ head)": count(m.visual.head)} if cfg.visual_head == "deeplab"
+                else {"visual encoder (projection)": count(m.visual.proj)})
+        out = {"visual encoder (trunk)": count(m.visual.trunk), **head,
+               "visual encoder (common-space MLP)": count(m.visual.common),
                "audio encoder": count(m.audio), "audio-visual module": count(m.av),
                "mask decoder": count(m.decoder) + 2, "total (separator)": count(m)}
     if critic is not None:

@@ -197,10 +197,40 @@ def ialcms_critic(layers: int, ndf: int, max_channels: int = 1024) -> dict[str, 
     return m
 
 
-def ialcms_separator(blocks: int = 2, adain: bool = True) -> dict[str, str]:
-    """The audio side of AVSeparator (`separator_w_v`: bn0, the nested UnetBlocks with their encoders and the
-    AV module, scale, bias) and the visual common-space MLP -> our IALCMS. The reference's DeepLabv3+ visual
-    head (`visualNet.basenet`) has no counterpart here (docs/fidelity.md)."""
+def ialcms_backbone(ours: str = "visual.trunk", ref: str = "visualNet.basenet.backbone") -> dict[str, str]:
+    """ResNet18Pretrained (torchvision resnet18's children regrouped: `layer1` = conv1, bn1, relu; `layer2` =
+    maxpool, layer1; `layer3`-`layer5` = layer2-layer4) -> our ResNet18Trunk."""
+    out = {}
+    for r, o in resnet_trunk(ours, "features").items():
+        i, rest = r[len("features."):].split(".", 1)
+        i = int(i)  # torchvision children index: 0 conv1, 1 bn1, 4-7 layer1-4
+        out[f"{ref}." + (f"layer1.{i}.{rest}" if i < 2 else f"layer2.1.{rest}" if i == 4 else f"layer{i - 2}.{rest}")] = o
+    return out
+
+
+def ialcms_deeplab(ours: str = "visual.head", ref: str = "visualNet.basenet", rates: int = 4) -> dict[str, str]:
+    """Deeplabv3plus's trained part (ASPP: aspp1-4 `.model.0` conv, `.model.1` BN, global_avg_pool.1 conv, .2
+    BN, conv1, bn1; reduce_block.0 conv, .2 BN; decoder.0 conv, .2 BN) -> our DeepLabV3PlusHead (aspp.branches,
+    aspp.pool, aspp.project, reduce, fuse). One decoder conv (the paper's `decoder.num: 1`)."""
+    m = {}
+    for i in range(rates):
+        m[f"{ref}.aspp.aspp{i + 1}.model.0.weight"] = f"{ours}.aspp.branches.{i}.0.weight"
+        m.update(_bn(f"{ref}.aspp.aspp{i + 1}.model.1", f"{ours}.aspp.branches.{i}.1"))
+    m[f"{ref}.aspp.global_avg_pool.1.weight"] = f"{ours}.aspp.pool.1.weight"
+    m.update(_bn(f"{ref}.aspp.global_avg_pool.2", f"{ours}.aspp.pool.2"))
+    m[f"{ref}.aspp.conv1.weight"] = f"{ours}.aspp.project.0.weight"
+    m.update(_bn(f"{ref}.aspp.bn1", f"{ours}.aspp.project.1"))
+    for r, o in (("reduce_block", "reduce"), ("decoder", "fuse")):
+        m.update(_lin(f"{ref}.{r}.0", f"{ours}.{o}.0"))
+        m.update(_bn(f"{ref}.{r}.2", f"{ours}.{o}.2"))
+    return m
+
+
+def ialcms_separator(blocks: int = 2, adain: bool = True, visual_head: str = "deeplab") -> dict[str, str]:
+    """AVSeparator -> our IALCMS: the audio side (`separator_w_v`: bn0, the nested UnetBlocks with their
+    encoders and the AV module, scale, bias), the visual common-space MLP and, for the DeepLabv3+ head,
+    `visualNet.basenet` (the frozen backbone and the head). With `visual_head="mlp"` the visual side is the
+    MLP only (our trunk and projection have no reference counterpart)."""
     s = "separator_w_v."
     m = _bn(s + "bn0", "audio.bn_in")
     m[s + "unet_block.down.0.weight"] = "audio.stem.0.weight"
@@ -215,6 +245,9 @@ def ialcms_separator(blocks: int = 2, adain: bool = True) -> dict[str, str]:
     m.update(_lin("visualNet.common_space_mlp.0", "visual.common.0"))
     m.update(_bn("visualNet.common_space_mlp.2", "visual.common.2"))
     m.update(_lin("visualNet.common_space_mlp.3", "visual.common.3"))
+    if visual_head == "deeplab":
+        m.update(ialcms_backbone())
+        m.update(ialcms_deeplab())
     return m
 
 

@@ -33,6 +33,12 @@ class ResNet18Trunk(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
 
+    def levels(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) -> the second stage's map (B, 128, H/8, W/8) and the last one's (B, 512, H/32 or, when
+        dilated, H/16): the low- and high-level inputs of IAL-CMS's DeepLabv3+ head (models/deeplab.py)."""
+        low = self.layer2(self.layer1(self.stem(x)))
+        return low, self.layer4(self.layer3(low))
+
 
 def _dilate_last_stage(stage: nn.Module) -> None:
     """Stride 1 instead of 2 in the stage (output stride 16); the strided 3x3 conv keeps dilation 1, every
