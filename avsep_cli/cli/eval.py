@@ -3,11 +3,13 @@
 `avsep eval --mix 2 --method NAME --data ROOT` builds N-source test mixtures from solo clips of different
 classes (same seed, same mixtures), also scores the corpus' duet clips against their stems, and prints
 mean, median and 95% CI per metric and per class. `--method all` compares every registered method in one
-run. The protocol is written down in docs/evaluation.md.
+run. The protocol is written down in docs/evaluation.md. `--protocol sop|avpc` scores instead as the
+Sound-of-Pixels or AVPC code does (`avsep_cli.protocols`), for numbers beside their published tables.
 """
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -20,6 +22,12 @@ from avsep_cli.errors import AvsepError
 from avsep_cli.methods import available, get_method
 
 
+class Protocol(str, Enum):
+    avsep = "avsep"
+    sop = "sop"
+    avpc = "avpc"
+
+
 def eval_(
     method: str = typer.Option(..., "--method", "-m", help="Method names (comma-separated), or 'all': the reference methods and every method with shipped weights."),
     mix: int = typer.Option(2, "--mix", callback=common.bounded(2), help="Sources per test mixture (2 or 3; at most the corpus' number of classes)."),
@@ -29,6 +37,7 @@ def eval_(
     seed: int = typer.Option(0, "--seed", callback=common.bounded(0, common.SEED_MAX), help="Seed of the test mixtures."),
     window: str = typer.Option("65535", "--window", callback=common.samples_or_seconds(1, 3600), help="Window: samples (65535) or seconds (10s), 1 s to 1 hour."),
     duets: bool = typer.Option(True, "--duets/--no-duets", help="Also score the corpus' duet clips."),
+    protocol: Protocol = typer.Option(Protocol.avsep, "--protocol", help="avsep (ours), or sop / avpc: score exactly as Sound-of-Pixels' / AVPC's calc_metrics (their pairing, windows, 65,280 scored samples, averaging); see docs/evaluation.md."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write every figure as JSON."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write every per-source figure as CSV."),
     md_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the summary as a Markdown table (the README's results)."),
@@ -62,6 +71,10 @@ def eval_(
 
         prepare_output_dir(p.parent if str(p.parent) else Path("."))
         refuse_existing([p], force)
+    if protocol != Protocol.avsep:
+        return _reference_protocol(protocol.value, methods, data=data, mix=mix, split=split, num=num, seed=seed,
+                                   win=win, json_path=json_path, csv_path=csv_path, md_path=md_path, plots=plots,
+                                   batch_size=batch_size, dev=dev)
     items = evaluate.build_test_set(data, mix=mix, split=split, num=num, seed=seed, window=win, duets=duets)
 
     reports = []
@@ -118,3 +131,57 @@ def _print_tables(reports: list, setup: dict) -> None:
             t.add_row(c, *[(f"{per_class[r.method][c]['sdr_mean']:.2f}" if per_class[r.method].get(c, {}).get("n") else "-")
                            for r in reports])
         out.print(t)
+
+
+def _reference_protocol(name: str, methods: list, *, data: Path, mix: int, split: str, num: int, seed: int, win: int,
+                        json_path, csv_path, md_path, plots, batch_size: int, dev) -> None:
+    """`--protocol sop|avpc`: their test mixtures and their scoring (avsep_cli.protocols); synthetic
+    mixtures only (the references score no duets)."""
+    import csv
+
+    from avsep_cli import protocols
+    from avsep_cli.fsio import atomic_path
+
+    if win != protocols.WINDOW:
+        raise AvsepError(f"--protocol {name} uses the references' window of {protocols.WINDOW} samples; drop --window")
+    if plots is not None:
+        raise AvsepError(f"--plots goes with --protocol avsep, not --protocol {name}")
+    items = protocols.build_test_set(data, name, mix=mix, split=split, num=num, seed=seed)
+    reports = []
+    with common.progress() as bar:
+        for m in methods:
+            task = bar.add_task(f"eval {m.name} ({name} protocol)", total=len(items))
+            reports.append(protocols.evaluate(m, items, name, batch_size=batch_size, device=dev,
+                                              on_batch=lambda n, t=task: bar.advance(t, n)))
+    setup = {"data": str(data), "split": split, "mix": mix, "num": num, "seed": seed, "protocol": name,
+             "items": [i.key for i in items]}
+    rows = [(r.method, r.summary()) for r in reports]
+    t = Table(title=f"{mix}-mix, {name} protocol ({split} split, {len(items)} mixtures, seed {seed}): "
+                    "per-mixture means averaged per batch, then over batches")
+    for col in ("method", "scored", "skipped", "SDR_mix", "SDR", "SIR", "SAR", "SDRi", "SDR (plain mean)"):
+        t.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
+    f = lambda x: "-" if x != x else f"{x:.2f}"  # noqa: E731  (NaN: nothing scored)
+    for method, sm in rows:
+        t.add_row(method, str(sm["valid"]), str(sm["skipped"]), f(sm["sdr_mixture"]), f(sm["sdr"]), f(sm["sir"]),
+                  f(sm["sar"]), f(sm["sdri"]), f(sm["plain"]["sdr"]))
+    from rich.console import Console
+
+    Console(width=max(Console().width, 132)).print(t)
+    if json_path:
+        evaluate.write_json(json_path, protocols.report_json(reports, setup))
+    if csv_path:
+        fields = ["method"] + list(protocols.MixtureScore.__dataclass_fields__)
+        with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields)
+            w.writeheader()
+            for r in reports:
+                for s in r.scores:
+                    w.writerow({"method": r.method, **s.__dict__})
+    if md_path:
+        lines = [f"<!-- avsep eval --protocol {name} --mix {mix} --num {num} --seed {seed}: {split} split, "
+                 f"{len(items)} mixtures -->", "| method | SDR_mix | SDR | SIR | SAR | SDRi | scored / skipped |",
+                 "|---|---:|---:|---:|---:|---:|---:|"]
+        for method, sm in rows:
+            lines.append(f"| {method} | {f(sm['sdr_mixture'])} | {f(sm['sdr'])} | {f(sm['sir'])} | {f(sm['sar'])} "
+                         f"| {f(sm['sdri'])} | {sm['valid']} / {sm['skipped']} |")
+        evaluate.write_text(md_path, "\n".join(lines) + "\n")
