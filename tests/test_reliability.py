@@ -189,8 +189,11 @@ def _start(args, tmp_path):
     tmp = tmp_path / "tmpdir"
     tmp.mkdir()
     env = {**os.environ, "TMPDIR": str(tmp), "AVSEP_WEIGHTS": str(tmp_path / "none")}
+    # SIGINT as in a terminal: a test run started in the background (`cmd &` in a script) ignores SIGINT,
+    # and its children would inherit that
     proc = subprocess.Popen([sys.executable, "-m", "avsep_cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return proc, tmp
 
 
