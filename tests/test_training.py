@@ -302,3 +302,57 @@ def test_cpu_budget_counts_process_time_across_resumes(tiny_corpus, tmp_path):
     assert len(hist) == 1
     hist = train(None, tmp_path / "b", device=torch.device("cpu"), resume=True, epochs=6)
     assert len(hist) == 1 and checkpoint.load(tmp_path / "b" / "last.pt")["epoch"] == 1
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bf16_and_fp32_steps_agree_on_a_tiny_model(tiny_corpus, channels_last):
+    """One training step from the same weights on the same batch: under --precision bf16 the network's
+    convolutions really run in bfloat16 (the loss differs from fp32's), yet the loss agrees with fp32's to
+    bf16 rounding and the weights move the same way."""
+    from avsep_cli.training.run import build_system
+    from avsep_cli.training.trainer import Trainer, collate, seed_everything
+
+    def step(precision: str):
+        seed_everything(0)
+        cfg = small_cfg(tiny_corpus, grad_clip=0.0, precision=precision, channels_last=channels_last)
+        system, data = build_system(cfg)
+        trainer = Trainer(system, cfg, data, torch.device("cpu"), Path("unused"))
+        before = {k: v.detach().clone() for k, v in system.model.named_parameters()}
+        dtypes = set()
+        hooks = [m.register_forward_hook(lambda m, i, o: dtypes.add(o.dtype))
+                 for m in system.model.modules() if isinstance(m, torch.nn.Conv2d)]
+        loss = trainer.train_step(collate([data[i] for i in range(4)]))["loss"]
+        for h in hooks:
+            h.remove()
+        delta = torch.cat([(p.detach() - before[k]).flatten() for k, p in system.model.named_parameters()])
+        return loss, delta, dtypes
+
+    loss32, d32, t32 = step("fp32")
+    loss16, d16, t16 = step("bf16")
+    assert t32 == {torch.float32} and t16 == {torch.bfloat16}
+    assert loss16 != loss32 and abs(loss16 - loss32) <= 2e-2 * abs(loss32), (loss16, loss32)
+    assert torch.nn.functional.cosine_similarity(d16, d32, dim=0) > 0.99
+
+
+def test_precision_is_recorded_and_a_bf16_run_resumes_exactly(tiny_corpus, tmp_path):
+    dev = torch.device("cpu")
+    kw = {"precision": "bf16", "channels_last": True}
+    train(small_cfg(tiny_corpus, **kw), tmp_path / "straight", device=dev)
+    train(small_cfg(tiny_corpus, epochs=1, **kw), tmp_path / "split", device=dev)
+    cfg = TrainConfig.load(tmp_path / "split" / "config.json")
+    assert (cfg.precision, cfg.channels_last) == ("bf16", True)
+    train(None, tmp_path / "split", device=dev, resume=True, epochs=2)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert checkpoint.load(tmp_path / "split" / "last.pt")["config"]["precision"] == "bf16"
+    train(small_cfg(tiny_corpus), tmp_path / "fp32", device=dev)
+    fp32 = _weights(tmp_path / "fp32")
+    assert any(not torch.equal(a[k], fp32[k]) for k in a)  # bf16 trained differently from fp32
+
+
+def test_train_precision_options_are_checked(tiny_corpus, tmp_path, capsys):
+    base = ["train", "--method", "tiny", "--root", str(tiny_corpus), "--run", str(tmp_path / "r")]
+    assert main(base + ["--precision", "fp16"]) == 2
+    assert "--precision fp16: expected fp32 or bf16" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "r"), "--precision", "bf16"]) == 2
+    assert "a resumed run keeps the precision" in capsys.readouterr().err

@@ -55,6 +55,8 @@ def train(
     model_option: list[str] = typer.Option([], "--model-option", help="A model config field KEY=VALUE (repeatable; see docs/fidelity.md), e.g. align_corners=true, freq_scale=mel."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from another run's weights (e.g. a 2-mix run for --mix 3)."),
     preset: str = typer.Option("paper", "--preset", help="Model preset: paper or cpu (smaller, for CPU training)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (default, as the references train) or bf16: the networks under bfloat16 autocast, signal path and losses in float32 (about 2x the steps per CPU-second on CPUs with AVX512-BF16/AMX; see docs/fidelity.md)."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="Weights and activations in channels-last (NHWC) layout: faster convolutions on CPU, same computation."),
     visual_weights: Optional[Path] = typer.Option(None, "--visual-weights", help="ResNet-18 weights for the visual trunk: a torchvision state dict, a visual-trunk run's checkpoint, or shipped visual-trunk weights by name (e.g. visual-trunk-broad)."),
     supervised: bool = typer.Option(False, "--supervised", help="IAL-CMS: train on ground-truth stems (Mix-and-Separate) instead of each clip's own mixture."),
     no_spatial_attention: bool = typer.Option(False, "--no-spatial-attention", help="IAL-CMS ablation: no audio-to-visual spatial attention."),
@@ -75,6 +77,12 @@ def train(
     if detector_opts and (method != DETECTOR or resume is not None):
         raise AvsepError(f"{', '.join(detector_opts)}: detector options; use them with --method detector"
                          + (" (a resumed run keeps its own)" if resume is not None else ""))
+    speed_opts = [f for f, on in (("--precision", precision is not None), ("--channels-last", channels_last)) if on]
+    if speed_opts and (resume is not None or method == DETECTOR):
+        raise AvsepError(f"{', '.join(speed_opts)}: " + ("a resumed run keeps the precision and layout of its config.json"
+                                                         if resume is not None else "not available for --method detector"))
+    if precision not in (None, "fp32", "bf16"):
+        raise AvsepError(f"--precision {precision}: expected fp32 or bf16")
     if resume is not None:
         from avsep_cli.training.detector import is_detector_run
 
@@ -131,7 +139,7 @@ def train(
         base = dict(dataset=dataset, root=str(root), batch_size=batch_size, steps_per_epoch=steps_per_epoch, mix=mix,
                     seed=seed, val_num=val_num, num_workers=num_workers, segment=segment, preset=preset,
                     cache_features=cache_features, max_minutes=max_minutes,
-                    max_cpu_minutes=max_cpu_minutes)
+                    max_cpu_minutes=max_cpu_minutes, precision=precision or "fp32", channels_last=channels_last)
         run_dir = run or Path("runs") / (method + ("-rcop" if rcop else ""))
         stages = []
         if rcop:  # stage 1: RCoP pre-training in RUN/rcop; stage 2 starts from its weights

@@ -154,13 +154,20 @@ class PCNet(nn.Module):
     def _predict_visual(self, top: torch.Tensor) -> torch.Tensor:
         return F.leaky_relu(self.down[8](top), LEAK)  # (B, 16, 2, 2)
 
+    def _mix(self, up: torch.Tensor, down: torch.Tensor, i: int) -> torch.Tensor:
+        """(1 - b) up + b down with b = relu(b_i), as one lerp (up + b (down - up)); both (B, C, H, W) in one dtype."""
+        return torch.lerp(up, down.to(up.dtype), F.relu(self.b[i]).to(up.dtype))
+
     def _bottom_up(self, base: list, r_down: list, visual: torch.Tensor, norms: nn.ModuleList) -> list:
         """r_up[l] = LReLU(BN(base[l] + relu(a_l) up(error of layer l+1))) from the visual end (l = 7) down to
         l = 1; the error at the visual end is visual - prediction, elsewhere r_up - r_down of the layer above."""
         r_up = [None] * 8
         err = visual - self._predict_visual(base[7])
         for l in range(7, 0, -1):
-            r_up[l] = F.leaky_relu(norms[l - 1](base[l] + F.relu(self.a[l - 1]) * self.up[l + 1](err)), LEAK)
+            u = self.up[l + 1](err)
+            # base + relu(a) u in one pass; the rate in the activations' dtype (bf16 under autocast), else the
+            # sum is promoted to fp32 and every later op reads and writes twice the bytes
+            r_up[l] = F.leaky_relu(norms[l - 1](torch.addcmul(base[l], F.relu(self.a[l - 1]).to(u.dtype), u)), LEAK)
             err = r_up[l] - r_down[l]
         return r_up
 
@@ -176,13 +183,11 @@ class PCNet(nn.Module):
         r_first = r_down[1]  # the spectrogram-side layer is always mixed with its initial value
         for t in range(1, cycles + 1):
             k = min(t, self.cycles)  # extra test-time cycles reuse the last cycle's norms
-            b = F.relu(self.b[0])
-            r_up[1] = F.leaky_relu((1 - b) * r_up[1] + b * r_first, LEAK)
+            r_up[1] = F.leaky_relu(self._mix(r_up[1], r_first, 0), LEAK)
             r_down = [x, r_first] + [None] * 6
             for l in range(2, 8):
                 r_down[l] = self.down[l](r_up[l - 1])  # raw prediction: no BN, no activation
-                b = F.relu(self.b[l - 1])
-                r_up[l] = F.leaky_relu(self.bn_down[k][l - 1]((1 - b) * r_up[l] + b * r_down[l]), LEAK)
+                r_up[l] = F.leaky_relu(self.bn_down[k][l - 1](self._mix(r_up[l], r_down[l], l - 1)), LEAK)
             r_up = self._bottom_up(r_up, r_down, visual, self.bn_up[k])
         return self.up[1](r_up[1])  # (B, 1, 256, 256)
 

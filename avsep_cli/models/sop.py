@@ -147,8 +147,10 @@ class SoundOfPixels(nn.Module):
 
     def synthesize(self, maps: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         """maps (B, k, F, T), visual (B, k) -> logits (B, 1, F, T)."""
-        w = (visual * self.scale)[..., None, None]  # (B, k, 1, 1)
-        return (maps * w).sum(1, keepdim=True) + self.bias
+        w = (visual * self.scale).unsqueeze(1)  # (B, 1, k)
+        b, k, f, t = maps.shape
+        # the weighted sum over k as one batched matmul (B, 1, k) x (B, k, F T): no (B, k, F, T) product in memory
+        return torch.bmm(w.to(maps.dtype), maps.reshape(b, k, f * t)).view(b, 1, f, t) + self.bias
 
     def forward(self, log_mag: torch.Tensor, frames: torch.Tensor, sources: bool = False, feats: bool = False) -> torch.Tensor:
         """log_mag (B, 1, 256, T), frames (B, K, 3, H, W) -> mask logits (B, 1, 256, T). With `sources`, the

@@ -30,7 +30,11 @@ class TrainConfig:
     lr_steps: tuple = ()  # epochs at which every LR is multiplied by lr_gamma (AVPC: 40, 80 of 100)
     lr_gamma: float = 0.1
     grad_clip: float = 5.0  # 0: off
-    amp: bool = True  # mixed precision; used on CUDA only
+    amp: bool = True  # fp16 mixed precision; used on CUDA only, and only with precision fp32
+    # fp32 (the references') or bf16: the networks under bfloat16 autocast, signal path and losses in float32
+    # (a speed option for CPUs with AVX512-BF16/AMX; docs/fidelity.md lists it as a kept deviation)
+    precision: str = "fp32"
+    channels_last: bool = False  # 4-D weights and activations NHWC (faster convolutions on CPU)
     seed: int = 0
     num_workers: int = 0
     mix: int = 2  # sources per training mixture

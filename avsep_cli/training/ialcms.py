@@ -34,6 +34,7 @@ Supervised (`MixSeparate`, the OnlySep configuration): each source's waveform ag
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 
 import torch
@@ -281,13 +282,17 @@ def mel_features(mixture: torch.Tensor, model=None) -> tuple[torch.Tensor, torch
     return (signal_path(model) if model is not None else SignalPath("mel", True)).features(mixture)
 
 
-def separate(model, mixture: torch.Tensor, crops: torch.Tensor, mix_index: torch.Tensor) -> dict[str, torch.Tensor]:
+def separate(model, mixture: torch.Tensor, crops: torch.Tensor, mix_index: torch.Tensor,
+             autocast=contextlib.nullcontext) -> dict[str, torch.Tensor]:
     """mixture (B, L); crops (N, K, 3, H, W) uint8, or their trunk features (N, K, 512, h, w) float32 (cached
     crops, or class prototypes: separation by name); mix_index (N,) -> the model's outputs plus `elems`
-    (N, 256, T) separated grid magnitudes (what the critic and the bank see) and `waves` (N, L) waveforms."""
+    (N, 256, T) separated grid magnitudes (what the critic and the bank see) and `waves` (N, L) waveforms.
+    The net runs in `autocast()` (e.g. bf16), its outputs come back float32 for the signal path and losses."""
     sp = signal_path(model)
     spec, mag, logmag = sp.features(mixture)
-    out = dict(model(logmag, crops, mix_index))
+    with autocast():
+        out = dict(model(logmag, crops, mix_index))
+    out = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in out.items()}
     mask = out["mask"][:, 0]  # (N, 256, T)
     out["elems"] = mag[mix_index] * mask
     out["waves"] = sp.waves(spec[mix_index], mask, mixture.shape[-1])
@@ -398,7 +403,7 @@ class IALCMSSystem(System):
     def forward_losses(self, batch, lambda_av: float = 1.0) -> dict:
         """Separator forward and its losses (no step). Returns the tensors the steps need."""
         inp = self._inputs(batch)
-        out = separate(self.forward_model, inp["mixture"], inp["crops"], inp["mix_index"])
+        out = separate(self.forward_model, inp["mixture"], inp["crops"], inp["mix_index"], self.autocast)
         l_sep = self._sep_loss(inp, out["waves"])
         l_av = self._av_loss(out) if self.av_contrast else l_sep.new_zeros(())
         return {"inp": inp, "out": out, "sep": l_sep, "av": l_av}
@@ -409,7 +414,9 @@ class IALCMSSystem(System):
         p = tuple(x.detach() for x in p)
         q = tuple(x.detach() for x in q)
         self.critic_optimizer.zero_grad(set_to_none=True)
-        loss = hinge_critic_loss(self.critic(*q), self.critic(*p), self.critic.w_penalty())
+        with self.autocast():
+            d_q, d_p = self.critic(*q), self.critic(*p)
+        loss = hinge_critic_loss(d_q.float(), d_p.float(), self.critic.w_penalty())
         loss.backward()
         self.critic_optimizer.step()
         return loss.detach()
@@ -451,7 +458,9 @@ class IALCMSSystem(System):
                 pq = self.pairs(f["out"]["elems"], f["inp"]["mix_index"])
                 if pq is not None:
                     self.critic.train()
-                    l_g = generator_loss(self.critic(*pq[1]), self.critic(*pq[0]))
+                    with self.autocast():
+                        d_q, d_p = self.critic(*pq[1]), self.critic(*pq[0])
+                    l_g = generator_loss(d_q.float(), d_p.float())
                     total = total + lam_ial * l_g
                     losses["g"] = l_g.detach()
             self.separator_step(optimizer, total)

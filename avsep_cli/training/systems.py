@@ -9,6 +9,8 @@ magnitude (clamped to [1e-3, 10]), as in Sound-of-Pixels and AVPC. The same sign
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -31,10 +33,12 @@ def is_legacy(model) -> bool:
     return bool(getattr(getattr(_unwrapped(model), "config", None), "legacy", False))
 
 
-def mixture_features(mixture: torch.Tensor, warp=dsp.LOG, legacy: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def mixture_features(mixture: torch.Tensor, warp=dsp.LOG, legacy: bool = False,
+                     mag: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, L) -> log magnitude on the log grid (B, 1, 256, T) and the warped magnitude (B, 256, T). As the
-    references: log(warp(|STFT| + 1e-10)) (avpc/main.py 196-233); legacy nets: log(max(warp(|STFT|), 1e-10))."""
-    mag = dsp.stft(mixture).abs()
+    references: log(warp(|STFT| + 1e-10)) (avpc/main.py 196-233); legacy nets: log(max(warp(|STFT|), 1e-10)).
+    `mag`: the mixture's |STFT| (B, 512, T) when the caller has it already."""
+    mag = dsp.stft(mixture).abs() if mag is None else mag
     if legacy:
         w = dsp.LOG.warp(mag)  # (B, 256, T)
         return dsp.log_magnitude(w).unsqueeze(1), w
@@ -42,18 +46,23 @@ def mixture_features(mixture: torch.Tensor, warp=dsp.LOG, legacy: bool = False) 
     return torch.log(w).unsqueeze(1), w
 
 
-def mask_logits(model, mixture: torch.Tensor, frames: torch.Tensor, feats: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """mixture (B, L), frames (B, N, K, 3, H, W) -> logits (B, N, 256, T) and warped mixture magnitude.
+def mask_logits(model, mixture: torch.Tensor, frames: torch.Tensor, feats: bool = False, autocast=contextlib.nullcontext,
+                mix_mag: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """mixture (B, L), frames (B, N, K, 3, H, W) -> logits (B, N, 256, T) float32 and warped mixture magnitude.
     With `feats`, `frames` holds cached trunk features (B, N, K, 512, h, w) instead. Nets with a
-    `forward_sources` (AVPC, Sound-of-Pixels) get each mixture once with its N sources' frames."""
+    `forward_sources` (AVPC, Sound-of-Pixels) get each mixture once with its N sources' frames. The net runs
+    in `autocast()` (e.g. bf16), the signal path outside it; `mix_mag`: the mixture's |STFT| if known."""
     b, n = frames.shape[:2]
-    log_mag, mag = mixture_features(mixture, signal_warp(model), is_legacy(model))
-    if hasattr(_unwrapped(model), "forward_sources"):
-        return model(log_mag, frames, sources=True, feats=feats), mag  # (B, N, 256, T)
-    log_mag = log_mag.repeat_interleave(n, dim=0)  # (B*N, 1, 256, T)
-    net = _unwrapped(model) if feats else model  # DDP wraps forward() only
-    logits = (net.forward_features if feats else model)(log_mag, frames.flatten(0, 1))  # (B*N, 1, 256, T)
-    return logits.view(b, n, *logits.shape[-2:]), mag
+    log_mag, mag = mixture_features(mixture, signal_warp(model), is_legacy(model), mix_mag)
+    with autocast():
+        if hasattr(_unwrapped(model), "forward_sources"):
+            logits = model(log_mag, frames, sources=True, feats=feats)  # (B, N, 256, T)
+        else:
+            log_mag = log_mag.repeat_interleave(n, dim=0)  # (B*N, 1, 256, T)
+            net = _unwrapped(model) if feats else model  # DDP wraps forward() only
+            logits = (net.forward_features if feats else model)(log_mag, frames.flatten(0, 1))  # (B*N, 1, 256, T)
+            logits = logits.view(b, n, *logits.shape[-2:])
+    return logits.float(), mag
 
 
 TARGET_RULES = ("avpc", "sop", "dominant")
@@ -90,6 +99,9 @@ class MaskTargets:
 class System:
     """What every method gives the trainer: its model, parameter groups and plain-data model state;
     subclasses add `training_step(batch) -> {"loss": ..., ...}`."""
+
+    # the context the networks run in; the trainer sets its own (bf16 autocast with precision bf16)
+    autocast = staticmethod(contextlib.nullcontext)
 
     def __init__(self, model: torch.nn.Module, model_name: str, model_args: dict, lr: dict[str, float] | None = None):
         self.model = model
@@ -137,8 +149,10 @@ class MaskSystem(System):
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         feats = "feats" in batch
-        logits, _ = mask_logits(self.forward_model, batch["mixture"], batch["feats" if feats else "frames"], feats)
-        target, weight = self.targets(dsp.stft(batch["stems"]).abs(), dsp.stft(batch["mixture"]).abs())
+        mix_mag = dsp.stft(batch["mixture"]).abs()  # (B, 512, T): the net's input and the targets' reference
+        logits, _ = mask_logits(self.forward_model, batch["mixture"], batch["feats" if feats else "frames"], feats,
+                                self.autocast, mix_mag)
+        target, weight = self.targets(dsp.stft(batch["stems"]).abs(), mix_mag)
         loss = F.binary_cross_entropy_with_logits(logits, target, weight=weight.unsqueeze(1).expand_as(target))
         return {"loss": loss}
 
@@ -147,7 +161,8 @@ class ClassifierSystem(System):
     """Instrument classification (the visual trunk's pre-training): cross-entropy on the class logits."""
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        logits = self.forward_model(batch["image"])
+        with self.autocast():
+            logits = self.forward_model(batch["image"]).float()
         loss = F.cross_entropy(logits, batch["label"])
         return {"loss": loss, "acc": (logits.argmax(-1) == batch["label"]).float().mean()}
 
@@ -161,8 +176,11 @@ class RCoPSystem(System):
 
         frames = batch["frames"]
         warp, legacy = signal_warp(self.model), is_legacy(self.model)
-        z1, p1 = self.forward_model(mixture_features(batch["mix1"], warp, legacy)[0], frames)
-        z2, p2 = self.forward_model(mixture_features(batch["mix2"], warp, legacy)[0], frames)
+        x1, x2 = (mixture_features(batch[k], warp, legacy)[0] for k in ("mix1", "mix2"))
+        with self.autocast():
+            z1, p1 = self.forward_model(x1, frames)
+            z2, p2 = self.forward_model(x2, frames)
+        z1, p1, z2, p2 = (t.float() for t in (z1, p1, z2, p2))
         return {"loss": rcop_loss(p1, z1, p2, z2)}
 
 
