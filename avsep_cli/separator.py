@@ -288,13 +288,14 @@ class Separator:
     """Video -> one stem per visible instrument. `method`: avpc, sop, ialcms (or tiny, a test model);
     `weights`: a shipped name or a file (None: the method's shipped default); `detector`: a
     `detection.Detector`, a shipped name or a weights file, "auto" (the shipped default, if any) or None
-    (every call then passes `boxes`)."""
+    (every call then passes `boxes`); `precision`: "fp32" or "bf16", what the method's network runs in
+    (bfloat16 autocast; the signal path and the masks stay float32)."""
 
     def __init__(self, method: str = "avpc", weights: str | Path | None = None, detector="auto", *,
                  device: str | torch.device = "cpu", conf: float = 0.1, detect_fps: float = 4.0,
                  guide_fps: float = 1.0, min_duration: float = 1.0, on_empty: str = "auto",
                  full_length: bool = False, residual: bool = False, batch_windows: int = 4,
-                 detect_imgsz: int | None = None):
+                 detect_imgsz: int | None = None, precision: str = "fp32"):
         from avsep_cli.methods import get_method
 
         if method not in SEPARABLE:
@@ -307,7 +308,9 @@ class Separator:
             raise AvsepError("need conf in [0, 1], min_duration >= 0 and batch_windows >= 1")
         self.method_name = method
         self.device = torch.device(device)
-        self.method = get_method(method, weights=None if weights is None else str(weights), device=self.device)
+        self.method = get_method(method, weights=None if weights is None else str(weights), device=self.device,
+                                 precision=precision)
+        self.precision = precision
         self.weights_name, self.weights_sha256 = self.method.weights_name, self.method.weights_sha256
         self.detector = self._detector(detector, conf, detect_imgsz)
         self.conf, self.detect_fps, self.min_duration = conf, detect_fps, min_duration
@@ -617,6 +620,7 @@ class Separator:
             "weights": {"name": self.weights_name, "sha256": self.weights_sha256},
             "detector": detector.info() if detector is not None else None,  # weights, sha256, ignored classes
             "device": str(self.device),
+            "precision": self.precision,  # what the method's network ran in (fp32, or bf16 autocast)
             # sample_rate, channels, format, bits, high-band rule, residual file
             **outputs.audio_fields(options, result.sample_rate, result.channels),
             "window": {"samples": self.segment, "hop": self.segment // 2, "frames_per_window": self.k,

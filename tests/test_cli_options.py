@@ -162,6 +162,8 @@ def test_every_numeric_option_has_a_range_and_a_case():
         (["separate", "a.mp4", "--conf", "high"], "separate", "'--conf'"),
         (["train", "--epochs", "ten"], "train", "'--epochs'"),
         (["eval", "-m", "mixture", "--data", "x", "--protocol", "mir_eval"], "eval", "'--protocol'"),
+        (["eval", "-m", "mixture", "--data", "x", "--precision", "fp16"], "eval", "'--precision'"),
+        (["separate", "a.mp4", "--precision", "half"], "separate", "'--precision'"),
         (["train", "--mix"], "train", "'--mix' requires an argument"),
         (["-v", "data", "synth", "-o"], "data synth", "'-o' requires an argument"),
         (["no-such-command"], "", "no such command 'no-such-command'"),

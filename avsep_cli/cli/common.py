@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from enum import Enum
 from typing import Optional
 
 import typer
@@ -25,6 +26,15 @@ _state = {"verbosity": 0}
 
 DeviceOption = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")
 ForceOption = typer.Option(False, "--force", help="Overwrite existing outputs.")
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+PRECISION_HELP = ("fp32 (default), or bf16: the networks run under bfloat16 autocast, the signal path (STFT, "
+                  "masks, iSTFT) in float32; faster on CPUs with AVX512-BF16/AMX (see README, Inference precision).")
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:

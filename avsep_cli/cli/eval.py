@@ -45,6 +45,7 @@ def eval_(
     plots_num: int = typer.Option(4, "--plots-num", callback=common.bounded(0), help="How many mixtures to plot per method."),
     batch_size: int = typer.Option(8, "--batch-size", callback=common.bounded(1), help="Mixtures per batch."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Weights of a learned method: a shipped name or a file (default: its shipped weights)."),
+    precision: common.Precision = typer.Option(common.Precision.fp32, "--precision", help=common.PRECISION_HELP + " Reference methods run no network."),
     cycles: Optional[int] = typer.Option(None, "--cycles", callback=common.bounded(0), help="AVPC: predictive-coding cycles at test time (default: as trained)."),
     force: bool = common.ForceOption,
     device: str = common.DeviceOption,
@@ -53,7 +54,7 @@ def eval_(
     if method == "all" and weights is not None:
         raise AvsepError("--method all scores the shipped weights; --weights goes with one learned method")
     names = available(shipped_only=True) if method == "all" else [m.strip() for m in method.split(",")]
-    methods = [get_method(n, weights=weights, device=dev) for n in names]  # unknown names fail here, before any work
+    methods = [get_method(n, weights=weights, device=dev, precision=precision.value) for n in names]  # unknown names fail here, before any work
     if cycles is not None:
         if cycles < 0:
             raise AvsepError("--cycles must be 0 or more")
@@ -74,7 +75,7 @@ def eval_(
     if protocol != Protocol.avsep:
         return _reference_protocol(protocol.value, methods, data=data, mix=mix, split=split, num=num, seed=seed,
                                    win=win, json_path=json_path, csv_path=csv_path, md_path=md_path, plots=plots,
-                                   batch_size=batch_size, dev=dev)
+                                   batch_size=batch_size, dev=dev, precision=precision.value)
     items = evaluate.build_test_set(data, mix=mix, split=split, num=num, seed=seed, window=win, duets=duets)
 
     reports = []
@@ -88,7 +89,7 @@ def eval_(
                 evaluate.write_plots(plots, m.name, kept)
 
     setup = {"data": str(data), "split": split, "mix": mix, "num": num, "seed": seed, "window": win,
-             "duets": duets, "items": [i.key for i in items]}
+             "duets": duets, "precision": precision.value, "items": [i.key for i in items]}
     _print_tables(reports, setup)
     if json_path:
         evaluate.write_json(json_path, evaluate.report_json(reports, setup))
@@ -134,7 +135,7 @@ def _print_tables(reports: list, setup: dict) -> None:
 
 
 def _reference_protocol(name: str, methods: list, *, data: Path, mix: int, split: str, num: int, seed: int, win: int,
-                        json_path, csv_path, md_path, plots, batch_size: int, dev) -> None:
+                        json_path, csv_path, md_path, plots, batch_size: int, dev, precision: str = "fp32") -> None:
     """`--protocol sop|avpc`: their test mixtures and their scoring (avsep_cli.protocols); synthetic
     mixtures only (the references score no duets)."""
     import csv
@@ -154,7 +155,7 @@ def _reference_protocol(name: str, methods: list, *, data: Path, mix: int, split
             reports.append(protocols.evaluate(m, items, name, batch_size=batch_size, device=dev,
                                               on_batch=lambda n, t=task: bar.advance(t, n)))
     setup = {"data": str(data), "split": split, "mix": mix, "num": num, "seed": seed, "protocol": name,
-             "items": [i.key for i in items]}
+             "precision": precision, "items": [i.key for i in items]}
     rows = [(r.method, r.summary()) for r in reports]
     t = Table(title=f"{mix}-mix, {name} protocol ({split} split, {len(items)} mixtures, seed {seed}): "
                     "per-mixture means averaged per batch, then over batches")

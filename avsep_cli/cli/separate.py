@@ -57,6 +57,7 @@ def separate(
     plots: bool = typer.Option(False, "--plots", help="Also write a spectrogram/mask PNG per instrument."),
     audio_stream: Optional[int] = typer.Option(None, "--audio-stream", callback=common.bounded(0), help="Which audio stream to separate, 0-based as in ffmpeg's -map 0:a:N (default: the first, with a warning when there are several)."),
     batch_windows: int = typer.Option(4, "--batch-windows", callback=common.bounded(1), help="Windows per model call."),
+    precision: common.Precision = typer.Option(common.Precision.fp32, "--precision", help=common.PRECISION_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print the time spent in each stage."),
     force: bool = common.ForceOption,
     device: str = common.DeviceOption,
@@ -79,7 +80,7 @@ def separate(
     dev = common.resolve_device(device)
     sep = Separator(method, weights, detector or "auto", device=dev, conf=conf, detect_fps=detect_fps,
                     min_duration=min_duration, on_empty=on_empty, full_length=full_length, residual=residual,
-                    batch_windows=batch_windows, detect_imgsz=detect_imgsz)
+                    batch_windows=batch_windows, detect_imgsz=detect_imgsz, precision=precision.value)
     with common.progress() as bar:
         task = bar.add_task("scan", total=2.0)
         steps = {"scan": 0.0, "separate": 1.0}

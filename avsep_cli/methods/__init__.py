@@ -53,8 +53,8 @@ _LEARNED: set[str] = set()
 
 
 def register(name: str, factory: Callable[..., Method], learned: bool = False) -> None:
-    """Reference methods: factory() -> Method. Learned methods: factory(weights, device) -> Method, with
-    `weights` a shipped name or a file."""
+    """Reference methods: factory() -> Method. Learned methods: factory(weights, device, precision) -> Method,
+    with `weights` a shipped name or a file and `precision` "fp32" or "bf16" (what the network runs in)."""
     _REGISTRY[name] = factory
     if learned:
         _LEARNED.add(name)
@@ -68,11 +68,14 @@ def available(shipped_only: bool = False) -> list[str]:
     return [n for n in _REGISTRY if not (shipped_only and n in _LEARNED and registry.default_for(n) is None)]
 
 
-def get_method(name: str, *, weights: str | None = None, device="cpu") -> Method:
+def get_method(name: str, *, weights: str | None = None, device="cpu", precision: str = "fp32") -> Method:
     """A method by name; learned ones load `weights` (a shipped name or a file), by default the shipped
-    weights registered as that method's default."""
+    weights registered as that method's default, and run their network at `precision` ("fp32" or "bf16":
+    bfloat16 autocast, the signal path in float32). Reference methods run no network: always float32."""
     from avsep_cli import registry
+    from avsep_cli.training.systems import precision_autocast
 
+    precision_autocast(precision, "cpu")  # an unknown precision is one line, whatever the method
     _load_builtin()
     if name not in _REGISTRY:
         raise AvsepError(f"unknown method {name!r}; available: {', '.join(_REGISTRY)}")
@@ -83,7 +86,7 @@ def get_method(name: str, *, weights: str | None = None, device="cpu") -> Method
                 raise AvsepError(f"--method {name} needs --weights PATH (a checkpoint from avsep train): "
                                  "no shipped default weights for it")
             weights = shipped["name"]
-        return _REGISTRY[name](weights, device)
+        return _REGISTRY[name](weights, device, precision=precision)
     return _REGISTRY[name]()
 
 

@@ -14,10 +14,10 @@ MODEL_OF = {"tiny": "tiny", "avpc": "avpc", "avpc-rcop": "avpc", "sop": "sop", "
 
 
 def _learned(name: str):
-    def factory(weights, device):
+    def factory(weights, device, precision: str = "fp32"):
         from avsep_cli.training.systems import method_from_checkpoint
 
-        return method_from_checkpoint(weights, MODEL_OF[name], device, label=name)
+        return method_from_checkpoint(weights, MODEL_OF[name], device, label=name, precision=precision)
 
     return factory
 

@@ -299,12 +299,15 @@ def separate(model, mixture: torch.Tensor, crops: torch.Tensor, mix_index: torch
     return out
 
 
-def linear_masks(model, mixture: torch.Tensor, crops: torch.Tensor, mix_index: torch.Tensor) -> torch.Tensor:
+def linear_masks(model, mixture: torch.Tensor, crops: torch.Tensor, mix_index: torch.Tensor,
+                 autocast=contextlib.nullcontext) -> torch.Tensor:
     """The masks of `separate` without applying them: mixture (B, L), crops (N, K, ...) and mix_index (N,)
-    as there -> (N, 512, T) masks on the linear grid."""
+    as there -> (N, 512, T) float32 masks on the linear grid; the net runs in `autocast()`."""
     sp = signal_path(model)
     _, _, logmag = sp.features(mixture)
-    return sp.linear(model(logmag, crops, mix_index)["mask"][:, 0])  # (N, 256, T) -> (N, 512, T)
+    with autocast():
+        mask = model(logmag, crops, mix_index)["mask"][:, 0]  # (N, 256, T)
+    return sp.linear(mask.float())  # (N, 512, T)
 
 
 # --- the system -----------------------------------------------------------------------------------------

@@ -18,6 +18,21 @@ from avsep_cli import checkpoint, dsp
 from avsep_cli.methods import MixBatch
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def precision_autocast(precision: str, device_type: str):
+    """The context factory networks run in at `precision`: bf16 autocast on `device_type` (bfloat16
+    convolutions and matmuls), or nothing for fp32. Unknown precisions are one line (AvsepError)."""
+    from avsep_cli.errors import AvsepError
+
+    if precision not in PRECISIONS:
+        raise AvsepError(f"unknown precision {precision!r}: expected {' or '.join(PRECISIONS)}")
+    if precision == "bf16":
+        return lambda: torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
 def _unwrapped(model):
     return model.module if hasattr(model, "module") else model
 
@@ -184,17 +199,33 @@ class RCoPSystem(System):
         return {"loss": rcop_loss(p1, z1, p2, z2)}
 
 
-class MaskMethod:
+class InferencePrecision:
+    """What the learned methods share about precision: `precision` ("fp32" | "bf16") and `autocast`, the
+    context their networks run in (bf16: `torch.autocast` on the model's device; the STFT, warps, mask
+    application and iSTFT stay float32 outside it, and the net's outputs are cast back to float32)."""
+
+    precision = "fp32"
+    autocast = staticmethod(contextlib.nullcontext)
+
+    def set_precision(self, precision: str) -> None:
+        device_type = next(self.model.parameters()).device.type
+        self.autocast = precision_autocast(precision, device_type)
+        self.precision = precision
+
+
+class MaskMethod(InferencePrecision):
     """A trained mask net as an evaluation/separation method: binary mask at 0.5 on the log grid, warped
     back to the linear grid and applied with the mixture phase (AVPC's test-time rule). Nets built for
     a fixed window (AVPC and Sound-of-Pixels: 65535 samples, 256 frames) see the audio in consecutive
-    windows of that length, the last one zero-padded."""
+    windows of that length, the last one zero-padded. With `precision="bf16"` the net runs under bfloat16
+    autocast (`InferencePrecision`); the signal path and the masks stay float32."""
 
     def __init__(self, model: torch.nn.Module, name: str, frames_per_source: int = 3, frame_gap: float = 3.0,
-                 frame_size: int = 224, binary: bool = True, segment: int | None = None):
+                 frame_size: int = 224, binary: bool = True, segment: int | None = None, precision: str = "fp32"):
         self.model, self.name = model.eval(), name
         self.frames_per_source, self.frame_gap, self.frame_size, self.binary = frames_per_source, frame_gap, frame_size, binary
         self.segment = segment
+        self.set_precision(precision)
 
     @torch.no_grad()
     def separate(self, batch: MixBatch) -> torch.Tensor:
@@ -207,7 +238,7 @@ class MaskMethod:
         n_chunks = -(-length // seg)
         padded = F.pad(mixture, (0, n_chunks * seg - length)).view(b * n_chunks, seg)
         frames = frames.repeat_interleave(n_chunks, dim=0)
-        logits, _ = mask_logits(self.model, padded, frames, feats)
+        logits, _ = mask_logits(self.model, padded, frames, feats, self.autocast)
         mask = torch.sigmoid(logits)  # (B*C, N, 256, T)
         lin = signal_warp(self.model).unwarp(mask)
         if self.binary:
@@ -228,24 +259,34 @@ class MaskMethod:
         seg = self.segment or length
         if length > seg:
             raise ValueError(f"masks() takes one window of at most {seg} samples, not {length}")
-        logits, _ = mask_logits(self.model, F.pad(mixture, (0, seg - length)), frames, feats)
+        logits, _ = mask_logits(self.model, F.pad(mixture, (0, seg - length)), frames, feats, self.autocast)
         lin = signal_warp(self.model).unwarp(torch.sigmoid(logits))  # (B, N, 512, T_seg)
         if self.binary:
             lin = (lin > 0.5).float()
         return lin[..., : 1 + length // dsp.HOP]
 
 
-class IALCMSMethod:
+class IALCMSMethod(InferencePrecision):
     """A trained IAL-CMS separator as an evaluation/separation method: each source's pictures (crops of
     its player, or its solo clip's frames) guide one soft mel ratio mask, warped back to the linear grid and
     applied with the mixture phase (training/ialcms.separate). Any window length works (the net pads)."""
 
     guidance = "crops"  # trained on player crops: evaluated on them too (solo sources included)
 
+    def _net_context(self, length: int):
+        """The context the net runs in for a mixture of `length` samples. bf16 falls back to float32 for
+        mixtures of at most 32 STFT frames (< 8192 samples): there the audio encoder's deepest maps are one
+        frame wide, and oneDNN's bf16 3x3 convolutions on CPU (torch 2.14) then give garbage (NaN or 1e30)
+        from run to run; from 33 frames on (deepest maps 2 wide) bf16 stays within rounding of fp32."""
+        from avsep_cli.models.ialcms import DOWN
+
+        return self.autocast if 1 + length // dsp.HOP > DOWN else contextlib.nullcontext
+
     def __init__(self, model: torch.nn.Module, name: str = "ialcms", frames_per_source: int = 3,
-                 frame_gap: float = 3.0, frame_size: int = 224):
+                 frame_gap: float = 3.0, frame_size: int = 224, precision: str = "fp32"):
         self.model, self.name = model.eval(), name
         self.frames_per_source, self.frame_gap, self.frame_size = frames_per_source, frame_gap, frame_size
+        self.set_precision(precision)
 
     @torch.no_grad()
     def separate(self, batch: MixBatch) -> torch.Tensor:
@@ -258,7 +299,7 @@ class IALCMSMethod:
         frames = (batch.frames if batch.features is None else batch.features.float()).to(dev)  # (B, S, K, 3, H, W) | (B, S, K, C, h, w)
         b, s = frames.shape[:2]
         mix_index = torch.arange(b, device=dev).repeat_interleave(s)
-        waves = separate(self.model, mixture, frames.flatten(0, 1), mix_index)["waves"]  # (B*S, L)
+        waves = separate(self.model, mixture, frames.flatten(0, 1), mix_index, self._net_context(mixture.shape[-1]))["waves"]  # (B*S, L)
         return waves.view(b, s, -1)
 
     @torch.no_grad()
@@ -272,7 +313,8 @@ class IALCMSMethod:
         frames = (batch.frames if batch.features is None else batch.features.float()).to(dev)  # (B, S, K, ...)
         b, s = frames.shape[:2]
         mix_index = torch.arange(b, device=dev).repeat_interleave(s)
-        lin = linear_masks(self.model, mixture, frames.flatten(0, 1), mix_index)  # (B*S, 512, T)
+        lin = linear_masks(self.model, mixture, frames.flatten(0, 1), mix_index,
+                           self._net_context(mixture.shape[-1]))  # (B*S, 512, T)
         return lin.view(b, s, *lin.shape[-2:])
 
 
@@ -280,18 +322,21 @@ FIXED_SEGMENT = {"avpc": dsp.SEGMENT, "sop": dsp.SEGMENT}  # nets whose depth ne
 
 
 def method_from_checkpoint(path: str, name: str | None = None, device: str | torch.device = "cpu",
-                          label: str | None = None) -> MaskMethod | IALCMSMethod:
+                          label: str | None = None, precision: str = "fp32") -> MaskMethod | IALCMSMethod:
     """A method from shipped weights (by name, sha256-checked), a .safetensors file or a training
-    checkpoint; the file must hold the model `name` asks for. `label` names the method in reports."""
+    checkpoint; the file must hold the model `name` asks for. `label` names the method in reports;
+    `precision` ("fp32" | "bf16") is what its network runs in."""
     from avsep_cli import registry
 
+    precision_autocast(precision, "cpu")  # an unknown precision fails before the weights load
     resolved = registry.resolve(path, expect_model=name)
     data = resolved.data
     model = registry.build(resolved, device)
     if data["model_name"] == "ialcms":
-        method = IALCMSMethod(model, label or name or "ialcms", frame_size=data["model_args"].get("frame_size", 224))
+        method = IALCMSMethod(model, label or name or "ialcms", frame_size=data["model_args"].get("frame_size", 224),
+                              precision=precision)
     else:
         method = MaskMethod(model, label or name or data["model_name"], frame_size=data["model_args"].get("frame_size", 224),
-                            segment=FIXED_SEGMENT.get(data["model_name"]))
+                            segment=FIXED_SEGMENT.get(data["model_name"]), precision=precision)
     method.weights_name, method.weights_sha256 = resolved.name, resolved.sha256
     return method
