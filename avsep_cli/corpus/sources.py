@@ -542,14 +542,15 @@ def _m_pluck(cls):
     return f
 
 
+_BRASS = "lip reed: level-dependent brightness, onset scoop, bell resonance"
 _MODELS = {  # class -> (source key, description, factory)
     "violin": ("pm-bowed", "bowed string: sawtooth-like source with vibrato, bow noise, violin body formants", _m_bowed),
     "cello": ("pm-bowed", "bowed string: sawtooth-like source with vibrato, bow noise, cello body formants", _m_bowed),
     "clarinet": ("pm-reed", "single reed, cylindrical bore: odd harmonics, breath noise", _m_reed),
     "saxophone": ("pm-reed", "single reed, conical bore: all harmonics, pitch scoop, formants", _m_reed),
-    "trumpet": ("pm-brass", "lip reed: level-dependent brightness, onset scoop, bell resonance", _m_brass),
-    "trombone": ("pm-brass", "lip reed: level-dependent brightness, onset scoop, bell resonance", _m_brass),
-    "tuba": ("pm-brass", "lip reed: level-dependent brightness, onset scoop, bell resonance", _m_brass),
+    "trumpet": ("pm-brass", _BRASS, _m_brass),
+    "trombone": ("pm-brass", _BRASS, _m_brass),
+    "tuba": ("pm-brass", _BRASS, _m_brass),
     "flute": ("pm-flute", "air jet: near-sinusoid, breath noise and onset chiff", _m_flute),
     "accordion": ("pm-freereed", "free reeds: two detuned voices (musette), bellows tremolo", _m_accordion),
     "acoustic_guitar": ("pm-pluck", "extended Karplus-Strong string, guitar body resonances", _m_pluck),
