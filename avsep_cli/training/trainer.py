@@ -45,6 +45,7 @@ from avsep_cli import checkpoint
 from avsep_cli.errors import AvsepError, Terminated
 from avsep_cli.fsio import atomic_path
 from avsep_cli.training.config import TrainConfig
+from avsep_cli.training.systems import precision_autocast
 
 log = logging.getLogger("avsep")
 
@@ -165,7 +166,6 @@ class Interrupted(Exception):
         self.path, self.terminated = path, terminated
 
 
-PRECISIONS = ("fp32", "bf16")
 RESUME_KEYS = ("optimizer", "scheduler", "scaler", "rng", "epoch", "step_in_epoch", "global_step", "best")
 
 
@@ -177,8 +177,9 @@ class Trainer:
         self.on_step = on_step
         self.rank, self.world = dist_info()
         self.model = system.model.to(device)
-        if cfg.precision not in PRECISIONS:
-            raise AvsepError(f"unknown precision {cfg.precision!r}: expected {' or '.join(PRECISIONS)}")
+        # the context the system runs its networks in: bf16 autocast on this device, or nothing (one line
+        # for an unknown precision); the same factory the inference methods use
+        self.autocast = precision_autocast(cfg.precision, device.type)
         if cfg.channels_last:  # 4-D weights NHWC: the convolutions' native layout on CPU (oneDNN)
             self.model.to(memory_format=torch.channels_last)
         system.autocast = self.autocast
@@ -205,12 +206,6 @@ class Trainer:
         self.history: list[dict] = []
 
     # -- set-up --
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """The context the system runs its networks in: bf16 autocast on this device, or nothing."""
-        if self.cfg.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def _optimizer(self) -> torch.optim.Optimizer:
         groups = self.system.param_groups(self.cfg)
         cfg = self.cfg
