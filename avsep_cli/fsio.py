@@ -122,6 +122,9 @@ class OutputFolder:
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            # another run holds the folder (it may have created it in the same instant as we did, and not yet
+            # staged anything in it): it is theirs, so leave it in place
+            self.created = False
             raise OutputError(f"output folder {self.path} is in use by another avsep run; wait for it or "
                               "choose another folder") from None
 

@@ -169,6 +169,27 @@ def test_a_second_run_into_a_busy_folder_is_refused(capsys, tiny_weights, clip, 
     assert listing(out) == ["violin_1.wav"] and (out / "violin_1.wav").read_bytes() == b"first run"
 
 
+def test_a_run_refused_the_lock_leaves_the_folder_it_also_thought_it_created(tmp_path, monkeypatch):
+    """Two runs that both find the folder absent both 'create' it; the one refused the lock must not remove
+    it (still empty: the winner has not staged yet), or the winner's staging folder has nowhere to go."""
+    out = tmp_path / "stems"
+    winner = fsio.OutputFolder(out)
+    winner.created = True
+    fsio.prepare_output_dir(out)
+    winner._lock()  # the winner holds the lock and has staged nothing yet
+    real = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda p: False if p == out else real(p))  # the loser saw no folder
+    with pytest.raises(fsio.OutputError, match="in use by another avsep run"):
+        fsio.OutputFolder(out).__enter__()
+    monkeypatch.setattr(Path, "exists", real)
+    assert out.is_dir()
+    winner.staging = Path(fsio.tempfile.mkdtemp(prefix=fsio.OutputFolder.STAGING, dir=out))
+    winner.stage("violin_1.wav").write_bytes(b"winner")
+    winner.commit()
+    winner.__exit__(None, None, None)
+    assert listing(out) == ["violin_1.wav"]
+
+
 def test_two_processes_into_one_folder_never_both_write(tiny_weights, clip, tmp_path):
     video, boxes = clip
     out = tmp_path / "stems"
