@@ -88,6 +88,34 @@ def test_separator_shapes_with_one_and_two_objects_per_clip(objects_per_clip):
     assert res["elems"].shape == (n_obj, 256, 8) and res["waves"].shape == (n_obj, L)
 
 
+def test_bf16_channels_last_decoder_stays_bf16_and_channels_last_and_agrees_with_fp32():
+    """Under bf16 autocast with channels-last weights the decoder's convolutions get bf16 inputs (the
+    attention scalars do not promote the AV module's output to float32) in channels-last layout past the
+    innermost level (AdaIN's instance norm keeps the layout), and the masks agree with fp32's to bf16
+    rounding. 64 frames: oneDNN's bf16 3x3 convolutions misbehave on maps one frame wide (systems.py)."""
+    from avsep_cli.models.ialcms import UpLevel
+
+    torch.manual_seed(0)
+    m32 = model().train()
+    m16 = model().train()
+    m16.load_state_dict(m32.state_dict())
+    m16.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 1, 256, 64)
+    crops, mix_index = torch.randint(0, 256, (4, 2, 3, 32, 32), dtype=torch.uint8), torch.tensor([0, 0, 1, 1])
+    seen = []  # (dtype, channels-last) of each decoder convolution's input, innermost level first
+    convs = [lv.conv for lv in reversed(m16.decoder.levels) if isinstance(lv, UpLevel)] + [m16.decoder.head]
+    hooks = [c.register_forward_pre_hook(lambda mod, a: seen.append(
+        (a[0].dtype, a[0].is_contiguous(memory_format=torch.channels_last) and not a[0].is_contiguous()))) for c in convs]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mask16 = m16(x, crops, mix_index)["mask"].float()
+    for h in hooks:
+        h.remove()
+    mask32 = m32(x, crops, mix_index)["mask"]
+    assert [d for d, _ in seen] == [torch.bfloat16] * 5 and [cl for _, cl in seen][1:] == [True] * 4
+    err = float((mask16 - mask32).abs().max() / mask32.abs().max())
+    assert 0 < err < 0.05, err
+
+
 @pytest.mark.parametrize("head", ["deeplab", "mlp"])
 def test_the_trunk_is_frozen_and_the_visual_head_learns(head):
     m = model(visual_head=head).train()
