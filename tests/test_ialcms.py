@@ -31,11 +31,11 @@ def model(**kw) -> IALCMS:
     return IALCMS(**{**TINY, **kw})
 
 
-def mom_batch(b: int = 2, duet: bool = True, seed: int = 0) -> dict:
+def mom_batch(b: int = 2, duet: bool = True, seed: int = 0, length: int = L) -> dict:
     """A mixture-of-mixtures batch like `MixtureOfMixtures` gives: clip 0 of each item is a duet (objects 0
     and 1) when `duet`, else a solo; clip 1 a solo (object 2); slot 3 is padding."""
     g = torch.Generator().manual_seed(seed)
-    clip_mixes = torch.randn(b, 2, L, generator=g) * 0.1
+    clip_mixes = torch.randn(b, 2, length, generator=g) * 0.1
     valid = torch.tensor([True, duet, True, False]).repeat(b, 1)
     crops = torch.randint(0, 256, (b, 4, 1, 3, 32, 32), dtype=torch.uint8, generator=g)
     crops[~valid] = 0
@@ -442,6 +442,30 @@ def small_cfg(root, **kw) -> TrainConfig:
                 model=dict(TINY), options={"critic_preset": "cpu"}, **METHOD_DEFAULTS["ialcms"])
     base.update(kw)
     return TrainConfig(**base)
+
+
+def test_channels_last_lays_out_the_critic_too_and_bf16_steps_agree_with_fp32():
+    """--channels-last puts the critic's weights in channels-last layout as well as the separator's (the
+    critic runs on every step), and two bf16 channels-last steps give the critic and separator losses of
+    fp32's to bf16 rounding (64 frames: see the decoder test above)."""
+    from pathlib import Path
+
+    from avsep_cli.training.trainer import Trainer
+
+    def steps(precision: str, channels_last: bool) -> tuple[list[dict], IALCMSSystem]:
+        sys_ = system()
+        cfg = small_cfg("unused", precision=precision, channels_last=channels_last)
+        trainer = Trainer(sys_, cfg, [], torch.device("cpu"), Path("unused"))
+        torch.manual_seed(1)  # the same pairs and bank draws
+        return [trainer.train_step(mom_batch(length=16383)) for _ in range(2)], sys_
+
+    l32, _ = steps("fp32", False)
+    l16, sys16 = steps("bf16", True)
+    convs = [p for p in sys16.critic.parameters() if p.dim() == 4 and p.shape[1] > 1]  # 1 channel: either layout
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in convs)
+    for a, b in zip(l32, l16):
+        for k in ("d", "sep"):
+            assert a[k] != b[k] and abs(a[k] - b[k]) <= 2e-2 * abs(a[k]), (k, a[k], b[k])
 
 
 def _straight_and_split(tiny_corpus, tmp_path, dev) -> None:

@@ -335,6 +335,9 @@ class IALCMSSystem(System):
         self.av_contrast = bool(model_args.get("av_contrast", True))
         self.legacy = bool(getattr(getattr(model, "config", None), "legacy", False))
 
+    def networks(self) -> list[torch.nn.Module]:
+        return [self.model, self.critic]
+
     def to(self, device: torch.device) -> "IALCMSSystem":
         self.model.to(device)
         self.critic.to(device)  # in place: the critic optimiser keeps its parameters
