@@ -211,7 +211,9 @@ class AVModule(nn.Module):
         f_av_c = F.normalize(fa_c.mean(dim=(2, 3)), dim=1)  # (N, D)
         if self.spatial:
             cos = F.cosine_similarity(fv, f_av_c[..., None, None], dim=1)  # (N, h, w)
-            loc = torch.sigmoid(cos * self.att_w + self.att_b)
+            # the scalars in the maps' dtype: float32 ones would promote loc, v and the decoder's input to
+            # float32 under bf16 autocast
+            loc = torch.sigmoid(cos * self.att_w.to(cos.dtype) + self.att_b.to(cos.dtype))  # (N, h, w)
             v = F.normalize((loc.unsqueeze(1) * fv).sum(dim=(2, 3)), p=1, dim=-1)  # (N, D)
         else:
             cos = loc = fv.new_zeros(fv.shape[:1] + fv.shape[2:])
@@ -232,6 +234,15 @@ class AVModule(nn.Module):
 # --- decoder --------------------------------------------------------------------------------------------
 
 
+def instance_norm(y: torch.Tensor) -> torch.Tensor:
+    """F.instance_norm without affine, (N, C, h, w) -> (N, C, h, w) in y's memory format: F.instance_norm
+    returns NCHW for a channels-last input, and the concatenation, upsampling and convolution after it
+    would then each convert between the layouts."""
+    out = F.instance_norm(y)
+    channels_last = y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+
 class UpLevel(nn.Module):
     """One decoder level: (N, cin, f, t) -> (N, cout, 2f, 2t): bilinear x2 (align_corners=True), 3x3 conv (no
     bias), LeakyReLU 0.2, BatchNorm, then with AdaIN InstanceNorm x w(f_con) + b(f_con)."""
@@ -248,7 +259,7 @@ class UpLevel(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         y = self.bn(F.leaky_relu(self.conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)), LEAK))
         if self.adain:
-            y = F.instance_norm(y) * self.style_w(cond)[..., None, None] + self.style_b(cond)[..., None, None]
+            y = instance_norm(y) * self.style_w(cond)[..., None, None] + self.style_b(cond)[..., None, None]
         return y
 
 

@@ -135,7 +135,10 @@ def av_contrast(fv: torch.Tensor, f_av_c: torch.Tensor, temperature: float = 0.3
     n = fv.shape[0]
     if n < 2:
         return f_av_c.sum() * 0.0
-    sim = F.cosine_similarity(fv.unsqueeze(1), f_av_c[None, :, :, None, None], dim=2).amax(dim=(-1, -2))  # (N, N)
+    # F.cosine_similarity's terms (each side over its norm clamped at 1e-8) as one product of the unit
+    # vectors, not a broadcast (N, N, D, h, w) tensor
+    unit_v, unit_av = F.normalize(fv, dim=1, eps=1e-8), F.normalize(f_av_c, dim=1, eps=1e-8)
+    sim = torch.einsum("idhw,jd->ijhw", unit_v, unit_av).amax(dim=(-1, -2))  # (N, N)
     k = max(0, min(drop_hardest, n - 2))
 
     def rows(c: torch.Tensor) -> torch.Tensor:
@@ -331,6 +334,9 @@ class IALCMSSystem(System):
         self.sep_steps = 0  # separator steps so far (lambda_av's warm-up counts these)
         self.av_contrast = bool(model_args.get("av_contrast", True))
         self.legacy = bool(getattr(getattr(model, "config", None), "legacy", False))
+
+    def networks(self) -> list[torch.nn.Module]:
+        return [self.model, self.critic]
 
     def to(self, device: torch.device) -> "IALCMSSystem":
         self.model.to(device)

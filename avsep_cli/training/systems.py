@@ -124,6 +124,10 @@ class System:
         self.model_name, self.model_args = model_name, model_args
         self.lr = lr or {}
 
+    def networks(self) -> list[torch.nn.Module]:
+        """Every network the system trains (the trainer lays out their weights with --channels-last)."""
+        return [self.model]
+
     def param_groups(self, cfg) -> list[dict]:
         """Parameter groups by name: each trainable parameter takes the LR of the longest key of cfg.lr that
         is a dotted prefix of its name ("frame_net.trunk" before "frame_net"), else 'default'; those matching

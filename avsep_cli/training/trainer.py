@@ -181,7 +181,8 @@ class Trainer:
         # for an unknown precision); the same factory the inference methods use
         self.autocast = precision_autocast(cfg.precision, device.type)
         if cfg.channels_last:  # 4-D weights NHWC: the convolutions' native layout on CPU (oneDNN)
-            self.model.to(memory_format=torch.channels_last)
+            for net in system.networks():  # the separator, and a critic where there is one
+                net.to(memory_format=torch.channels_last)
         system.autocast = self.autocast
         self.manual = hasattr(system, "manual_step")
         if self.manual:
