@@ -22,7 +22,7 @@ assets:
 
 # The main job on the committed demo clip, with the shipped detector and AVPC weights.
 demo: install
-	$(VENV)/bin/avsep separate demo/corpus/duet/cello+saxophone/syn001249.mp4 -o demo-stems --force
+	$(VENV)/bin/avsep separate demo/corpus/duet/cello+flute/syn001209.mp4 -o demo-stems --force
 
 test: system-deps install
 	$(PY) -m ruff check --select F,E9 avsep_cli tests benchmarks

@@ -17,7 +17,7 @@ Full-band stems: a 1-hour 48 kHz stereo 720p video in under 2 GB, in at most 1.2
         --paths model,input --detect-imgsz 320 --clip CORPUS44K/duet/.../<id>.mp4 [--videos DIR]
 
     python benchmarks/bench_separate.py --weights W.pt --detector D.pt [--method avpc]
-        [--seconds 60] [--memory-minutes 10] [--clip demo/corpus/duet/.../syn001249.mp4] [--detect-imgsz 320]
+        [--seconds 60] [--memory-minutes 10] [--clip demo/corpus/duet/.../syn001209.mp4] [--detect-imgsz 320]
         [--sample-rate 48000] [--channels 2] [--paths input,model] [--videos DIR] [--json out.json]
 """
 

@@ -23,7 +23,7 @@ from avsep_cli import fsio, media
 from clihelp import assert_one_error, run
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "demo" / "corpus" / "duet" / "cello+saxophone" / "syn001249.mp4"
+DEMO = ROOT / "demo" / "corpus" / "duet" / "cello+flute" / "syn001209.mp4"
 
 
 pytestmark = pytest.mark.usefixtures("no_shipped_weights")  # tests pass their own weights (tiny_weights)
