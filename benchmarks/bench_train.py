@@ -79,12 +79,8 @@ def build(method: str, variant: str, batch: int, seed: int, run_dir: Path) -> Tr
 def trunk_shape(trainer: Trainer) -> tuple[int, int, int]:
     """(C, h, w) of one frame's cached trunk features: (512, h, w), or both levels packed (1024, h, w) for
     IAL-CMS's DeepLabv3+ head (what `--cache-features` stores for it)."""
-    from avsep_cli.models.deeplab import PackedTrunk
-
     model = trainer.model
-    trunk = model.visual.trunk if hasattr(model, "visual") else model.frame_net.trunk
-    if getattr(getattr(model, "visual", None), "head_kind", None) == "deeplab":
-        trunk = PackedTrunk(trunk)
+    trunk = model.visual.cached_trunk()[0] if hasattr(model, "visual") else model.frame_net.trunk
     size = trainer.cfg.model["frame_size"]
     with torch.no_grad():
         return tuple(trunk(torch.zeros(1, 3, size, size)).shape[1:])  # (C, h, w)

@@ -47,7 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from avsep_cli.checkpoint import register_model
-from avsep_cli.models.deeplab import PACKED_CHANNELS, DeepLabV3PlusHead, unpack_levels
+from avsep_cli.models.deeplab import PACKED_CHANNELS, DeepLabV3PlusHead, PackedTrunk, unpack_levels
 from avsep_cli.models.frames import normalize
 from avsep_cli.models.resnet import FrozenResNet18Trunk
 
@@ -114,6 +114,14 @@ class VisualEncoder(nn.Module):
     def feature_channels(self) -> int:
         """Channels of the cached trunk features this encoder takes in place of pictures."""
         return PACKED_CHANNELS if self.head_kind == "deeplab" else 512
+
+    def cached_trunk(self) -> tuple[nn.Module, str]:
+        """What `--cache-features` stores for this encoder: the module that maps (N, 3, S, S) pictures to the
+        features it takes in their place, and the cache's name for them (both trunk levels packed for the
+        DeepLabv3+ head, `deeplab.PackedTrunk`; the last map for the mlp head)."""
+        if self.head_kind == "deeplab":
+            return PackedTrunk(self.trunk), "resnet18-levels"
+        return self.trunk, "resnet18"
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         """crops: (N, K, 3, H, W) uint8 pictures, or (N, K, C, h, w) float trunk features (cached; C =

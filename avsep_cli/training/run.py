@@ -188,14 +188,12 @@ def _build_ialcms(cfg: TrainConfig, model):
     if cfg.cache_features:  # frames (supervised) or fixed player crops (unsupervised), trunk run once
         from avsep_cli.features import TrunkFeatureStore
 
-        if cfg.model.get("visual_head", "mlp") == "deeplab" and not cfg.model.get("legacy"):
-            # both maps the DeepLabv3+ head reads, packed into one (1024, S/16, S/16) map per crop: 8x the mlp
-            # head's cache on disk (128 KB per crop at 128 px, 400 KB at 224, float16), read one batch at a time
-            from avsep_cli.models.deeplab import PackedTrunk
-
-            store = TrunkFeatureStore(cfg.root, PackedTrunk(model.visual.trunk), "resnet18-levels", size)
-        else:
-            store = TrunkFeatureStore(cfg.root, model.visual.trunk, "resnet18", size)
+        # the DeepLabv3+ head's two maps are packed into one (1024, S/16, S/16) map per crop: 8x the mlp head's
+        # cache on disk (128 KB per crop at 128 px, 400 KB at 224, float16), read one batch at a time; the
+        # legacy encoder has only the mlp head's trunk
+        cached = getattr(model.visual, "cached_trunk", None)
+        trunk, kind = cached() if cached else (model.visual.trunk, "resnet18")
+        store = TrunkFeatureStore(cfg.root, trunk, kind, size)
     legacy = bool(cfg.model.get("legacy"))
     if opts.supervised:  # solo clips of different classes, x U(0.5, 1.5), summed (the reference's solo set)
         data = MixSeparate(cfg.root, "train", mix=cfg.mix, length=length, seed=cfg.seed, segment=cfg.segment,
