@@ -409,18 +409,32 @@ def box_iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def match_identities(identities, sidecar: dict, min_iou: float = 0.5) -> dict[str, str]:
-    """Ground-truth player class -> name of the output identity whose tracked boxes overlap that player's
-    true boxes most (mean IoU over the identity's sightings, at least `min_iou`). `identities` are
-    `separator.Identity`s (or dicts with name and boxes, as in manifest.json)."""
-    fps, best = float(sidecar["fps"]), {}
-    for ident in identities:
-        name, boxes = (ident["name"], ident["boxes"]) if isinstance(ident, dict) else (ident.name, ident.boxes)
-        for p in sidecar["players"]:
-            n = len(p["boxes"])
+def match_players(identities, sidecar: dict, min_iou: float = 0.5) -> list[tuple[float, object]]:
+    """Per player of `sidecar` (in its order): (mean IoU, identity) of the output identity whose tracked
+    boxes overlap that player's true boxes most (mean IoU over the identity's sightings, at least
+    `min_iou`), or (0.0, None). `identities` are `separator.Identity`s (or dicts with name and boxes, as in
+    manifest.json)."""
+    fps, out = float(sidecar["fps"]), []
+    for p in sidecar["players"]:
+        n, best = len(p["boxes"]), (0.0, None)
+        for ident in identities:
+            boxes = ident["boxes"] if isinstance(ident, dict) else ident.boxes
+            if not boxes:  # guided by name or by the whole frame: no sightings
+                continue
             ov = float(np.mean([box_iou(b["box"], p["boxes"][min(n - 1, int(b["t"] * fps))]) for b in boxes]))
-            if ov >= min_iou and ov > best.get(p["class"], (0.0, ""))[0]:
-                best[p["class"]] = (ov, name)
+            if ov >= min_iou and ov > best[0]:
+                best = (ov, ident)
+        out.append(best)
+    return out
+
+
+def match_identities(identities, sidecar: dict, min_iou: float = 0.5) -> dict[str, str]:
+    """Ground-truth player class -> name of the output identity that `match_players` gives that player
+    (the best-overlapping one where two players share a class)."""
+    best: dict[str, tuple[float, str]] = {}
+    for p, (ov, ident) in zip(sidecar["players"], match_players(identities, sidecar, min_iou)):
+        if ident is not None and ov > best.get(p["class"], (0.0, ""))[0]:
+            best[p["class"]] = (ov, ident["name"] if isinstance(ident, dict) else ident.name)
     return {cls: name for cls, (_, name) in best.items()}
 
 

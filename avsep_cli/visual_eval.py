@@ -5,11 +5,17 @@ the clips' mp4 files, as the pipeline sees them.
 
 - `classifier_accuracy`: the visual trunk's top-1 on the pipeline's crop (10 % padding) of every
   player at `frames` times of each clip, per class, with the confusion matrix.
-- `detector_metrics`: mAP50 (each box one detection of its class, scored by detector confidence times
-  the class probability when a classifier names the boxes; COCO's 101-point interpolated AP, averaged
-  over the classes that have players), and at an operating point (boxes with
+- `detector_metrics`: mAP50 (COCO's 101-point interpolated AP, averaged over the classes that have
+  players) two ways when a classifier names the boxes: `map50`, each box one detection of its most
+  probable class, scored by detector confidence times that probability (what the pipeline keeps); and
+  `map50_all_classes`, each box a detection of every class it gives probability >= 0.001, scored by
+  confidence times that class' probability (how two-stage detectors are scored, and ultralytics'
+  multi-label validation: a wrong first name can still find the player further down that class' list).
+  Without a classifier both are the detector's own classes. And at an operating point (boxes with
   confidence >= `conf`, the tracker's threshold in `avsep separate`): player recall (a player is found
   when a box overlaps it at IoU >= 0.5) and the class accuracy of the found players, per class.
+- `pipeline_players`: the same, per player rather than per frame, as `avsep separate` delivers them:
+  tracks over the whole clip, each named by its votes.
 """
 
 from __future__ import annotations
@@ -103,6 +109,25 @@ def average_precision(scores: np.ndarray, hits: np.ndarray, n_true: int) -> floa
     return float(np.mean(np.where(idx < len(envelope), envelope[np.minimum(idx, len(envelope) - 1)], 0.0)))
 
 
+MIN_PROB = 1e-3  # classes below this probability are not scored for a box (as a detector's score threshold)
+
+
+def _match(dets: dict, score: np.ndarray, cls: np.ndarray, ov: np.ndarray, gt_cls: np.ndarray) -> None:
+    """One frame's detections (score, class, (D, G) IoU with the true boxes) into `dets[class]` as (score, hit):
+    best score first, each matching the best-overlapping unmatched true box of its class at IoU >= 0.5."""
+    taken = np.zeros(len(gt_cls), bool)
+    for d in np.argsort(-np.asarray(score), kind="stable"):
+        cand = np.where((gt_cls == cls[d]) & ~taken & (ov[d] >= IOU))[0] if len(gt_cls) else []
+        hit = len(cand) > 0
+        if hit:
+            taken[cand[np.argmax(ov[d, cand])]] = True
+        dets[int(cls[d])].append((float(score[d]), hit))
+
+
+def _ap(dets: list[tuple[float, bool]], n_true: int) -> float:
+    return average_precision(np.array([d[0] for d in dets]), np.array([d[1] for d in dets], bool), int(n_true))
+
+
 def detector_metrics(detector, root, split: str = "test", every: int = 4, conf: float = 0.1, progress=None) -> dict:
     """mAP50 and the operating point of `detector` (a detection.Detector) on every `every`-th frame."""
     from avsep_cli.datasets import FPS
@@ -112,6 +137,7 @@ def detector_metrics(detector, root, split: str = "test", every: int = 4, conf: 
     classes = list(detector.classes)
     index = {c: i for i, c in enumerate(classes)}
     dets: dict[int, list[tuple[float, bool]]] = {i: [] for i in range(len(classes))}
+    dets_all: dict[int, list[tuple[float, bool]]] = {i: [] for i in range(len(classes))}
     n_true = np.zeros(len(classes), np.int64)
     found = np.zeros(len(classes), np.int64)
     right = np.zeros(len(classes), np.int64)
@@ -139,14 +165,13 @@ def detector_metrics(detector, root, split: str = "test", every: int = 4, conf: 
                 pred_cls = boxes[:, 5].astype(np.int64)
                 score = boxes[:, 4]
             ov = iou(boxes[:, :4], gt_box) if len(boxes) and len(gt_box) else np.zeros((len(boxes), len(gt_box)))
-            # mAP: detections of a class, best score first, each matching the best unmatched true box of its class
-            taken = np.zeros(len(gt_box), bool)
-            for d in np.argsort(-score, kind="stable"):
-                cand = np.where((gt_cls == pred_cls[d]) & ~taken & (ov[d] >= IOU))[0] if len(gt_box) else []
-                hit = len(cand) > 0
-                if hit:
-                    taken[cand[np.argmax(ov[d, cand])]] = True
-                dets[int(pred_cls[d])].append((float(score[d]), hit))
+            _match(dets, score, pred_cls, ov, gt_cls)
+            if probs is not None and len(boxes):
+                # every class a box gives probability >= MIN_PROB, scored conf x probability
+                d_idx, c_idx = np.nonzero(probs >= MIN_PROB)
+                _match(dets_all, boxes[d_idx, 4] * probs[d_idx, c_idx], c_idx, ov[d_idx], gt_cls)
+            else:
+                _match(dets_all, score, pred_cls, ov, gt_cls)
             # operating point: boxes above conf, any class, matched to players one to one by IoU
             keep = np.where(boxes[:, 4] >= conf)[0] if len(boxes) else np.zeros(0, np.int64)
             used: set[int] = set()
@@ -164,15 +189,48 @@ def detector_metrics(detector, root, split: str = "test", every: int = 4, conf: 
             progress(n + 1, len(clips))
     per = {}
     for i, c in enumerate(classes):
-        s = np.array([d[0] for d in dets[i]])
-        h = np.array([d[1] for d in dets[i]], bool)
-        per[c] = {"players": int(n_true[i]), "ap50": average_precision(s, h, int(n_true[i])),
+        per[c] = {"players": int(n_true[i]), "ap50": _ap(dets[i], n_true[i]),
+                  "ap50_all_classes": _ap(dets_all[i], n_true[i]),
                   "recall": float(found[i] / n_true[i]) if n_true[i] else float("nan"),
                   "class_acc": float(right[i] / found[i]) if found[i] else float("nan")}
     aps = [v["ap50"] for v in per.values() if v["players"]]
+    aps_all = [v["ap50_all_classes"] for v in per.values() if v["players"]]
     return {"split": split, "frames": frames_n, "conf": conf, "map50": float(np.mean(aps)) if aps else float("nan"),
+            "map50_all_classes": float(np.mean(aps_all)) if aps_all else float("nan"),
             "recall": float(found.sum() / max(1, n_true.sum())),
             "class_acc": float(right.sum() / max(1, found.sum())), "per_class": per}
+
+
+def pipeline_players(separator, root, split: str = "test", progress=None) -> dict:
+    """Players as `avsep separate` finds and names them: every clip of the split through `separator` (a
+    `separator.Separator`: detection at its rate, tracking, each track named by its summed votes); each
+    true player matched to the output identity whose tracked boxes overlap it most (mean IoU >= 0.5,
+    `evaluate.match_players`). -> {"players", "recall", "class_acc", "per_class": {cls: {"players",
+    "recall", "class_acc"}}}: recall, the share of players with an identity; class_acc, the share of
+    those whose identity has the player's class."""
+    from avsep_cli.evaluate import match_players
+
+    root = Path(root)
+    corpus, clips, reader = _clips(root, split)
+    classes = list(corpus.classes)
+    n_true = dict.fromkeys(classes, 0)
+    found, right = dict.fromkeys(classes, 0), dict.fromkeys(classes, 0)
+    for n, clip in enumerate(clips):
+        side = reader.meta(clip)
+        result = separator.separate_file(clip.video)
+        for p, (_, ident) in zip(side["players"], match_players(result.identities, side)):
+            c = p["class"]
+            n_true[c] = n_true.get(c, 0) + 1
+            if ident is not None:
+                found[c] = found.get(c, 0) + 1
+                right[c] = right.get(c, 0) + int(ident.cls == c)
+        if progress:
+            progress(n + 1, len(clips))
+    per = {c: {"players": n_true[c], "recall": found[c] / n_true[c] if n_true[c] else float("nan"),
+               "class_acc": right[c] / found[c] if found[c] else float("nan")} for c in n_true}
+    total, hit = sum(n_true.values()), sum(found.values())
+    return {"split": split, "players": total, "recall": hit / max(1, total),
+            "class_acc": sum(right.values()) / max(1, hit), "per_class": per}
 
 
 def confusion_png(result: dict, path: str | Path, title: str = "") -> Path:

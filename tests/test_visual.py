@@ -141,9 +141,51 @@ def test_detector_metrics_on_corpus_frames(tiny_corpus, monkeypatch):
         assert m["recall"] == pytest.approx(1.0)
         if wrong:
             assert m["class_acc"] == 0.0 and m["map50"] == 0.0
+            # scored for every class, each box also finds its player under the true class, below the wrong name
+            assert 0.0 < m["map50_all_classes"] < 1.0
         else:
             assert m["class_acc"] == 1.0 and m["map50"] == pytest.approx(1.0)
+            assert m["map50_all_classes"] == pytest.approx(1.0)
             assert all(v["ap50"] == pytest.approx(1.0) for v in m["per_class"].values() if v["players"])
+
+
+class _TruthSeparator:
+    """`separate_file` as the pipeline's: identities tracked on each player's true boxes, named right, wrong
+    (the next class), or missing for the second player of a clip."""
+
+    def __init__(self, classes, mode):
+        self.classes, self.mode = list(classes), mode
+
+    def separate_file(self, path):
+        from types import SimpleNamespace
+
+        from avsep_cli.separator import Identity
+
+        side = json.loads(path.with_suffix(".json").read_text())
+        idents = []
+        for k, p in enumerate(side["players"]):
+            if self.mode == "miss" and k == 1:
+                continue
+            cls = self.classes[(self.classes.index(p["class"]) + 1) % len(self.classes)] if self.mode == "wrong" else p["class"]
+            boxes = [{"t": f / side["fps"], "box": b} for f, b in enumerate(p["boxes"]) if f % 2 == 0]
+            idents.append(Identity(f"{cls}_{k + 1}", cls, k, 0.9, 0.0, 1.0, boxes))
+        return SimpleNamespace(identities=idents)
+
+
+def test_pipeline_players_counts_found_and_named_players(tiny_corpus):
+    corpus = open_corpus(tiny_corpus)
+    clips = [c for c in corpus.clips(split="test") if c.sidecar is not None]
+    assert all(c.sidecar == c.video.with_suffix(".json") for c in clips)
+    players = sum(len(json.loads(c.sidecar.read_text())["players"]) for c in clips)
+    duet_players = sum(len(json.loads(c.sidecar.read_text())["players"]) > 1 for c in clips)
+    assert duet_players > 0
+    for mode in ("right", "wrong", "miss"):
+        m = visual_eval.pipeline_players(_TruthSeparator(corpus.classes, mode), tiny_corpus, "test")
+        assert m["players"] == players == sum(v["players"] for v in m["per_class"].values())
+        if mode == "miss":
+            assert m["recall"] == pytest.approx(1 - duet_players / players) and m["class_acc"] == 1.0
+        else:
+            assert m["recall"] == 1.0 and m["class_acc"] == (1.0 if mode == "right" else 0.0)
 
 
 def test_classifier_accuracy_counts_every_visible_player(tiny_corpus, tmp_path):
