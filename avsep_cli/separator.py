@@ -383,6 +383,21 @@ class Separator:
                 result.files = out.commit()
             return result
 
+    def find_players(self, path: str | Path) -> list[Identity]:
+        """The players `separate_file` would give stems to, found and named in the picture (detection and
+        tracking only; no audio is separated); empty where no instrument is tracked."""
+        path = Path(path)
+        info = media.probe(path)
+        media.require(info, audio=False, video=True)
+        if self.detector is None:
+            raise AvsepError("no detector: pass --detector WEIGHTS")
+        store = CropStore()
+        try:
+            tracks, _ = self._scan(path, info.duration, self.detector, store, _Timer(), lambda stage, frac: None)
+        finally:
+            store.close()
+        return self._identities(tracks, list(self.detector.classes))
+
     def _named(self, instruments: list[str] | None):
         """-> (class names in order, their prototypes) for `instruments`, or None; unknown names are one line."""
         if instruments is None:

@@ -202,32 +202,29 @@ def detector_metrics(detector, root, split: str = "test", every: int = 4, conf: 
 
 
 def pipeline_players(separator, root, split: str = "test", progress=None) -> dict:
-    """Players as `avsep separate` finds and names them: every clip of the split through `separator` (a
-    `separator.Separator`: detection at its rate, tracking, each track named by its summed votes); each
-    true player matched to the output identity whose tracked boxes overlap it most (mean IoU >= 0.5,
-    `evaluate.match_players`). -> {"players", "recall", "class_acc", "per_class": {cls: {"players",
-    "recall", "class_acc"}}}: recall, the share of players with an identity; class_acc, the share of
-    those whose identity has the player's class."""
+    """Players as `avsep separate` finds and names them: every clip of the split through
+    `separator.find_players` (a `separator.Separator`: detection at its rate, tracking, each track named
+    by its summed votes); each true player matched to the output identity whose tracked boxes overlap it
+    most (mean IoU >= 0.5, `evaluate.match_players`). -> {"players", "recall", "class_acc", "per_class":
+    {cls: {"players", "recall", "class_acc"}}}: recall, the share of players with an identity; class_acc,
+    the share of those whose identity has the player's class."""
+    from collections import Counter
+
     from avsep_cli.evaluate import match_players
 
-    root = Path(root)
-    corpus, clips, reader = _clips(root, split)
-    classes = list(corpus.classes)
-    n_true = dict.fromkeys(classes, 0)
-    found, right = dict.fromkeys(classes, 0), dict.fromkeys(classes, 0)
+    corpus, clips, reader = _clips(Path(root), split)
+    n_true, found, right = Counter(), Counter(), Counter()
     for n, clip in enumerate(clips):
         side = reader.meta(clip)
-        result = separator.separate_file(clip.video)
-        for p, (_, ident) in zip(side["players"], match_players(result.identities, side)):
+        for p, (_, ident) in zip(side["players"], match_players(separator.find_players(clip.video), side)):
             c = p["class"]
-            n_true[c] = n_true.get(c, 0) + 1
-            if ident is not None:
-                found[c] = found.get(c, 0) + 1
-                right[c] = right.get(c, 0) + int(ident.cls == c)
+            n_true[c] += 1
+            found[c] += ident is not None
+            right[c] += ident is not None and ident.cls == c
         if progress:
             progress(n + 1, len(clips))
     per = {c: {"players": n_true[c], "recall": found[c] / n_true[c] if n_true[c] else float("nan"),
-               "class_acc": right[c] / found[c] if found[c] else float("nan")} for c in n_true}
+               "class_acc": right[c] / found[c] if found[c] else float("nan")} for c in corpus.classes}
     total, hit = sum(n_true.values()), sum(found.values())
     return {"split": split, "players": total, "recall": hit / max(1, total),
             "class_acc": sum(right.values()) / max(1, hit), "per_class": per}

@@ -11,9 +11,9 @@ of video.
 - classifier: the pipeline's crop (10 % padding) of every player at 3 times per clip
   (`visual_eval.classifier_accuracy`), with a confusion-matrix PNG;
 - players (`--players`): every clip of the split through `avsep separate`'s pipeline with this detector
-  (tracks over the whole clip, each named by its votes; the separator's method does not matter here),
+  (`Separator.find_players`: tracks over the whole clip, each named by its votes, no audio separated),
   each true player matched to the output identity on its boxes: player recall and class accuracy as a
-  user gets them (`visual_eval.pipeline_players`; about 5 CPU-minutes more);
+  user gets them (`visual_eval.pipeline_players`);
 - cost: process CPU seconds of `Detector.detect` on the split's frames (at `separate`'s 4 detection
   frames per second), scaled to one minute of video, with one thread (`--threads`).
 
@@ -92,7 +92,7 @@ def main() -> None:
         from avsep_cli.separator import Separator
         from avsep_cli.visual_eval import pipeline_players
 
-        pm = pipeline_players(Separator("sop", detector=det), args.root, args.split)
+        pm = pipeline_players(Separator("sop", detector=det), args.root, args.split)  # find_players: no audio
         result["pipeline_players"] = pm
         print(f"through the pipeline (tracks, as avsep separate names them): {pm['players']} players, recall "
               f"{100 * pm['recall']:.1f} %, class accuracy of found {100 * pm['class_acc']:.1f} %")

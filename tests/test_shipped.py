@@ -13,6 +13,7 @@ import torch
 from avsep_cli import dsp, evaluate, media, registry
 from avsep_cli.layout import open_corpus
 from avsep_cli.methods import MixBatch, get_method
+from avsep_cli.separator import Separator
 from clihelp import run
 
 DEMO = open_corpus(Path(__file__).resolve().parents[1] / "demo" / "corpus").clips()[0]
@@ -74,13 +75,16 @@ def test_demo_with_the_defaults_separates_each_player(capsys, tmp_path):
     for row in evaluate.score_clip_stems(DEMO, stems, owner):
         assert row["sdr_own"] > row["sdr_other"], row
         assert row["sdr_own"] >= 3.0, row
+    # the same players, found and named without separating (what benchmarks/bench_visual.py --players counts)
+    players = Separator().find_players(DEMO.video)
+    assert [(i.name, i.cls, i.boxes) for i in players] == \
+        [(i["name"], i["cls"], i["boxes"]) for i in manifest["identities"]]
 
 
 def test_the_default_detector_is_named_by_a_shipped_trunk_checked_by_sha256(monkeypatch):
     """The shipped detector finds instruments (one class); the visual trunk its entry names tells which
     instrument each box is. Both files are checked against the manifest before they are loaded."""
     from avsep_cli import classifier, registry
-    from avsep_cli.separator import Separator
 
     det = registry.default_for("detector")
     trunk = registry.entry(det["classifier"])

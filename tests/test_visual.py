@@ -150,15 +150,13 @@ def test_detector_metrics_on_corpus_frames(tiny_corpus, monkeypatch):
 
 
 class _TruthSeparator:
-    """`separate_file` as the pipeline's: identities tracked on each player's true boxes, named right, wrong
+    """`find_players` as the pipeline's: identities tracked on each player's true boxes, named right, wrong
     (the next class), or missing for the second player of a clip."""
 
     def __init__(self, classes, mode):
         self.classes, self.mode = list(classes), mode
 
-    def separate_file(self, path):
-        from types import SimpleNamespace
-
+    def find_players(self, path):
         from avsep_cli.separator import Identity
 
         side = json.loads(path.with_suffix(".json").read_text())
@@ -169,7 +167,7 @@ class _TruthSeparator:
             cls = self.classes[(self.classes.index(p["class"]) + 1) % len(self.classes)] if self.mode == "wrong" else p["class"]
             boxes = [{"t": f / side["fps"], "box": b} for f, b in enumerate(p["boxes"]) if f % 2 == 0]
             idents.append(Identity(f"{cls}_{k + 1}", cls, k, 0.9, 0.0, 1.0, boxes))
-        return SimpleNamespace(identities=idents)
+        return idents
 
 
 def test_pipeline_players_counts_found_and_named_players(tiny_corpus):
