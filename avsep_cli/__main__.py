@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 
-from avsep_cli.errors import check_signals, on_signal, stopped
+from avsep_cli.errors import check_signals, on_signal, quiet_signal_unraisable, stopped
 
 
 def main() -> int:
@@ -20,6 +20,7 @@ def main() -> int:
         signal.signal(signal.SIGTERM, on_signal)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored (nohup &)
         signal.signal(signal.SIGINT, on_signal)
+    quiet_signal_unraisable()  # a signal that lands in a weakref callback: no "Exception ignored" traceback
     try:
         from avsep_cli.cli import main as cli_main
 

@@ -48,6 +48,23 @@ def on_signal(signum, frame) -> None:
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
+def quiet_signal_unraisable() -> None:
+    """Install a `sys.unraisablehook` that stays silent about `on_signal`'s exception where Python could not
+    raise it (it arrived inside a weakref callback or `__del__`, e.g. an import's module-lock clean-up, and
+    Python would print "Exception ignored in ..." with a traceback): the signal is remembered and
+    `check_signals` raises it again. Every other unraisable exception goes to the previous hook."""
+    import sys
+
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and _received:
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+
+
 def check_signals() -> None:
     """Raise again for a signal whose exception third-party code swallowed (a bare `except:` around an
     optional import): called before outputs are committed, so a stopped run never commits them."""

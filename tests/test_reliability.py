@@ -350,3 +350,27 @@ def test_a_ctrl_c_that_third_party_code_swallowed_still_stops_the_commit(tmp_pat
                 pass
             folder.commit()
     assert not out.exists()
+
+
+def test_a_signal_that_lands_in_a_weakref_callback_prints_no_traceback():
+    """Python cannot raise in a weakref callback (an import's module-lock clean-up is one): the signal's
+    exception would be printed as "Exception ignored in ..." with a traceback. avsep's hook keeps quiet about
+    it (the signal is remembered, and check_signals raises it again), and still reports anything else."""
+    code = """if True:
+        import signal, sys, weakref
+        from avsep_cli import errors
+        errors.quiet_signal_unraisable()
+        class A: pass
+        def by_signal(ref): errors.on_signal(signal.SIGINT, None)
+        def by_bug(ref): raise ValueError("a real bug")
+        a, b = A(), A()
+        ra, rb = weakref.ref(a, by_signal), weakref.ref(b, by_bug)
+        del a, b
+        try:
+            errors.check_signals()
+        except KeyboardInterrupt:
+            print("raised again")
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "raised again", proc.stderr
+    assert "KeyboardInterrupt" not in proc.stderr and "ValueError: a real bug" in proc.stderr
