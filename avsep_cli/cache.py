@@ -15,7 +15,6 @@ changed trunk reads and writes other files, and the files of other hashes are si
 from __future__ import annotations
 
 import hashlib
-import multiprocessing as mp
 import os
 import re
 import shutil
@@ -27,7 +26,7 @@ import numpy as np
 
 from avsep_cli import media
 from avsep_cli.datasets import CACHE_DIR, FPS, cache_paths
-from avsep_cli.errors import AvsepError, MediaError
+from avsep_cli.errors import AvsepError, MediaError, worker_pool
 from avsep_cli.fsio import atomic_path
 from avsep_cli.layout import Clip, open_corpus
 
@@ -166,7 +165,7 @@ def build_cache(root: str | os.PathLike, *, workers: int = 2, size: int = DEFAUL
     else:
         # fork: the workers only use PyAV and numpy, never torch, so forking after torch was imported
         # is safe; it saves every worker re-importing the package.
-        with mp.get_context("fork").Pool(min(workers, len(todo))) as pool:
+        with worker_pool(min(workers, len(todo))) as pool:
             for video, err in pool.imap_unordered(_work, args, chunksize=1):
                 collect(video, err)
     for c in clips:

@@ -48,6 +48,24 @@ def on_signal(signum, frame) -> None:
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
+def worker_pool(processes: int):
+    """A fork `multiprocessing.Pool` whose workers leave SIGINT and SIGTERM to the parent. Ours are forked
+    with `on_signal` installed, and a pool stops its workers with SIGTERM when it closes: raising
+    `Terminated` there printed a traceback per worker, and one raised while holding the task queue's lock
+    could hang the close. The workers take SIGTERM's default action (end at once) and ignore SIGINT (Ctrl-C
+    reaches the whole process group; the parent alone handles it, then closes the pool)."""
+    import multiprocessing as mp
+
+    return mp.get_context("fork").Pool(processes, initializer=_quiet_worker)
+
+
+def _quiet_worker() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def quiet_signal_unraisable() -> None:
     """Install a `sys.unraisablehook` that stays silent about `on_signal`'s exception where Python could not
     raise it (it arrived inside a weakref callback or `__del__`, e.g. an import's module-lock clean-up, and

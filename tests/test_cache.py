@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -142,6 +144,17 @@ def test_a_broken_video_is_reported_after_the_others_are_cached(tiny_corpus, tmp
     assert str(bad) in lines[1] and "truncated" in lines[1]
     assert all(p.exists() for c in clips if c.video != bad for p in cache_paths(root, c))
     assert not any(p.exists() for p in cache_paths(root, clips[7]))
+
+
+def test_index_with_workers_as_a_command_prints_only_its_summary(tiny_corpus, tmp_path):
+    """As a real `avsep` process (its SIGINT/SIGTERM handlers installed): the pool's workers, stopped with
+    SIGTERM when the pool closes, must end quietly, not print a `Terminated` traceback each."""
+    root = copy_corpus(tiny_corpus, tmp_path / "c")
+    proc = subprocess.run([sys.executable, "-m", "avsep_cli", "data", "index", str(root), "--workers", "2",
+                           "--size", "64"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "20 clips decoded, 0 up to date, 0 failed" in lines[0], proc.stderr
 
 
 def test_index_bad_input(tmp_path, capsys):

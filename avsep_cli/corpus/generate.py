@@ -23,7 +23,6 @@ import csv
 import hashlib
 import json
 import logging
-import multiprocessing as mp
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy as np
 from avsep_cli.corpus import classes as C
 from avsep_cli.corpus import scores
 from avsep_cli.corpus import splits
-from avsep_cli.errors import AvsepError
+from avsep_cli.errors import AvsepError, worker_pool
 from avsep_cli.fsio import atomic_path, prepare_output_dir
 
 log = logging.getLogger("avsep")
@@ -442,8 +441,7 @@ def generate(root: Path, *, workers: int = 1, progress: Callable | None = None,
             if progress:
                 progress(done, len(pl.clips))
     else:
-        ctx = mp.get_context("fork")
-        with ctx.Pool(min(workers, len(todo))) as pool:
+        with worker_pool(min(workers, len(todo))) as pool:
             for _ in pool.imap_unordered(_work, args, chunksize=1):
                 done += 1
                 if progress:
