@@ -7,10 +7,12 @@
 # `avsep data synth -o CORPUS --size default --seed 0 --workers 2` followed by `avsep data index CORPUS`.
 # CODE, when set, is a snapshot of the repository the runs import (so that editing the checkout does not
 # change a run half-way); PYTHON is the interpreter with avsep's dependencies.
+# DRY_RUN=1 prints the command instead of running it.
 #
-# Every run: the cpu preset, bf16 autocast where the CPU has bf16 units (else fp32), channels-last, the frozen trunk's features cached, one thread,
-# batch 8, 100 steps per epoch, 32 validation mixtures, seed 0. A run whose folder has a last.pt resumes
-# (its config.json keeps everything, --max-cpu-minutes included: all resumes count towards it).
+# Every run: the cpu preset, bf16 autocast where the CPU has bf16 units (else fp32), channels-last, the
+# frozen trunk's features cached, one thread, batch 8, 100 steps per epoch, 32 validation mixtures, seed 0.
+# A run whose folder has a last.pt resumes (its config.json keeps everything but the length,
+# --max-cpu-minutes included: all resumes count towards it).
 set -euo pipefail
 NAME=${1:?usage: campaign.sh NAME (ialcms, ialcms-sup, ialcms-noial, avpc, avpc-rcop, sop, avpc-mix3, sop-mix3)}
 RUNS=${RUNS:-$HOME/avsep-runs/r18}
@@ -19,7 +21,7 @@ PYTHON=${PYTHON:-python}
 TRUNK=${TRUNK:-visual-trunk-broad-ft}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 if [ -n "${CODE:-}" ]; then export PYTHONPATH="$CODE"; fi
-avsep() { "$PYTHON" -m avsep_cli "$@"; }
+avsep() { ${DRY_RUN:+echo} "$PYTHON" -m avsep_cli "$@"; }
 
 # bf16 autocast only pays on CPUs with AVX512-BF16 or AMX (2.2-2.7x fp32's steps per CPU-second there);
 # without them (e.g. Ice Lake) it is slower than fp32 (0.56-0.75x) and fp32 with channels-last is fastest
@@ -30,29 +32,36 @@ fi
 common=(--preset cpu --root "$CORPUS" --visual-weights "$TRUNK" --cache-features --precision "$PRECISION" --channels-last
         --steps-per-epoch 100 --batch-size 8 --val-num 32 --seed 0)
 # Lengths are set in epochs (100 steps) so that every LR drop and warm-up happens; --max-cpu-minutes is a
-# safety net. They were sized for the 2-core Ice Lake machine (fp32 + channels-last, one thread): AVPC
-# ~2.5, Sound-of-Pixels ~1.6, IAL-CMS ~5 CPU-s per step with data loading and validation, so each run
-# comes to about 3.3 CPU-hours. LR drops at 40 % and 80 % of the run, as the references' 40,80 of 100.
-# IAL-CMS's lambda warm-ups scaled to the 2,500-batch run as the LR drops are (the authors': x10 after
-# 8k/16k/24k batches for lambda_ial, 4k/8k/12k separator steps for lambda_av; see docs/fidelity.md).
-warmup=(--option 'lambda_ial_steps=[600,1200,1800]' --option 'lambda_av_steps=[300,600,900]')
-avpc=(--method avpc --epochs 50 --lr-steps 20,40 --max-cpu-minutes 240)
-rcop2=(--epochs 42 --lr-steps 17,34 --max-cpu-minutes 210)
+# safety net. Each run sees at least 6x the mixtures of the weights it replaces where that fits in about 5
+# CPU-hours (issue 18), else runs at least 3 CPU-hours. Sized on the 2-core Ice Lake machine (fp32 +
+# channels-last, one thread; with data loading and validation AVPC ~2.2, Sound-of-Pixels ~1.5, IAL-CMS
+# ~4.4 CPU-s per step). LR drops at 40 % and 80 % of the run, as the references' 40,80 of 100 epochs.
+# IAL-CMS's lambda warm-ups are scaled to the run as the LR drops are (the authors': x10 after 8k/16k/24k
+# batches for lambda_ial, after 4k/8k/12k separator steps, a third of the batches, for lambda_av; see
+# docs/fidelity.md); the unsupervised run keeps its full lambdas for its last 1,500 batches.
+warmup() { w=(--option "lambda_ial_steps=[$1,$(($1 * 2)),$(($1 * 3))]" --option "lambda_av_steps=[$2,$(($2 * 2)),$(($2 * 3))]"); }
+rcop2=(--lr-steps 26,53 --max-cpu-minutes 330)
 case "$NAME" in
-  ialcms)       args=(--method ialcms --epochs 25 --max-cpu-minutes 260 "${warmup[@]}") ;;
-  ialcms-sup)   args=(--method ialcms --supervised --epochs 25 --max-cpu-minutes 260 "${warmup[@]}") ;;
+  # previous weights: 550 steps (4,400 mixtures) -> 3,300 steps, ~245 CPU-min
+  ialcms)       epochs=33; warmup 600 300; args=(--method ialcms --max-cpu-minutes 260 "${w[@]}") ;;
+  # previous: 2,300 cheaper steps (18,400) -> 6x does not fit; 4,500 steps, ~3.3 CPU-h (measure, then extend)
+  ialcms-sup)   epochs=45; warmup 1100 550
+                args=(--method ialcms --supervised --max-cpu-minutes 260 "${w[@]}") ;;
   # the ablation: as many separator updates as `ialcms` made (a third of its batches), without the critic
-  ialcms-noial) args=(--method ialcms --no-ial --epochs "${NOIAL_EPOCHS:?separator updates of the ialcms run, divided by 100}"
-                      "${warmup[@]}") ;;
-  avpc)         args=("${avpc[@]}") ;;
-  # RCoP stage 8 epochs (LR drops at 4, 6 as the reference's 20,30 of 40), then Mix-and-Separate
-  avpc-rcop)    args=(--method avpc --rcop --rcop-epochs 8 --rcop-lr-steps 4,6 "${rcop2[@]}") ;;
-  sop)          args=(--method sop --epochs 75 --lr-steps 30,60 --max-cpu-minutes 240) ;;
+  ialcms-noial) epochs=${NOIAL_EPOCHS:?separator updates of the ialcms run, divided by 100}
+                warmup 600 300; args=(--method ialcms --no-ial "${w[@]}") ;;
+  # previous: 1,400 steps (11,200) -> 8,400 steps, ~310 CPU-min
+  avpc)         epochs=84; args=(--method avpc --lr-steps 34,67 --max-cpu-minutes 330) ;;
+  # previous: 200 + 1,100 steps -> RCoP 800 steps (LR drops at 4, 6 of 8 epochs, as the reference's 20,30
+  # of 40), then 6,600 Mix-and-Separate steps
+  avpc-rcop)    epochs=66; args=(--method avpc --rcop --rcop-epochs 8 --rcop-lr-steps 4,6 "${rcop2[@]}") ;;
+  # previous: 2,000 steps (16,000) -> 12,000 steps, ~300 CPU-min
+  sop)          epochs=120; args=(--method sop --lr-steps 48,96 --max-cpu-minutes 330) ;;
   # the 3-mix curriculum: from the 2-mix run's best weights, about an hour more
-  avpc-mix3)    args=(--method avpc --mix 3 --init-from "$RUNS/avpc/best.pt" --epochs 15 --lr-steps 8,12
-                      --max-cpu-minutes 70) ;;
-  sop-mix3)     args=(--method sop --mix 3 --init-from "$RUNS/sop/best.pt" --epochs 22 --lr-steps 11,18
-                      --max-cpu-minutes 70) ;;
+  avpc-mix3)    epochs=15; args=(--method avpc --mix 3 --init-from "$RUNS/avpc/best.pt" --lr-steps 8,12
+                                 --max-cpu-minutes 70) ;;
+  sop-mix3)     epochs=22; args=(--method sop --mix 3 --init-from "$RUNS/sop/best.pt" --lr-steps 11,18
+                                 --max-cpu-minutes 70) ;;
   *) echo "campaign.sh: unknown run $NAME" >&2; exit 2 ;;
 esac
 
@@ -60,11 +69,12 @@ run="$RUNS/$NAME"
 mkdir -p "$RUNS"
 echo "== $(date -u +%FT%TZ) $NAME (code ${CODE:-installed}, $PRECISION)"
 if [ -f "$run/last.pt" ]; then
-  avsep train --resume "$run"
+  avsep train --resume "$run" --epochs "$epochs"   # --epochs: a run lengthened here continues to it
 elif [ "$NAME" = avpc-rcop ] && [ -f "$run/rcop/last.pt" ]; then
   # interrupted in stage 1: finish the RCoP stage, then start stage 2 from it as --rcop would
   avsep train --resume "$run/rcop"
-  avsep train "${common[@]}" --method avpc --init-from "$run/rcop/last.pt" "${rcop2[@]}" --run "$run"
+  avsep train "${common[@]}" --method avpc --init-from "$run/rcop/last.pt" "${rcop2[@]}" --epochs "$epochs" \
+    --run "$run"
 else
-  avsep train "${common[@]}" "${args[@]}" --run "$run"
+  avsep train "${common[@]}" "${args[@]}" --epochs "$epochs" --run "$run"
 fi
