@@ -22,14 +22,14 @@ from pathlib import Path
 def read_run(folder: Path) -> dict:
     """A run folder -> {"cpu_min": [...], "seen": [...], "val_sdr": [...], "end": {...}}: one point per
     validated epoch; `end` holds the totals at the run's last epoch (RCoP stage included)."""
-    rows = _epochs(folder)
+    rows = epochs_of(folder)
     if not rows:
         raise ValueError(f"{folder}: no epochs in metrics.jsonl")
     batch = json.loads((folder / "config.json").read_text())["batch_size"]
     stage = folder / "rcop"
     offset, pre_steps = 0.0, 0
     if (stage / "metrics.jsonl").exists():
-        pre = _epochs(stage)
+        pre = epochs_of(stage)
         if pre:
             offset, pre_steps = pre[-1]["cpu_min"], pre[-1]["step"]
     val = [r for r in rows if r.get("val_sdr") is not None]
@@ -43,7 +43,7 @@ def read_run(folder: Path) -> dict:
     }
 
 
-def _epochs(folder: Path) -> list[dict]:
+def epochs_of(folder: Path) -> list[dict]:
     path = folder / "metrics.jsonl"
     if not path.exists():
         raise ValueError(f"{folder}: no metrics.jsonl (not a run folder)")

@@ -1,0 +1,94 @@
+"""Ship a training run's checkpoint as weights: `weights/NAME.safetensors` and its manifest entry, with the
+corpus recipe and the run's figures (steps, mixtures seen, CPU- and wall-minutes, the best validation SDR
+and where it came) read from the run folder, so that no number in the manifest is typed by hand.
+
+    python scripts/ship_run.py ~/avsep-runs/r18/avpc --name avpc-broad-e84 --method avpc \
+        --trunk visual-trunk-broad-ft --command "scripts/campaign.sh avpc" [--default] [--note TEXT]
+
+RUN is an `avsep train --run` folder (an RCoP run's stage 1 in RUN/rcop is counted); --checkpoint picks
+best.pt (default: the epoch with the best validation SDR) or last.pt. --trunk leaves the frozen visual
+trunk out of the file (it must equal those shipped weights). --weights-dir writes elsewhere than the
+package's weights/ (as $AVSEP_WEIGHTS does). The test-split metrics come later, from `avsep eval --json`
+through scripts/results_to_manifest.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from plot_curves import epochs_of, read_run  # noqa: E402
+
+
+def training_info(run: Path, checkpoint_name: str, command: str, note: str | None) -> dict:
+    """The manifest's `training` and `corpus` blocks for `run`, from its config.json, metrics.jsonl and its
+    corpus' corpus.json."""
+    cfg = json.loads((run / "config.json").read_text())
+    rows = epochs_of(run)
+    totals = read_run(run)["end"]
+    val = [r for r in rows if r.get("val_sdr") is not None]
+    if checkpoint_name == "best.pt" and val:
+        at = max(val, key=lambda r: r["val_sdr"])
+    else:
+        at = rows[-1]
+    stage = run / "rcop"
+    pre = epochs_of(stage) if (stage / "metrics.jsonl").exists() else []
+    offset = pre[-1]["cpu_min"] if pre else 0.0
+    training = {
+        "batch_size": cfg["batch_size"], "preset": cfg.get("preset"), "precision": cfg.get("precision", "fp32"),
+        "channels_last": cfg.get("channels_last", False), "mix": cfg.get("mix", 2),
+        "steps": totals["steps"], "samples_seen": totals["seen"], "cpu_minutes": totals["cpu_min"],
+        "wall_minutes": round((pre[-1].get("wall_min", 0.0) if pre else 0.0) + rows[-1].get("wall_min", 0.0), 1),
+        "best_val_sdr": totals["best_val_sdr"], "val_num": cfg.get("val_num"),
+        "checkpoint": checkpoint_name, "checkpoint_epoch": at["epoch"] + 1, "checkpoint_step": at["step"],
+        "cpu_minutes_at_checkpoint": round(offset + at["cpu_min"], 1), "command": command,
+        **({"rcop_stage": {"cpu_minutes": round(offset, 1), "steps": pre[-1]["step"]}} if pre else {}),
+        **({"note": note} if note else {}),
+    }
+    corpus = {}
+    recipe_path = Path(cfg.get("root", "")) / "corpus.json"
+    if recipe_path.is_file():
+        recipe = json.loads(recipe_path.read_text())
+        corpus = {k: recipe.get(k) for k in ("version", "size", "seed")}
+        corpus["clips"] = recipe.get("solos_per_class", 0) * len(recipe.get("classes", [])) + recipe.get("duets", 0)
+        corpus["command"] = f"avsep data synth -o corpus --size {recipe.get('size')} --seed {recipe.get('seed')} --workers 2"
+    return {"training": training, **({"corpus": corpus} if corpus else {})}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path, help="the run folder (avsep train --run)")
+    ap.add_argument("--name", required=True, help="registry name: weights/NAME.safetensors")
+    ap.add_argument("--method", required=True, help="avpc, avpc-rcop, sop, ialcms or ialcms-supervised")
+    ap.add_argument("--command", required=True, help="the command that trained it, recorded as it is")
+    ap.add_argument("--checkpoint", default="best.pt", choices=("best.pt", "last.pt"))
+    ap.add_argument("--trunk", help="shipped visual-trunk weights the model's frozen trunk equals (left out)")
+    ap.add_argument("--default", action="store_true", help="make it its method's default")
+    ap.add_argument("--note", help="free text recorded with the training figures")
+    ap.add_argument("--weights-dir", type=Path, help="registry folder (default: the package's weights/)")
+    args = ap.parse_args(argv)
+
+    from avsep_cli import registry
+    from avsep_cli.errors import AvsepError
+
+    run = args.run.expanduser()
+    try:
+        info = training_info(run, args.checkpoint, args.command, args.note)
+        e = registry.export(run / args.checkpoint, args.name, args.method, folder=args.weights_dir,
+                            default=args.default, extra=info, trunk=args.trunk)
+    except (ValueError, OSError, KeyError, json.JSONDecodeError, AvsepError) as err:
+        print(f"ship_run: {err}", file=sys.stderr)
+        return 2
+    t = e["training"]
+    print(f"{e['name']}: {e['parameters']:,} parameters, sha256 {e['sha256'][:12]}; {t['steps']:,} steps, "
+          f"{t['samples_seen']:,} mixtures, {t['cpu_minutes']} CPU-min, best val SDR {t['best_val_sdr']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""scripts/ship_run.py: a real (tiny) training run shipped as weights, its manifest figures read from the
+run folder, the weights loading back by name and equal to the checkpoint's (as float16)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from avsep_cli import checkpoint, registry
+from avsep_cli.cli import main
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ship_run.py"
+
+
+def _ship(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True)
+
+
+def test_a_run_is_shipped_with_its_own_figures_and_loads_by_name(tiny_corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--method", "tiny", "--root", str(tiny_corpus), "--run", str(run), "--epochs", "2",
+                 "--steps-per-epoch", "3", "--batch-size", "2", "--segment", "8192", "--val-num", "2"]) == 0
+    capsys.readouterr()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in rows if r.get("type") == "epoch"]
+    best = max(epochs, key=lambda r: r["val_sdr"])
+    weights = tmp_path / "weights"
+    r = _ship(run, "--name", "tiny-test", "--method", "tiny", "--command", "avsep train --method tiny ...",
+              "--default", "--note", "a test", "--weights-dir", weights)
+    assert r.returncode == 0, r.stderr
+    assert "tiny-test:" in r.stdout and "6 steps, 12 mixtures" in r.stdout
+
+    e = registry.entry("tiny-test", weights)
+    t = e["training"]
+    assert e["default"] and e["method"] == "tiny" and e["dtype"] == "float16"
+    assert t["steps"] == 6 and t["samples_seen"] == 12 and t["batch_size"] == 2
+    assert t["cpu_minutes"] == round(epochs[-1]["cpu_min"], 1) and t["best_val_sdr"] == best["val_sdr"]
+    assert t["checkpoint"] == "best.pt" and t["checkpoint_epoch"] == best["epoch"] + 1
+    assert t["command"] == "avsep train --method tiny ..." and t["note"] == "a test"
+    recipe = json.loads((tiny_corpus / "corpus.json").read_text())
+    assert e["corpus"]["seed"] == recipe["seed"] and e["corpus"]["size"] == "tiny" and e["corpus"]["clips"] == 20
+
+    loaded = registry.resolve("tiny-test", folder=weights)  # sha256-checked against the manifest
+    ck = checkpoint.load(run / "best.pt")
+    for k, v in ck["state_dict"].items():
+        if v.is_floating_point():
+            assert torch.equal(loaded.data["state_dict"][k].float(), v.half().float()), k
+
+
+def test_a_folder_that_is_not_a_run_is_one_line_and_writes_nothing(tmp_path):
+    r = _ship(tmp_path, "--name", "x", "--method", "avpc", "--command", "c", "--weights-dir", tmp_path / "w")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("ship_run: ")
+    assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())
