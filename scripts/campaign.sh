@@ -47,9 +47,8 @@ case "$NAME" in
   # previous: 2,300 cheaper steps (18,400) -> 6x does not fit; 4,500 steps, ~3.3 CPU-h (measure, then extend)
   ialcms-sup)   epochs=45; warmup 1100 550
                 args=(--method ialcms --supervised --max-cpu-minutes 260 "${w[@]}") ;;
-  # the ablation: as many separator updates as `ialcms` made (a third of its batches), without the critic
-  ialcms-noial) epochs=${NOIAL_EPOCHS:?separator updates of the ialcms run, divided by 100}
-                warmup 600 300; args=(--method ialcms --no-ial "${w[@]}") ;;
+  # the ablation: as many separator updates as `ialcms` (every third batch, with or without the critic)
+  ialcms-noial) epochs=33; warmup 600 300; args=(--method ialcms --no-ial --max-cpu-minutes 260 "${w[@]}") ;;
   # previous: 1,400 steps (11,200) -> 8,400 steps, ~310 CPU-min
   avpc)         epochs=84; args=(--method avpc --lr-steps 34,67 --max-cpu-minutes 330) ;;
   # previous: 200 + 1,100 steps -> RCoP 800 steps (LR drops at 4, 6 of 8 epochs, as the reference's 20,30
