@@ -11,8 +11,8 @@
 #
 # Every run: the cpu preset, bf16 autocast where the CPU has bf16 units (else fp32), channels-last, the
 # frozen trunk's features cached, one thread, batch 8, 100 steps per epoch, 32 validation mixtures, seed 0.
-# A run whose folder has a last.pt resumes (its config.json keeps everything but the length,
-# --max-cpu-minutes included: all resumes count towards it).
+# A run whose folder has a last.pt resumes (its config.json keeps everything but the length and the CPU
+# cap; the CPU time of all its resumes counts towards that cap).
 set -euo pipefail
 NAME=${1:?usage: campaign.sh NAME (ialcms, ialcms-sup, ialcms-noial, avpc, avpc-rcop, sop, avpc-mix3, sop-mix3)}
 RUNS=${RUNS:-$HOME/avsep-runs/r18}
@@ -31,8 +31,8 @@ if [ -z "${PRECISION:-}" ]; then
 fi
 common=(--preset cpu --root "$CORPUS" --visual-weights "$TRUNK" --cache-features --precision "$PRECISION" --channels-last
         --steps-per-epoch 100 --batch-size 8 --val-num 32 --seed 0)
-# Lengths are set in epochs (100 steps) so that every LR drop and warm-up happens; --max-cpu-minutes is a
-# safety net. Each run sees at least 6x the mixtures of the weights it replaces where that fits in about 5
+# Lengths are set in epochs (100 steps) so that every LR drop and warm-up happens; the CPU cap (`cap`,
+# passed on every start and resume) is only a safety net, well above the expected cost. Each run sees at least 6x the mixtures of the weights it replaces where that fits in about 5
 # CPU-hours (issue 18), else runs at least 3 CPU-hours. Sized on the 2-core Ice Lake machine (fp32 +
 # channels-last, one thread; with data loading and validation AVPC ~2.2, Sound-of-Pixels ~1.5, IAL-CMS
 # ~4.4 CPU-s per step). LR drops at 40 % and 80 % of the run, as the references' 40,80 of 100 epochs.
@@ -40,27 +40,24 @@ common=(--preset cpu --root "$CORPUS" --visual-weights "$TRUNK" --cache-features
 # batches for lambda_ial, after 4k/8k/12k separator steps, a third of the batches, for lambda_av; see
 # docs/fidelity.md); the unsupervised run keeps its full lambdas for its last 1,500 batches.
 warmup() { w=(--option "lambda_ial_steps=[$1,$(($1 * 2)),$(($1 * 3))]" --option "lambda_av_steps=[$2,$(($2 * 2)),$(($2 * 3))]"); }
-rcop2=(--lr-steps 26,53 --max-cpu-minutes 330)
+rcop2=(--lr-steps 26,53)
 case "$NAME" in
   # previous weights: 550 steps (4,400 mixtures) -> 3,300 steps, ~245 CPU-min
-  ialcms)       epochs=33; warmup 600 300; args=(--method ialcms --max-cpu-minutes 260 "${w[@]}") ;;
+  ialcms)       epochs=33; cap=330; warmup 600 300; args=(--method ialcms "${w[@]}") ;;
   # previous: 2,300 cheaper steps (18,400) -> 6x does not fit; 4,500 steps, ~3.3 CPU-h (measure, then extend)
-  ialcms-sup)   epochs=45; warmup 1100 550
-                args=(--method ialcms --supervised --max-cpu-minutes 260 "${w[@]}") ;;
+  ialcms-sup)   epochs=45; cap=330; warmup 1100 550; args=(--method ialcms --supervised "${w[@]}") ;;
   # the ablation: as many separator updates as `ialcms` (every third batch, with or without the critic)
-  ialcms-noial) epochs=33; warmup 600 300; args=(--method ialcms --no-ial --max-cpu-minutes 260 "${w[@]}") ;;
+  ialcms-noial) epochs=33; cap=330; warmup 600 300; args=(--method ialcms --no-ial "${w[@]}") ;;
   # previous: 1,400 steps (11,200) -> 8,400 steps, ~310 CPU-min
-  avpc)         epochs=84; args=(--method avpc --lr-steps 34,67 --max-cpu-minutes 330) ;;
+  avpc)         epochs=84; cap=420; args=(--method avpc --lr-steps 34,67) ;;
   # previous: 200 + 1,100 steps -> RCoP 800 steps (LR drops at 4, 6 of 8 epochs, as the reference's 20,30
   # of 40), then 6,600 Mix-and-Separate steps
-  avpc-rcop)    epochs=66; args=(--method avpc --rcop --rcop-epochs 8 --rcop-lr-steps 4,6 "${rcop2[@]}") ;;
+  avpc-rcop)    epochs=66; cap=420; args=(--method avpc --rcop --rcop-epochs 8 --rcop-lr-steps 4,6 "${rcop2[@]}") ;;
   # previous: 2,000 steps (16,000) -> 12,000 steps, ~300 CPU-min
-  sop)          epochs=120; args=(--method sop --lr-steps 48,96 --max-cpu-minutes 330) ;;
+  sop)          epochs=120; cap=420; args=(--method sop --lr-steps 48,96) ;;
   # the 3-mix curriculum: from the 2-mix run's best weights, about an hour more
-  avpc-mix3)    epochs=15; args=(--method avpc --mix 3 --init-from "$RUNS/avpc/best.pt" --lr-steps 8,12
-                                 --max-cpu-minutes 70) ;;
-  sop-mix3)     epochs=22; args=(--method sop --mix 3 --init-from "$RUNS/sop/best.pt" --lr-steps 11,18
-                                 --max-cpu-minutes 70) ;;
+  avpc-mix3)    epochs=15; cap=90; args=(--method avpc --mix 3 --init-from "$RUNS/avpc/best.pt" --lr-steps 8,12) ;;
+  sop-mix3)     epochs=22; cap=90; args=(--method sop --mix 3 --init-from "$RUNS/sop/best.pt" --lr-steps 11,18) ;;
   *) echo "campaign.sh: unknown run $NAME" >&2; exit 2 ;;
 esac
 
@@ -68,12 +65,13 @@ run="$RUNS/$NAME"
 mkdir -p "$RUNS"
 echo "== $(date -u +%FT%TZ) $NAME (code ${CODE:-installed}, $PRECISION)"
 if [ -f "$run/last.pt" ]; then
-  avsep train --resume "$run" --epochs "$epochs"   # --epochs: a run lengthened here continues to it
+  # --epochs and --max-cpu-minutes: a run lengthened here continues to its new length
+  avsep train --resume "$run" --epochs "$epochs" --max-cpu-minutes "$cap"
 elif [ "$NAME" = avpc-rcop ] && [ -f "$run/rcop/last.pt" ]; then
   # interrupted in stage 1: finish the RCoP stage, then start stage 2 from it as --rcop would
-  avsep train --resume "$run/rcop"
+  avsep train --resume "$run/rcop" --max-cpu-minutes "$cap"
   avsep train "${common[@]}" --method avpc --init-from "$run/rcop/last.pt" "${rcop2[@]}" --epochs "$epochs" \
-    --run "$run"
+    --max-cpu-minutes "$cap" --run "$run"
 else
-  avsep train "${common[@]}" "${args[@]}" --epochs "$epochs" --run "$run"
+  avsep train "${common[@]}" "${args[@]}" --epochs "$epochs" --max-cpu-minutes "$cap" --run "$run"
 fi

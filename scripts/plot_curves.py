@@ -20,18 +20,20 @@ from pathlib import Path
 
 
 def read_run(folder: Path) -> dict:
-    """A run folder -> {"cpu_min": [...], "seen": [...], "val_sdr": [...], "end": {...}}: one point per
-    validated epoch; `end` holds the totals at the run's last epoch (RCoP stage included)."""
-    rows = epochs_of(folder)
+    """A run folder -> {"cpu_min": [...], "seen": [...], "val_sdr": [...], "end": {...}, "epochs": [...],
+    "stage1": {...} or None}: one point per validated epoch; `end` holds the totals at the run's last epoch
+    (RCoP stage included); `epochs` the run's epoch rows, `stage1` the RCoP stage's last one."""
+    rows = _epochs(folder)
     if not rows:
         raise ValueError(f"{folder}: no epochs in metrics.jsonl")
     batch = json.loads((folder / "config.json").read_text())["batch_size"]
     stage = folder / "rcop"
-    offset, pre_steps = 0.0, 0
+    offset, pre_steps, stage1 = 0.0, 0, None
     if (stage / "metrics.jsonl").exists():
-        pre = epochs_of(stage)
+        pre = _epochs(stage)
         if pre:
-            offset, pre_steps = pre[-1]["cpu_min"], pre[-1]["step"]
+            stage1 = pre[-1]
+            offset, pre_steps = stage1["cpu_min"], stage1["step"]
     val = [r for r in rows if r.get("val_sdr") is not None]
     last = rows[-1]
     return {
@@ -40,10 +42,11 @@ def read_run(folder: Path) -> dict:
         "val_sdr": [r["val_sdr"] for r in val],
         "end": {"cpu_min": round(offset + last["cpu_min"], 1), "steps": last["step"], "pre_steps": pre_steps,
                 "seen": last["step"] * batch, "best_val_sdr": max((r["val_sdr"] for r in val), default=None)},
+        "epochs": rows, "stage1": stage1,
     }
 
 
-def epochs_of(folder: Path) -> list[dict]:
+def _epochs(folder: Path) -> list[dict]:
     path = folder / "metrics.jsonl"
     if not path.exists():
         raise ValueError(f"{folder}: no metrics.jsonl (not a run folder)")

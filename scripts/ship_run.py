@@ -22,42 +22,39 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from plot_curves import epochs_of, read_run  # noqa: E402
+from plot_curves import read_run  # noqa: E402
 
 
 def training_info(run: Path, checkpoint_name: str, command: str, note: str | None) -> dict:
     """The manifest's `training` and `corpus` blocks for `run`, from its config.json, metrics.jsonl and its
-    corpus' corpus.json."""
+    corpus."""
+    from avsep_cli.layout import open_corpus
+
     cfg = json.loads((run / "config.json").read_text())
-    rows = epochs_of(run)
-    totals = read_run(run)["end"]
-    val = [r for r in rows if r.get("val_sdr") is not None]
-    if checkpoint_name == "best.pt" and val:
-        at = max(val, key=lambda r: r["val_sdr"])
-    else:
-        at = rows[-1]
-    stage = run / "rcop"
-    pre = epochs_of(stage) if (stage / "metrics.jsonl").exists() else []
-    offset = pre[-1]["cpu_min"] if pre else 0.0
+    r = read_run(run)
+    rows, totals, pre = r["epochs"], r["end"], r["stage1"]
+    val = [x for x in rows if x.get("val_sdr") is not None]
+    at = max(val, key=lambda x: x["val_sdr"]) if checkpoint_name == "best.pt" and val else rows[-1]
+    offset = pre["cpu_min"] if pre else 0.0
     training = {
         "batch_size": cfg["batch_size"], "preset": cfg.get("preset"), "precision": cfg.get("precision", "fp32"),
         "channels_last": cfg.get("channels_last", False), "mix": cfg.get("mix", 2),
         "steps": totals["steps"], "samples_seen": totals["seen"], "cpu_minutes": totals["cpu_min"],
-        "wall_minutes": round((pre[-1].get("wall_min", 0.0) if pre else 0.0) + rows[-1].get("wall_min", 0.0), 1),
+        "wall_minutes": round((pre.get("wall_min", 0.0) if pre else 0.0) + rows[-1].get("wall_min", 0.0), 1),
         "best_val_sdr": totals["best_val_sdr"], "val_num": cfg.get("val_num"),
         "checkpoint": checkpoint_name, "checkpoint_epoch": at["epoch"] + 1, "checkpoint_step": at["step"],
         "cpu_minutes_at_checkpoint": round(offset + at["cpu_min"], 1), "command": command,
-        **({"rcop_stage": {"cpu_minutes": round(offset, 1), "steps": pre[-1]["step"]}} if pre else {}),
+        **({"rcop_stage": {"cpu_minutes": round(offset, 1), "steps": pre["step"]}} if pre else {}),
         **({"note": note} if note else {}),
     }
-    corpus = {}
-    recipe_path = Path(cfg.get("root", "")) / "corpus.json"
-    if recipe_path.is_file():
-        recipe = json.loads(recipe_path.read_text())
-        corpus = {k: recipe.get(k) for k in ("version", "size", "seed")}
-        corpus["clips"] = recipe.get("solos_per_class", 0) * len(recipe.get("classes", [])) + recipe.get("duets", 0)
-        corpus["command"] = f"avsep data synth -o corpus --size {recipe.get('size')} --seed {recipe.get('seed')} --workers 2"
-    return {"training": training, **({"corpus": corpus} if corpus else {})}
+    root = Path(cfg.get("root", ""))
+    if not (root / "corpus.json").is_file():  # real MUSIC: no recipe to record
+        return {"training": training}
+    recipe = json.loads((root / "corpus.json").read_text())
+    corpus = {k: recipe.get(k) for k in ("version", "size", "seed")}
+    corpus["clips"] = len(open_corpus(root).clips())
+    corpus["command"] = f"avsep data synth -o corpus --size {recipe.get('size')} --seed {recipe.get('seed')} --workers 2"
+    return {"training": training, "corpus": corpus}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -302,6 +302,10 @@ def test_cpu_budget_counts_process_time_across_resumes(tiny_corpus, tmp_path):
     assert len(hist) == 1
     hist = train(None, tmp_path / "b", device=torch.device("cpu"), resume=True, epochs=6)
     assert len(hist) == 1 and checkpoint.load(tmp_path / "b" / "last.pt")["epoch"] == 1
+    # a resume may replace the budget (0: none): the run then goes on to its epochs, and keeps the new one
+    hist = train(None, tmp_path / "b", device=torch.device("cpu"), resume=True, epochs=3, max_cpu_minutes=0.0)
+    assert len(hist) == 3 and checkpoint.load(tmp_path / "b" / "last.pt")["epoch"] == 3
+    assert TrainConfig.load(tmp_path / "b" / "config.json").max_cpu_minutes == 0.0
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -356,3 +360,8 @@ def test_train_precision_options_are_checked(tiny_corpus, tmp_path, capsys):
     assert "--precision fp16: expected fp32 or bf16" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "r"), "--precision", "bf16"]) == 2
     assert "a resumed run keeps the precision" in capsys.readouterr().err
+    det = tmp_path / "det"
+    det.mkdir()
+    (det / "config.json").write_text('{"method": "detector"}')
+    assert main(["train", "--resume", str(det), "--max-cpu-minutes", "30"]) == 2
+    assert "--max-cpu-minutes cannot change a resumed detector run" in capsys.readouterr().err

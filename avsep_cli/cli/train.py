@@ -45,7 +45,7 @@ def train(
     frame_size: Optional[int] = typer.Option(None, "--frame-size", callback=common.bounded(32, 1024, multiple_of=32), help="visual-trunk: crop side in pixels the trunk trains (and later classifies) at, a multiple of 32 up to 1024 (default 224)."),
     stills: Optional[int] = typer.Option(None, "--stills", callback=common.bounded(0, 1_000_000), help="Detector: this many more training images of 1-3 players rendered from the corpus' train pictures (default 0)."),
     agnostic: Optional[bool] = typer.Option(None, "--agnostic/--per-class", help="Detector: one class, instrument (a classifier names them; the shipped detector), or our 15 classes (default)."),
-    max_cpu_minutes: float = typer.Option(0.0, "--max-cpu-minutes", callback=common.bounded(0), help="Stop before an epoch would take the run past this much process CPU time, all threads and resumes counted (0: no limit)."),
+    max_cpu_minutes: Optional[float] = typer.Option(None, "--max-cpu-minutes", callback=common.bounded(0), help="Stop before an epoch would take the run past this much process CPU time, all threads and resumes counted (0 or absent: no limit; with --resume: replaces the run's own)."),
     cache_features: bool = typer.Option(False, "--cache-features", help="Cache the frozen trunk's features per frame (much faster on CPU; no frame augmentation)."),
     rcop: bool = typer.Option(False, "--rcop", help="AVPC: RCoP self-supervised pre-training first (stage 1 in RUN/rcop), then Mix-and-Separate from it."),
     rcop_epochs: Optional[int] = typer.Option(None, "--rcop-epochs", callback=common.bounded(1), help="Epochs of the RCoP stage (default 40, the reference's)."),
@@ -87,6 +87,8 @@ def train(
         from avsep_cli.training.detector import is_detector_run
 
         if is_detector_run(resume):
+            if max_cpu_minutes is not None:
+                raise AvsepError("--max-cpu-minutes cannot change a resumed detector run (it keeps its own)")
             return _train_detector(None, resume, dev, epochs)
     if resume is None and method == DETECTOR:
         if root is None:
@@ -99,7 +101,7 @@ def train(
         from avsep_cli.training.detector import DetectorConfig
 
         cfg = DetectorConfig(root=str(root), batch_size=batch_size, max_minutes=max_minutes,
-                             max_cpu_minutes=max_cpu_minutes, seed=seed, num_workers=num_workers)
+                             max_cpu_minutes=max_cpu_minutes or 0.0, seed=seed, num_workers=num_workers)
         for key, value in (("epochs", epochs), ("model", model), ("imgsz", imgsz), ("every", every), ("stills", stills),
                            ("agnostic", agnostic)):
             if value is not None:
@@ -139,7 +141,7 @@ def train(
         base = dict(dataset=dataset, root=str(root), batch_size=batch_size, steps_per_epoch=steps_per_epoch, mix=mix,
                     seed=seed, val_num=val_num, num_workers=num_workers, segment=segment, preset=preset,
                     cache_features=cache_features, max_minutes=max_minutes,
-                    max_cpu_minutes=max_cpu_minutes, precision=precision or "fp32", channels_last=channels_last)
+                    max_cpu_minutes=max_cpu_minutes or 0.0, precision=precision or "fp32", channels_last=channels_last)
         run_dir = run or Path("runs") / (method + ("-rcop" if rcop else ""))
         stages = []
         if rcop:  # stage 1: RCoP pre-training in RUN/rcop; stage 2 starts from its weights
@@ -175,7 +177,8 @@ def train(
                     common.stderr.print(f"stage {cfg.method}: {folder}")
                 run_training(cfg, folder, device=dev, resume=resume is not None, on_step=on_step,
                              visual_weights=str(visual_weights) if visual_weights else None,
-                             epochs=epochs if resume is not None else None)
+                             epochs=epochs if resume is not None else None,
+                             max_cpu_minutes=max_cpu_minutes if resume is not None else None)
         except Interrupted as e:
             common.stderr.print(f"avsep: {e}", highlight=False)
             raise typer.Exit(143 if e.terminated else 130)

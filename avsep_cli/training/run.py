@@ -295,9 +295,10 @@ def _init_from(model: torch.nn.Module, cfg: TrainConfig) -> None:
 
 
 def train(cfg: TrainConfig | None, run_dir: Path, *, device: torch.device, resume: bool = False,
-          epochs: int | None = None, on_step: Callable | None = None, visual_weights: str | None = None) -> list[dict]:
+          epochs: int | None = None, max_cpu_minutes: float | None = None, on_step: Callable | None = None,
+          visual_weights: str | None = None) -> list[dict]:
     """Train `cfg.method`; with `resume`, continue the run in `run_dir` from its last checkpoint (its own
-    config, optionally with more `epochs`)."""
+    config, optionally with more `epochs` or another CPU budget `max_cpu_minutes`)."""
     run_dir = Path(run_dir)
     init_distributed(device)
     rank, _ = dist_info()
@@ -313,6 +314,8 @@ def train(cfg: TrainConfig | None, run_dir: Path, *, device: torch.device, resum
             cfg.model = checkpoint.complete_args(cfg.method, cfg.model)
         if epochs is not None:
             cfg.epochs = epochs
+        if max_cpu_minutes is not None:
+            cfg.max_cpu_minutes = max_cpu_minutes
     elif (run_dir / "last.pt").exists():
         raise AvsepError(f"run folder {run_dir} already holds a run; use --resume {run_dir} or another --run")
     seed_everything(cfg.seed)
