@@ -32,34 +32,48 @@ fi
 common=(--preset cpu --root "$CORPUS" --visual-weights "$TRUNK" --cache-features --precision "$PRECISION" --channels-last
         --steps-per-epoch 100 --batch-size 8 --val-num 32 --seed 0)
 # Lengths are set in epochs (100 steps) so that every LR drop and warm-up happens; the CPU cap (`cap`,
-# passed on every start and resume) is only a safety net, well above the expected cost. Each run sees at least 6x the mixtures of the weights it replaces where that fits in about 5
-# CPU-hours (issue 18), else runs at least 3 CPU-hours. Sized on the 2-core Ice Lake machine (fp32 +
-# channels-last, one thread; with data loading and validation AVPC ~2.2, Sound-of-Pixels ~1.5, IAL-CMS
-# ~4.4 CPU-s per step). LR drops at 40 % and 80 % of the run, as the references' 40,80 of 100 epochs.
-# IAL-CMS's lambda warm-ups are scaled to the run as the LR drops are (the authors': x10 after 8k/16k/24k
-# batches for lambda_ial, after 4k/8k/12k separator steps, a third of the batches, for lambda_av; see
-# docs/fidelity.md); the unsupervised run keeps its full lambdas for its last 1,500 batches.
+# passed on every start and resume) is only a safety net, well above the expected cost.
+#
+# Sized to finish inside one working session: the machine was wiped between sessions twice (sessions 9
+# and 10 lost every run folder), so a run that spans sessions is lost with it. Each segment is about two
+# CPU-hours (two runs at a time, one per core) and its best weights are shipped at the session's end; a
+# later session continues from the shipped weights with FROM=weights/FILE.safetensors, which starts the
+# next segment NAME-sN (SEG=N, default 2) from them: fresh optimiser, the LR schedule restarted, IAL-CMS
+# at its full lambdas from the first batch. Per-step cost with data loading and validation, fp32 +
+# channels-last, one thread: AVPC ~2.2, Sound-of-Pixels ~1.5, IAL-CMS ~4.4 CPU-s (2-core Ice Lake; the
+# AMD EPYC of session 10 is measured in each run's history.csv). LR drops at 40 % and 80 % of a segment,
+# as the references' 40,80 of 100 epochs. IAL-CMS's lambda warm-ups are scaled to the segment as the LR
+# drops are (the authors': x10 after 8k/16k/24k batches for lambda_ial, after 4k/8k/12k separator steps,
+# a third of the batches, for lambda_av; see docs/fidelity.md).
 warmup() { w=(--option "lambda_ial_steps=[$1,$(($1 * 2)),$(($1 * 3))]" --option "lambda_av_steps=[$2,$(($2 * 2)),$(($2 * 3))]"); }
-rcop2=(--lr-steps 26,53)
+if [ -n "${FROM:-}" ]; then
+  warmup() { w=(--option "lambda_ial_steps=[]" --option "lambda_av_steps=[]"); }
+fi
+rcop2=(--lr-steps 13,26)
 case "$NAME" in
-  # previous weights: 550 steps (4,400 mixtures) -> 3,300 steps, ~245 CPU-min
-  ialcms)       epochs=33; cap=330; warmup 600 300; args=(--method ialcms "${w[@]}") ;;
-  # previous: 2,300 cheaper steps (18,400) -> 6x does not fit; 4,500 steps, ~3.3 CPU-h (measure, then extend)
-  ialcms-sup)   epochs=45; cap=330; warmup 1100 550; args=(--method ialcms --supervised "${w[@]}") ;;
+  # previous weights: 550 steps -> 1,600 steps a segment, ~120 CPU-min
+  ialcms)       epochs=16; cap=180; warmup 300 150; args=(--method ialcms "${w[@]}") ;;
+  # previous: 2,300 cheaper steps (767 separator updates) -> 2,700 steps, ~120 CPU-min
+  ialcms-sup)   epochs=27; cap=180; warmup 550 275; args=(--method ialcms --supervised "${w[@]}") ;;
   # the ablation: as many separator updates as `ialcms` (every third batch, with or without the critic)
-  ialcms-noial) epochs=33; cap=330; warmup 600 300; args=(--method ialcms --no-ial "${w[@]}") ;;
-  # previous: 1,400 steps (11,200) -> 8,400 steps, ~310 CPU-min
-  avpc)         epochs=84; cap=420; args=(--method avpc --lr-steps 34,67) ;;
-  # previous: 200 + 1,100 steps -> RCoP 800 steps (LR drops at 4, 6 of 8 epochs, as the reference's 20,30
-  # of 40), then 6,600 Mix-and-Separate steps
-  avpc-rcop)    epochs=66; cap=420; args=(--method avpc --rcop --rcop-epochs 8 --rcop-lr-steps 4,6 "${rcop2[@]}") ;;
-  # previous: 2,000 steps (16,000) -> 12,000 steps, ~300 CPU-min
-  sop)          epochs=120; cap=420; args=(--method sop --lr-steps 48,96) ;;
-  # the 3-mix curriculum: from the 2-mix run's best weights, about an hour more
-  avpc-mix3)    epochs=15; cap=90; args=(--method avpc --mix 3 --init-from "$RUNS/avpc/best.pt" --lr-steps 8,12) ;;
-  sop-mix3)     epochs=22; cap=90; args=(--method sop --mix 3 --init-from "$RUNS/sop/best.pt" --lr-steps 11,18) ;;
+  ialcms-noial) epochs=16; cap=180; warmup 300 150; args=(--method ialcms --no-ial "${w[@]}") ;;
+  # previous: 1,400 steps -> 3,200 steps a segment, ~120 CPU-min
+  avpc)         epochs=32; cap=180; args=(--method avpc --lr-steps 13,26) ;;
+  # previous: 200 + 1,100 steps -> RCoP 400 steps (LR drops at 2, 3 of 4 epochs, as the reference's 20,30
+  # of 40), then 3,200 Mix-and-Separate steps
+  avpc-rcop)    epochs=32; cap=180; args=(--method avpc --rcop --rcop-epochs 4 --rcop-lr-steps 2,3 "${rcop2[@]}") ;;
+  # previous: 2,000 steps -> 4,800 steps, ~120 CPU-min
+  sop)          epochs=48; cap=180; args=(--method sop --lr-steps 19,38) ;;
+  # the 3-mix curriculum: from the 2-mix weights (FROM, else the 2-mix run's best), about an hour more
+  avpc-mix3)    epochs=15; cap=90; args=(--method avpc --mix 3 --init-from "${FROM:-$RUNS/avpc/best.pt}" --lr-steps 8,12) ;;
+  sop-mix3)     epochs=22; cap=90; args=(--method sop --mix 3 --init-from "${FROM:-$RUNS/sop/best.pt}" --lr-steps 11,18) ;;
   *) echo "campaign.sh: unknown run $NAME" >&2; exit 2 ;;
 esac
+if [ -n "${FROM:-}" ] && [[ "$NAME" != *-mix3 ]]; then
+  [ "$NAME" = avpc-rcop ] && args=(--method avpc "${rcop2[@]}")  # RCoP was the first segment's stage 1
+  args+=(--init-from "$FROM")
+  NAME="$NAME-s${SEG:-2}"
+fi
 
 run="$RUNS/$NAME"
 mkdir -p "$RUNS"
