@@ -47,6 +47,13 @@ def training_info(run: Path, checkpoint_name: str, command: str, note: str | Non
         **({"rcop_stage": {"cpu_minutes": round(offset, 1), "steps": pre["step"]}} if pre else {}),
         **({"note": note} if note else {}),
     }
+    if cfg.get("init_from"):
+        training["init_from"] = parent_info(Path(cfg["init_from"]))
+        before = training["init_from"].get("cpu_minutes_total")
+        if before is not None:  # the whole lineage's compute, segment after segment
+            training["cpu_minutes_total"] = round(before + totals["cpu_min"], 1)
+            training["steps_total"] = training["init_from"]["steps_total"] + totals["steps"]
+            training["samples_seen_total"] = training["init_from"]["samples_seen_total"] + totals["seen"]
     root = Path(cfg.get("root", ""))
     if not (root / "corpus.json").is_file():  # real MUSIC: no recipe to record
         return {"training": training}
@@ -55,6 +62,31 @@ def training_info(run: Path, checkpoint_name: str, command: str, note: str | Non
     corpus["clips"] = len(open_corpus(root).clips())
     corpus["command"] = f"avsep data synth -o corpus --size {recipe.get('size')} --seed {recipe.get('seed')} --workers 2"
     return {"training": training, "corpus": corpus}
+
+
+def parent_info(src: Path) -> dict:
+    """What a run continued from (`--init-from`): shipped weights (their manifest entry, so the figures
+    accumulate over segments) or another run's checkpoint (its folder's figures)."""
+    from avsep_cli import checkpoint, registry
+
+    info = {"path": str(src)}
+    if src.suffix == ".safetensors" or not src.exists():  # a shipped file, or a shipped name
+        folder = src.parent if src.exists() else None
+        e = next((e for e in registry.entries(folder) if e.get("name") == src.stem), None)
+        if e is not None:
+            t = e.get("training", {})
+            info.update(name=e["name"], sha256=e["sha256"])
+            info.update(cpu_minutes_total=t.get("cpu_minutes_total", t.get("cpu_minutes")),
+                        steps_total=t.get("steps_total", t.get("steps")),
+                        samples_seen_total=t.get("samples_seen_total", t.get("samples_seen")))
+            return {k: v for k, v in info.items() if v is not None}
+    run = src if src.is_dir() else src.parent
+    if (run / "metrics.jsonl").is_file():
+        end = read_run(run)["end"]
+        info.update(cpu_minutes_total=end["cpu_min"], steps_total=end["steps"], samples_seen_total=end["seen"])
+    if src.is_file():
+        info["sha256"] = checkpoint.sha256(src)
+    return info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t = e["training"]
     print(f"{e['name']}: {e['parameters']:,} parameters, sha256 {e['sha256'][:12]}; {t['steps']:,} steps, "
-          f"{t['samples_seen']:,} mixtures, {t['cpu_minutes']} CPU-min, best val SDR {t['best_val_sdr']}")
+          f"{t['samples_seen']:,} mixtures, {t['cpu_minutes']} CPU-min, best val SDR {t['best_val_sdr']}"
+          + (f"; with its parents {t['steps_total']:,} steps, {t['cpu_minutes_total']} CPU-min"
+             if "cpu_minutes_total" in t else ""))
     return 0
 
 

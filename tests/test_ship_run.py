@@ -51,6 +51,30 @@ def test_a_run_is_shipped_with_its_own_figures_and_loads_by_name(tiny_corpus, tm
             assert torch.equal(loaded.data["state_dict"][k].float(), v.half().float()), k
 
 
+def test_a_run_continued_from_shipped_weights_records_its_lineage(tiny_corpus, tmp_path, capsys):
+    """The campaign's next segment starts from the weights the last one shipped (--init-from): the shipped
+    entry names its parent and adds the parent's steps and CPU-minutes to its own."""
+    common = ["train", "--method", "tiny", "--root", str(tiny_corpus), "--epochs", "1", "--steps-per-epoch", "2",
+              "--batch-size", "2", "--segment", "8192", "--val-num", "2"]
+    weights = tmp_path / "weights"
+    assert main([*common, "--run", str(tmp_path / "a")]) == 0
+    assert _ship(tmp_path / "a", "--name", "tiny-a", "--method", "tiny", "--command", "a",
+                 "--weights-dir", weights).returncode == 0
+    assert main([*common, "--run", str(tmp_path / "b"), "--init-from", str(weights / "tiny-a.safetensors")]) == 0
+    capsys.readouterr()
+    r = _ship(tmp_path / "b", "--name", "tiny-b", "--method", "tiny", "--command", "b", "--weights-dir", weights)
+    assert r.returncode == 0, r.stderr
+    a, b = registry.entry("tiny-a", weights), registry.entry("tiny-b", weights)
+    parent = b["training"]["init_from"]
+    assert parent["name"] == "tiny-a" and parent["sha256"] == a["sha256"]
+    assert b["training"]["steps_total"] == 4 == a["training"]["steps"] + b["training"]["steps"]
+    assert b["training"]["samples_seen_total"] == 8
+    total = a["training"]["cpu_minutes"] + b["training"]["cpu_minutes"]
+    assert abs(b["training"]["cpu_minutes_total"] - total) <= 0.1
+    assert "with its parents 4 steps" in r.stdout
+    assert "init_from" not in a["training"]
+
+
 def test_a_folder_that_is_not_a_run_is_one_line_and_writes_nothing(tmp_path):
     r = _ship(tmp_path, "--name", "x", "--method", "avpc", "--command", "c", "--weights-dir", tmp_path / "w")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("ship_run: ")

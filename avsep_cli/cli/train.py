@@ -53,7 +53,7 @@ def train(
     rcop_lr_steps: Optional[str] = typer.Option(None, "--rcop-lr-steps", help="LR drop epochs of the RCoP stage (default 20,30 of 40)."),
     option: list[str] = typer.Option([], "--option", help="A training option KEY=VALUE of the method (repeatable; see docs/fidelity.md), e.g. target=dominant, sep_loss=snr, items=duets."),
     model_option: list[str] = typer.Option([], "--model-option", help="A model config field KEY=VALUE (repeatable; see docs/fidelity.md), e.g. align_corners=true, freq_scale=mel."),
-    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from another run's weights (e.g. a 2-mix run for --mix 3)."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from other weights, fresh optimiser: a run folder (its best.pt), a checkpoint, or shipped weights by name or .safetensors file (e.g. a 2-mix run for --mix 3, or the weights a campaign segment shipped)."),
     preset: str = typer.Option("paper", "--preset", help="Model preset: paper or cpu (smaller, for CPU training)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (default, as the references train) or bf16: the networks under bfloat16 autocast, signal path and losses in float32 (about 2x the steps per CPU-second on CPUs with AVX512-BF16/AMX; see docs/fidelity.md)."),
     channels_last: bool = typer.Option(False, "--channels-last", help="Weights and activations in channels-last (NHWC) layout: faster convolutions on CPU, same computation."),

@@ -275,13 +275,17 @@ def _classification_validation(cfg: TrainConfig, system, device: torch.device) -
 
 
 def _init_from(model: torch.nn.Module, cfg: TrainConfig) -> None:
-    """Load the weights of another run (its best.pt, else last.pt) or checkpoint file into `model`."""
-    from avsep_cli import checkpoint
+    """Load the weights of another run (its best.pt, else last.pt), a checkpoint file or shipped weights (a
+    .safetensors file or a shipped name, sha256-checked) into `model`."""
+    from avsep_cli import checkpoint, registry
 
     src = Path(cfg.init_from)
     if src.is_dir():
         src = src / "best.pt" if (src / "best.pt").exists() else src / "last.pt"
-    data = loaded = checkpoint.load(src, warn=False)
+    if src.suffix == ".pt":
+        data = loaded = checkpoint.load(src, warn=False)
+    else:  # shipped weights: float16 on disk, loaded as float32
+        data = loaded = registry.resolve(cfg.init_from).data
     if data.get("model_name") == "avpc-rcop" and cfg.method == "avpc":  # RCoP stage 1 -> stage 2
         data = {"model_name": "avpc", "model_args": data["model_args"],
                 "state_dict": {k[5:]: v for k, v in data["state_dict"].items() if k.startswith("avpc.")}}
