@@ -32,45 +32,47 @@ fi
 common=(--preset cpu --root "$CORPUS" --visual-weights "$TRUNK" --cache-features --precision "$PRECISION" --channels-last
         --steps-per-epoch 100 --batch-size 8 --val-num 32 --seed 0)
 # Lengths are set in epochs (100 steps) so that every LR drop and warm-up happens; the CPU cap (`cap`,
-# passed on every start and resume) is only a safety net, well above the expected cost.
+# passed on every start and resume) is only a safety net, well above the expected cost. `plan` is a run's
+# schedule (its LR drops, IAL-CMS's lambda warm-ups): it is passed on every resume too, so a run re-sized
+# here (say, for a slower machine) continues on its new plan (`avsep train --resume --lr-steps --option`).
 #
 # Sized to finish inside one working session: the machine was wiped between sessions twice (sessions 9
 # and 10 lost every run folder), so a run that spans sessions is lost with it. Each segment is about two
 # CPU-hours (two runs at a time, one per core) and its best weights are shipped at the session's end; a
 # later session continues from the shipped weights with FROM=weights/FILE.safetensors, which starts the
 # next segment NAME-sN (SEG=N, default 2) from them: fresh optimiser, the LR schedule restarted, IAL-CMS
-# at its full lambdas from the first batch. Per-step cost with data loading and validation, fp32 +
-# channels-last, one thread: AVPC ~2.2, Sound-of-Pixels ~1.5, IAL-CMS ~4.4 CPU-s (2-core Ice Lake; the
-# AMD EPYC of session 10 is measured in each run's history.csv). LR drops at 40 % and 80 % of a segment,
-# as the references' 40,80 of 100 epochs. IAL-CMS's lambda warm-ups are scaled to the segment as the LR
-# drops are (the authors': x10 after 8k/16k/24k batches for lambda_ial, after 4k/8k/12k separator steps,
-# a third of the batches, for lambda_av; see docs/fidelity.md).
-warmup() { w=(--option "lambda_ial_steps=[$1,$(($1 * 2)),$(($1 * 3))]" --option "lambda_av_steps=[$2,$(($2 * 2)),$(($2 * 3))]"); }
+# at its full lambdas from the first batch. Per-epoch cost with data loading and validation, fp32 +
+# channels-last, one thread, measured on session 10's 2-core AMD EPYC (AVX2): AVPC 5.3 CPU-min, IAL-CMS
+# 12 (the first epoch more: it fills the feature cache). LR drops at 40 % and 80 % of a segment, as the
+# references' 40,80 of 100 epochs. IAL-CMS's lambda warm-ups are scaled to the segment as the LR drops are
+# (the authors': x10 after 8k/16k/24k batches for lambda_ial, after 4k/8k/12k separator steps, a third of
+# the batches, for lambda_av; see docs/fidelity.md), full for the last ~40 % (lambda_ial) and ~15 %.
+warmup() { plan=(--option "lambda_ial_steps=[$1,$(($1 * 2)),$(($1 * 3))]" --option "lambda_av_steps=[$2,$(($2 * 2)),$(($2 * 3))]"); }
 if [ -n "${FROM:-}" ]; then
-  warmup() { w=(--option "lambda_ial_steps=[]" --option "lambda_av_steps=[]"); }
+  warmup() { plan=(--option "lambda_ial_steps=[]" --option "lambda_av_steps=[]"); }
 fi
-rcop2=(--lr-steps 13,26)
+lr() { plan=(--lr-steps "$1"); }
 case "$NAME" in
-  # previous weights: 550 steps -> 1,600 steps a segment, ~120 CPU-min
-  ialcms)       epochs=16; cap=180; warmup 300 150; args=(--method ialcms "${w[@]}") ;;
-  # previous: 2,300 cheaper steps (767 separator updates) -> 2,700 steps, ~120 CPU-min
-  ialcms-sup)   epochs=27; cap=180; warmup 550 275; args=(--method ialcms --supervised "${w[@]}") ;;
+  # previous weights: 550 steps -> 900 steps a segment, ~110 CPU-min
+  ialcms)       epochs=9; cap=180; warmup 170 85; args=(--method ialcms) ;;
+  # previous: 2,300 steps (767 separator updates) -> 2,200 steps, ~110 CPU-min (not yet measured here)
+  ialcms-sup)   epochs=22; cap=180; warmup 410 205; args=(--method ialcms --supervised) ;;
   # the ablation: as many separator updates as `ialcms` (every third batch, with or without the critic)
-  ialcms-noial) epochs=16; cap=180; warmup 300 150; args=(--method ialcms --no-ial "${w[@]}") ;;
-  # previous: 1,400 steps -> 3,200 steps a segment, ~120 CPU-min
-  avpc)         epochs=32; cap=180; args=(--method avpc --lr-steps 13,26) ;;
-  # previous: 200 + 1,100 steps -> RCoP 400 steps (LR drops at 2, 3 of 4 epochs, as the reference's 20,30
-  # of 40), then 3,200 Mix-and-Separate steps
-  avpc-rcop)    epochs=32; cap=180; args=(--method avpc --rcop --rcop-epochs 4 --rcop-lr-steps 2,3 "${rcop2[@]}") ;;
-  # previous: 2,000 steps -> 4,800 steps, ~120 CPU-min
-  sop)          epochs=48; cap=180; args=(--method sop --lr-steps 19,38) ;;
+  ialcms-noial) epochs=9; cap=180; warmup 170 85; args=(--method ialcms --no-ial) ;;
+  # previous: 1,100 steps -> 2,000 steps a segment, ~110 CPU-min
+  avpc)         epochs=20; cap=180; lr 8,16; args=(--method avpc) ;;
+  # previous: 200 + 1,000 steps -> RCoP 400 steps (LR drops at 2, 3 of 4 epochs, as the reference's 20,30
+  # of 40), then 1,200 Mix-and-Separate steps: about the compute of `avpc` (not yet measured here)
+  avpc-rcop)    epochs=12; cap=180; lr 5,10; args=(--method avpc --rcop --rcop-epochs 4 --rcop-lr-steps 2,3) ;;
+  # previous: 1,700 steps -> 3,000 steps, ~110 CPU-min (not yet measured here)
+  sop)          epochs=30; cap=180; lr 12,24; args=(--method sop) ;;
   # the 3-mix curriculum: from the 2-mix weights (FROM, else the 2-mix run's best), about an hour more
-  avpc-mix3)    epochs=15; cap=90; args=(--method avpc --mix 3 --init-from "${FROM:-$RUNS/avpc/best.pt}" --lr-steps 8,12) ;;
-  sop-mix3)     epochs=22; cap=90; args=(--method sop --mix 3 --init-from "${FROM:-$RUNS/sop/best.pt}" --lr-steps 11,18) ;;
+  avpc-mix3)    epochs=11; cap=90; lr 5,9; args=(--method avpc --mix 3 --init-from "${FROM:-$RUNS/avpc/best.pt}") ;;
+  sop-mix3)     epochs=16; cap=90; lr 7,13; args=(--method sop --mix 3 --init-from "${FROM:-$RUNS/sop/best.pt}") ;;
   *) echo "campaign.sh: unknown run $NAME" >&2; exit 2 ;;
 esac
 if [ -n "${FROM:-}" ] && [[ "$NAME" != *-mix3 ]]; then
-  [ "$NAME" = avpc-rcop ] && args=(--method avpc "${rcop2[@]}")  # RCoP was the first segment's stage 1
+  [ "$NAME" = avpc-rcop ] && args=(--method avpc)  # RCoP was the first segment's stage 1
   args+=(--init-from "$FROM")
   NAME="$NAME-s${SEG:-2}"
 fi
@@ -79,13 +81,13 @@ run="$RUNS/$NAME"
 mkdir -p "$RUNS"
 echo "== $(date -u +%FT%TZ) $NAME (code ${CODE:-installed}, $PRECISION)"
 if [ -f "$run/last.pt" ]; then
-  # --epochs and --max-cpu-minutes: a run lengthened here continues to its new length
-  avsep train --resume "$run" --epochs "$epochs" --max-cpu-minutes "$cap"
+  # --epochs, --max-cpu-minutes and the plan: a run re-sized here continues to its new length and schedule
+  avsep train --resume "$run" --epochs "$epochs" --max-cpu-minutes "$cap" "${plan[@]}"
 elif [ "$NAME" = avpc-rcop ] && [ -f "$run/rcop/last.pt" ]; then
   # interrupted in stage 1: finish the RCoP stage, then start stage 2 from it as --rcop would
   avsep train --resume "$run/rcop" --max-cpu-minutes "$cap"
-  avsep train "${common[@]}" --method avpc --init-from "$run/rcop/last.pt" "${rcop2[@]}" --epochs "$epochs" \
+  avsep train "${common[@]}" --method avpc --init-from "$run/rcop/last.pt" "${plan[@]}" --epochs "$epochs" \
     --max-cpu-minutes "$cap" --run "$run"
 else
-  avsep train "${common[@]}" "${args[@]}" --epochs "$epochs" --max-cpu-minutes "$cap" --run "$run"
+  avsep train "${common[@]}" "${args[@]}" "${plan[@]}" --epochs "$epochs" --max-cpu-minutes "$cap" --run "$run"
 fi

@@ -3,6 +3,7 @@ exact resume, Ctrl-C, distributed training on gloo, and the `tiny` method end to
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import torch
 from avsep_cli import checkpoint, evaluate
 from avsep_cli.cli import main
 from avsep_cli.datasets import MixSeparate, MixtureOfMixtures, RCoPPairs
+from avsep_cli.errors import AvsepError
 from avsep_cli.training.config import TrainConfig
 from avsep_cli.training.run import train
 
@@ -306,6 +308,31 @@ def test_cpu_budget_counts_process_time_across_resumes(tiny_corpus, tmp_path):
     hist = train(None, tmp_path / "b", device=torch.device("cpu"), resume=True, epochs=3, max_cpu_minutes=0.0)
     assert len(hist) == 3 and checkpoint.load(tmp_path / "b" / "last.pt")["epoch"] == 3
     assert TrainConfig.load(tmp_path / "b" / "config.json").max_cpu_minutes == 0.0
+
+
+def test_a_resume_re_plans_the_lr_drops(tiny_corpus, tmp_path):
+    """--resume RUN --lr-steps: a run sized for one machine re-planned for another. A drop moved before the
+    run's position applies at once; a re-planned run then trains as one started with that plan."""
+    dev = torch.device("cpu")
+    lr0 = 1e-3
+    train(small_cfg(tiny_corpus, epochs=3, lr_steps=(2,)), tmp_path / "straight", device=dev)
+    train(small_cfg(tiny_corpus, epochs=1, lr_steps=(5,)), tmp_path / "re", device=dev)
+    hist = train(None, tmp_path / "re", device=dev, resume=True, epochs=3, lr_steps=(2,))
+    assert [round(h["lr"] / lr0, 6) for h in hist] == [1.0, 1.0, 0.1]
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "re")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert TrainConfig.load(tmp_path / "re" / "config.json").lr_steps == (2,)
+    # a drop moved to an epoch already passed: the LR falls at the resume, not never
+    train(small_cfg(tiny_corpus, epochs=2, lr_steps=(5,)), tmp_path / "late", device=dev)
+    hist = train(None, tmp_path / "late", device=dev, resume=True, epochs=3, lr_steps=(1,))
+    assert [round(h["lr"] / lr0, 6) for h in hist] == [1.0, 1.0, 0.1]
+    with pytest.raises(AvsepError, match="only its schedules"):  # options other than schedules stay
+        train(None, tmp_path / "late", device=dev, resume=True, epochs=4, schedule_options={"target": "ibm"})
+    # the same through the CLI: a second drop added
+    assert main(["train", "--resume", str(tmp_path / "late"), "--epochs", "4", "--lr-steps", "1,3"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "late" / "metrics.jsonl").read_text().splitlines()]
+    assert [round(r["lr"] / lr0, 6) for r in rows if r.get("type") == "epoch"] == [1.0, 1.0, 0.1, 0.01]
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

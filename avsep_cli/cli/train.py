@@ -49,7 +49,7 @@ def train(
     cache_features: bool = typer.Option(False, "--cache-features", help="Cache the frozen trunk's features per frame (much faster on CPU; no frame augmentation)."),
     rcop: bool = typer.Option(False, "--rcop", help="AVPC: RCoP self-supervised pre-training first (stage 1 in RUN/rcop), then Mix-and-Separate from it."),
     rcop_epochs: Optional[int] = typer.Option(None, "--rcop-epochs", callback=common.bounded(1), help="Epochs of the RCoP stage (default 40, the reference's)."),
-    lr_steps: Optional[str] = typer.Option(None, "--lr-steps", help="Epochs after which every LR is multiplied by 0.1, comma-separated (default: the method's reference schedule, AVPC and Sound-of-Pixels 40,80 of 100; '' for none)."),
+    lr_steps: Optional[str] = typer.Option(None, "--lr-steps", help="Epochs after which every LR is multiplied by 0.1, comma-separated (default: the method's reference schedule, AVPC and Sound-of-Pixels 40,80 of 100; '' for none). With --resume: re-plans the run's drops (one moved before its position applies at once)."),
     rcop_lr_steps: Optional[str] = typer.Option(None, "--rcop-lr-steps", help="LR drop epochs of the RCoP stage (default 20,30 of 40)."),
     option: list[str] = typer.Option([], "--option", help="A training option KEY=VALUE of the method (repeatable; see docs/fidelity.md), e.g. target=dominant, sep_loss=snr, items=duets."),
     model_option: list[str] = typer.Option([], "--model-option", help="A model config field KEY=VALUE (repeatable; see docs/fidelity.md), e.g. align_corners=true, freq_scale=mel."),
@@ -159,6 +159,8 @@ def train(
             raise AvsepError("--rcop starts a new two-stage run; to continue one stage, --resume its folder")
         stages = [(None, resume)]
         run_dir = resume
+        # a resumed run may re-plan its LR drops and its method's *_steps schedules (e.g. to fit a new machine)
+        replan = {"lr_steps": _epochs_list(lr_steps, "--lr-steps"), "schedule_options": _key_values(option, "--option")}
 
     with common.progress(transient=True) as bar:
         task = bar.add_task("train", total=None)
@@ -178,7 +180,8 @@ def train(
                 run_training(cfg, folder, device=dev, resume=resume is not None, on_step=on_step,
                              visual_weights=str(visual_weights) if visual_weights else None,
                              epochs=epochs if resume is not None else None,
-                             max_cpu_minutes=max_cpu_minutes if resume is not None else None)
+                             max_cpu_minutes=max_cpu_minutes if resume is not None else None,
+                             **(replan if resume is not None else {}))
         except Interrupted as e:
             common.stderr.print(f"avsep: {e}", highlight=False)
             raise typer.Exit(143 if e.terminated else 130)

@@ -300,9 +300,12 @@ def _init_from(model: torch.nn.Module, cfg: TrainConfig) -> None:
 
 def train(cfg: TrainConfig | None, run_dir: Path, *, device: torch.device, resume: bool = False,
           epochs: int | None = None, max_cpu_minutes: float | None = None, on_step: Callable | None = None,
-          visual_weights: str | None = None) -> list[dict]:
+          visual_weights: str | None = None, lr_steps: tuple | None = None,
+          schedule_options: dict | None = None) -> list[dict]:
     """Train `cfg.method`; with `resume`, continue the run in `run_dir` from its last checkpoint (its own
-    config, optionally with more `epochs` or another CPU budget `max_cpu_minutes`)."""
+    config, optionally with more `epochs`, another CPU budget `max_cpu_minutes`, or its schedules re-planned:
+    `lr_steps`, the epochs of its LR drops, and `schedule_options`, the method's `*_steps` options such as
+    IAL-CMS's lambda warm-ups; a milestone moved before the run's position takes effect at once)."""
     run_dir = Path(run_dir)
     init_distributed(device)
     rank, _ = dist_info()
@@ -320,6 +323,16 @@ def train(cfg: TrainConfig | None, run_dir: Path, *, device: torch.device, resum
             cfg.epochs = epochs
         if max_cpu_minutes is not None:
             cfg.max_cpu_minutes = max_cpu_minutes
+        if lr_steps is not None:
+            cfg.lr_steps = tuple(int(e) for e in lr_steps)
+        if schedule_options:
+            bad = sorted(k for k in schedule_options if not (k.endswith("_steps") and k in cfg.options))
+            if bad:
+                raise AvsepError(f"--option {', '.join(bad)}: a resumed run keeps its options; only its schedules "
+                                 f"({', '.join(k for k in cfg.options if k.endswith('_steps')) or 'none'}) may change")
+            cfg.options = {**cfg.options, **schedule_options}
+    elif lr_steps is not None or schedule_options:
+        raise AvsepError("lr_steps and schedule_options re-plan a resumed run; a new run takes them in its config")
     elif (run_dir / "last.pt").exists():
         raise AvsepError(f"run folder {run_dir} already holds a run; use --resume {run_dir} or another --run")
     seed_everything(cfg.seed)

@@ -33,6 +33,7 @@ import random
 import signal
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterator
@@ -266,6 +267,7 @@ class Trainer:
             if "extra" in data and hasattr(self.system, "load_extra_state"):
                 self.system.load_extra_state(data["extra"])
             self.scheduler.load_state_dict(data["scheduler"])
+            self._replan_lr()
             self.scaler.load_state_dict(data["scaler"])
             _set_rng_state(data["rng"])
             self.epoch, self.step_in_epoch, self.global_step = (int(data[k]) for k in ("epoch", "step_in_epoch", "global_step"))
@@ -281,6 +283,18 @@ class Trainer:
         if hist.exists():
             self.history = [json.loads(line) for line in hist.read_text().splitlines() if line.strip()]
             self.history = [h for h in self.history if h.get("epoch", 0) < self.epoch or h.get("type") == "step"]
+
+    def _replan_lr(self) -> None:
+        """The LR drops of the config (a resume may re-plan them, `train(..., lr_steps=)`) replace those the
+        checkpoint's scheduler kept; a drop moved to an epoch already passed takes effect at once."""
+        sched, steps = self.scheduler, sorted(int(e) for e in self.cfg.lr_steps)
+        if sorted(sched.milestones.elements()) == steps:
+            return
+        sched.milestones = Counter(steps)
+        drops = sum(1 for e in steps if e <= sched.last_epoch)
+        for g in self.optimizer.param_groups:
+            g["lr"] = g["initial_lr"] * sched.gamma ** drops
+        sched._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
     # -- the loop --
     def train_step(self, batch: dict) -> dict[str, float]:
