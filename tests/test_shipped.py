@@ -99,10 +99,12 @@ def test_the_default_detector_is_named_by_a_shipped_trunk_checked_by_sha256(monk
     assert info["classifier"] == {"weights": trunk["name"], "sha256": trunk["sha256"],
                                   "size": trunk["config"]["frame_size"]}
     # every separator names the shipped trunk it was trained with: the legacy ones the first trunk, those
-    # retrained on the broad corpus its trunk (not the averaged classifier)
+    # retrained on the broad corpus its trunk (not the averaged classifier), the campaign's the fine-tuned one
     trunks = {x["name"] for x in registry.entries() if x["method"] == "visual-trunk"}
     for e in registry.entries():
         if e["method"] in ("avpc", "avpc-rcop", "sop", "ialcms", "ialcms-supervised"):
             assert e["trunk"] in trunks, e["name"]
-            assert e["trunk"] == ("visual-trunk-broad" if "-broad-" in e["name"] else "visual-trunk"), e["name"]
+            want = ("visual-trunk-broad-ft" if "-broad-ft-" in e["name"] else
+                    "visual-trunk-broad" if "-broad-" in e["name"] else "visual-trunk")
+            assert e["trunk"] == want, e["name"]
     assert isinstance(sep.detector.classifier, classifier.CropClassifier)

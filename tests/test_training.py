@@ -185,8 +185,11 @@ def test_resume_mid_epoch_reports_the_whole_epochs_train_loss(tiny_corpus, tmp_p
         train(small_cfg(tiny_corpus, **cfg), tmp_path / "split", device=dev, on_step=ctrl_c_after_two_steps)
     ck = checkpoint.load(tmp_path / "split" / "last.pt")
     assert (ck["epoch"], ck["step_in_epoch"], ck["epoch_steps"]) == (0, 2, 2)
+    assert ck["cpu_min"] > 0 and ck["wall_min"] > 0  # the two steps' time travels too
     resumed = train(None, tmp_path / "split", device=dev, resume=True)
     assert len(straight) == len(resumed) == 1
+    # the epoch's CPU time counts the steps before the interruption, not only those after it
+    assert resumed[0]["cpu_min"] > ck["cpu_min"] and resumed[0]["wall_min"] > ck["wall_min"]
     assert abs(resumed[0]["train_loss"] - straight[0]["train_loss"]) < 1e-6, (resumed[0], straight[0])
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -204,6 +204,11 @@ class Trainer:
         # interrupted and resumed reports the mean over all its steps, as an uninterrupted one does
         self.epoch_sums: dict[str, float] = {}
         self.epoch_steps = 0
+        # the process-clock origins of the run's CPU and wall time (set when training starts), and the time
+        # a resumed checkpoint had spent
+        self._cpu0: float | None = None
+        self._wall0: float | None = None
+        self._spent: tuple[float, float] | None = None
         self.best = -math.inf
         self.history: list[dict] = []
 
@@ -244,6 +249,10 @@ class Trainer:
             "epoch_steps": self.epoch_steps,
             "best": self.best if math.isfinite(self.best) else None,
             "config": asdict(self.cfg),
+            # CPU and wall minutes spent so far, the partial epoch included (an interrupted epoch's time
+            # counts once it is resumed)
+            **({"cpu_min": (time.process_time() - self._cpu0) / 60, "wall_min": (time.perf_counter() - self._wall0) / 60}
+               if self._cpu0 is not None else {}),
         }
 
     def save(self, name: str) -> Path:
@@ -275,6 +284,7 @@ class Trainer:
             # older checkpoints lack the partial epoch's sums: that epoch then averages the resumed steps only
             self.epoch_sums = {str(k): float(v) for k, v in data.get("epoch_sums", {}).items()}
             self.epoch_steps = int(data.get("epoch_steps", 0))
+            self._spent = (float(data["cpu_min"]), float(data["wall_min"])) if "cpu_min" in data else None
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
             raise AvsepError(f"checkpoint {path}: its training state does not fit this run "
                              f"({type(e).__name__}: {checkpoint.error_detail(e)})") from None
@@ -345,7 +355,8 @@ class Trainer:
         t_start = time.perf_counter()
         # cumulative over resumes: process CPU time (all threads) and wall time spent training so far
         last = next((h for h in reversed(self.history) if h["type"] == "epoch"), {})
-        cpu0, wall0 = time.process_time() - 60 * last.get("cpu_min", 0.0), t_start - 60 * last.get("wall_min", 0.0)
+        cpu, wall = self._spent or (last.get("cpu_min", 0.0), last.get("wall_min", 0.0))  # older checkpoints: the last epoch's
+        cpu0, wall0 = self._cpu0, self._wall0 = time.process_time() - 60 * cpu, t_start - 60 * wall
         while self.epoch < cfg.epochs:
             if self._cpu_budget_spent():
                 break
