@@ -283,7 +283,8 @@ def test_curriculum_init_from_a_two_mix_run(tiny_corpus, tmp_path, capsys):
     dist = lambda a, b: sum(float((a[k] - b[k]).abs().sum()) for k in a)  # noqa: E731
     assert dist(cur, src) < 0.1 * dist(fresh, src)  # one step away from the 2-mix weights
     assert main(["train", *common, "--run", str(tmp_path / "bad"), "--init-from", str(tmp_path / "nothing")]) == 2
-    assert "checkpoint not found" in capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
+    assert "weights not found:" in err and "(not a file, and no shipped weights have that name)" in err
 
 
 def test_train_bad_input(tmp_path, capsys):
