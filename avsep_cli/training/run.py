@@ -282,10 +282,7 @@ def _init_from(model: torch.nn.Module, cfg: TrainConfig) -> None:
     src = Path(cfg.init_from)
     if src.is_dir():
         src = src / "best.pt" if (src / "best.pt").exists() else src / "last.pt"
-    if src.suffix == ".pt":
-        data = loaded = checkpoint.load(src, warn=False)
-    else:  # shipped weights: float16 on disk, loaded as float32
-        data = loaded = registry.resolve(cfg.init_from).data
+    data = loaded = registry.resolve(src).data  # shipped weights are float16 on disk, loaded as float32
     if data.get("model_name") == "avpc-rcop" and cfg.method == "avpc":  # RCoP stage 1 -> stage 2
         data = {"model_name": "avpc", "model_args": data["model_args"],
                 "state_dict": {k[5:]: v for k, v in data["state_dict"].items() if k.startswith("avpc.")}}
