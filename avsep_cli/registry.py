@@ -279,6 +279,12 @@ def build(resolved: Resolved, device: str | torch.device = "cpu") -> torch.nn.Mo
     """The model of resolved weights; weights that do not fit the model they name are one AvsepError line.
     A training checkpoint without a checksum (older avsep) is built with a warning."""
     model = checkpoint.build_model(resolved.data, resolved.path)
-    if not resolved.shipped and resolved.path.suffix != ".safetensors":  # safetensors: no content checksum
-        checkpoint.warn_unverified(resolved.data, resolved.path)
+    warn_unverified(resolved)
     return model.to(device)
+
+
+def warn_unverified(resolved: Resolved) -> None:
+    """Warn about a training checkpoint without a checksum (older avsep); shipped names are sha256-checked
+    against the manifest and .safetensors files have no content checksum to check."""
+    if not resolved.shipped and resolved.path.suffix != ".safetensors":
+        checkpoint.warn_unverified(resolved.data, resolved.path)

@@ -72,6 +72,14 @@ case "$NAME" in
   *) echo "campaign.sh: unknown run $NAME" >&2; exit 2 ;;
 esac
 if [ -n "${FROM:-}" ] && [[ "$NAME" != *-mix3 ]]; then
+  # Later segments, sized on session 11's AMD EPYC with AVX512-BF16 (bf16 + channels-last, with loading and
+  # validation: AVPC 2.2 CPU-min per epoch, IAL-CMS 4.6), 65-90 minutes each. AVPC's segment 1 peaked at
+  # epoch 6, before its first drop, then stayed flat at 1e-5: its later segments keep 1e-4 for 70 % of
+  # the segment.
+  case "$NAME" in
+    avpc)   epochs=30; lr 21,27 ;;
+    ialcms) epochs=19 ;;
+  esac
   [ "$NAME" = avpc-rcop ] && args=(--method avpc)  # RCoP was the first segment's stage 1
   args+=(--init-from "$FROM")
   NAME="$NAME-s${SEG:-2}"

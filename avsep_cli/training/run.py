@@ -282,7 +282,8 @@ def _init_from(model: torch.nn.Module, cfg: TrainConfig) -> None:
     src = Path(cfg.init_from)
     if src.is_dir():
         src = src / "best.pt" if (src / "best.pt").exists() else src / "last.pt"
-    data = loaded = registry.resolve(src).data  # shipped weights are float16 on disk, loaded as float32
+    resolved = registry.resolve(src)
+    data = resolved.data  # shipped weights are float16 on disk, loaded as float32
     if data.get("model_name") == "avpc-rcop" and cfg.method == "avpc":  # RCoP stage 1 -> stage 2
         data = {"model_name": "avpc", "model_args": data["model_args"],
                 "state_dict": {k[5:]: v for k, v in data["state_dict"].items() if k.startswith("avpc.")}}
@@ -291,7 +292,7 @@ def _init_from(model: torch.nn.Module, cfg: TrainConfig) -> None:
     if data["model_args"] != cfg.model:
         raise AvsepError(f"--init-from {cfg.init_from}: its model config differs from this run's ({data['model_args']} vs {cfg.model})")
     checkpoint.load_weights(model, data["state_dict"], src, f"this run's {cfg.method!r} model")
-    checkpoint.warn_unverified(loaded, src)
+    registry.warn_unverified(resolved)
     log.info("initialised from %s", src)
 
 
