@@ -75,7 +75,7 @@ def parent_info(src: Path) -> dict:
         e = next((e for e in registry.entries(folder) if e.get("name") == src.stem), None)
         if e is not None:
             t = e.get("training", {})
-            info.update(name=e["name"], sha256=e["sha256"])
+            info = {"name": e["name"], "sha256": e["sha256"]}  # not the local path: name and hash identify it
             info.update(cpu_minutes_total=t.get("cpu_minutes_total", t.get("cpu_minutes")),
                         steps_total=t.get("steps_total", t.get("steps")),
                         samples_seen_total=t.get("samples_seen_total", t.get("samples_seen")))

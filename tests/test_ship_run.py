@@ -68,6 +68,7 @@ def test_a_run_continued_from_shipped_weights_records_its_lineage(tiny_corpus, t
     a, b = registry.entry("tiny-a", weights), registry.entry("tiny-b", weights)
     parent = b["training"]["init_from"]
     assert parent["name"] == "tiny-a" and parent["sha256"] == a["sha256"]
+    assert "path" not in parent  # a shipped parent is named, not located on the machine that trained it
     assert b["training"]["steps_total"] == 4 == a["training"]["steps"] + b["training"]["steps"]
     assert b["training"]["samples_seen_total"] == 8
     total = a["training"]["cpu_minutes"] + b["training"]["cpu_minutes"]
