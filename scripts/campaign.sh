@@ -64,8 +64,9 @@ case "$NAME" in
   # previous: 200 + 1,000 steps -> RCoP 400 steps (LR drops at 2, 3 of 4 epochs, as the reference's 20,30
   # of 40), then 1,200 Mix-and-Separate steps: about the compute of `avpc` (not yet measured here)
   avpc-rcop)    epochs=12; cap=180; lr 5,10; args=(--method avpc --rcop --rcop-epochs 4 --rcop-lr-steps 2,3) ;;
-  # previous: 1,700 steps -> 3,000 steps, ~110 CPU-min (not yet measured here)
-  sop)          epochs=30; cap=180; lr 12,24; args=(--method sop) ;;
+  # previous: 1,700 steps -> 3,000 steps, ~110 CPU-min. 1e-4 for 70 % of the segment, as AVPC's later
+  # segments: AVPC's segment 1 peaked before its drop at 40 %, and its segment 2 gained 1.7 dB at 1e-4
+  sop)          epochs=30; cap=180; lr 21,27; args=(--method sop) ;;
   # the 3-mix curriculum: from the 2-mix weights (FROM, else the 2-mix run's best), about an hour more
   avpc-mix3)    epochs=11; cap=90; lr 5,9; args=(--method avpc --mix 3 --init-from "${FROM:-$RUNS/avpc/best.pt}") ;;
   sop-mix3)     epochs=16; cap=90; lr 7,13; args=(--method sop --mix 3 --init-from "${FROM:-$RUNS/sop/best.pt}") ;;
@@ -76,9 +77,13 @@ if [ -n "${FROM:-}" ] && [[ "$NAME" != *-mix3 ]]; then
   # validation: AVPC 2.2 CPU-min per epoch, IAL-CMS 4.6), 65-90 minutes each. AVPC's segment 1 peaked at
   # epoch 6, before its first drop, then stayed flat at 1e-5: its later segments keep 1e-4 for 70 % of
   # the segment.
-  case "$NAME" in
-    avpc)   epochs=30; lr 21,27 ;;
-    ialcms) epochs=19 ;;
+  # Without bf16 units (fp32 + channels-last, session 10's and 12's AVX2 EPYC: AVPC 5.3 CPU-min per epoch,
+  # IAL-CMS 12.2) the same ~110 CPU-min buy fewer epochs.
+  case "$NAME-$PRECISION" in
+    avpc-bf16)   epochs=30; lr 21,27 ;;
+    avpc-fp32)   epochs=20; lr 14,18 ;;
+    ialcms-bf16) epochs=19 ;;
+    ialcms-fp32) epochs=9 ;;
   esac
   [ "$NAME" = avpc-rcop ] && args=(--method avpc)  # RCoP was the first segment's stage 1
   args+=(--init-from "$FROM")

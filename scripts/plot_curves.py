@@ -7,6 +7,11 @@ stage: its CPU-minutes start where stage 1's ended (stage 1 has no separation, s
     python scripts/plot_curves.py avpc=~/avsep-runs/r18/avpc sop=~/avsep-runs/r18/sop -o curves.png \
         [--table]
 
+`LABEL=weights:NAME` draws shipped weights' whole lineage instead of a run folder: the segments it was
+trained in (`avsep train --init-from` of the previous segment's weights, recorded by scripts/ship_run.py),
+each from its manifest entry's curve, offset by the CPU-minutes and mixtures of the segments before it; a
+segment shipped before the manifest kept curves is drawn as one point, its best epoch.
+
 `--table` also prints, per run, the best validation SDR, the CPU-minutes, steps and mixtures seen at its
 end (the figures the README's training tables quote).
 """
@@ -46,6 +51,35 @@ def read_run(folder: Path) -> dict:
     }
 
 
+def read_lineage(name: str, folder: Path | None = None) -> dict:
+    """Shipped weights NAME and their parents (`training.init_from`, by name) -> read_run's curve and `end`,
+    the segments laid end to end on CPU-minutes and mixtures seen."""
+    from avsep_cli import registry
+
+    chain, seen_names = [], set()
+    while name and name not in seen_names:
+        seen_names.add(name)
+        t = registry.entry(name, folder).get("training", {})
+        missing = [k for k in ("cpu_minutes", "steps", "samples_seen", "batch_size", "best_val_sdr") if k not in t]
+        if missing:
+            raise ValueError(f"weights {name!r}: no {', '.join(missing)} in the manifest (no curve to draw)")
+        chain.insert(0, t)
+        name = t.get("init_from", {}).get("name")
+    out = {"cpu_min": [], "seen": [], "val_sdr": []}
+    cpu0 = seen0 = steps0 = 0
+    for t in chain:
+        points = t.get("curve") or [[t.get("cpu_minutes_at_checkpoint", t.get("cpu_minutes_at_best")),
+                                     t.get("checkpoint_step", t.get("best_step")) * t["batch_size"], t["best_val_sdr"]]]
+        for c, n, v in points:
+            out["cpu_min"].append(round(cpu0 + c, 2))
+            out["seen"].append(seen0 + n)
+            out["val_sdr"].append(v)
+        cpu0, seen0, steps0 = cpu0 + t["cpu_minutes"], seen0 + t["samples_seen"], steps0 + t["steps"]
+    out["end"] = {"cpu_min": round(cpu0, 1), "steps": steps0, "pre_steps": 0, "seen": seen0,
+                  "best_val_sdr": max(out["val_sdr"], default=None)}
+    return out
+
+
 def _epochs(folder: Path) -> list[dict]:
     path = folder / "metrics.jsonl"
     if not path.exists():
@@ -81,17 +115,23 @@ def plot(runs: dict[str, dict], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("runs", nargs="+", help="LABEL=RUN_DIR (or RUN_DIR: its folder name is the label)")
+    ap.add_argument("runs", nargs="+", help="LABEL=RUN_DIR (or RUN_DIR: its folder name is the label), or "
+                    "LABEL=weights:NAME (shipped weights' lineage)")
     ap.add_argument("-o", "--out", required=True, help="PNG to write")
     ap.add_argument("--table", action="store_true", help="print the totals of every run")
     args = ap.parse_args(argv)
+    from avsep_cli.errors import AvsepError
+
     runs = {}
     try:
         for spec in args.runs:
             label, _, path = spec.rpartition("=")
+            if path.startswith("weights:"):
+                runs[label or path[8:]] = read_lineage(path[8:])
+                continue
             folder = Path(path).expanduser()
             runs[label or folder.name] = read_run(folder)
-    except (ValueError, OSError, KeyError, json.JSONDecodeError) as e:
+    except (ValueError, OSError, KeyError, json.JSONDecodeError, AvsepError) as e:
         print(f"plot_curves: {e}", file=sys.stderr)
         return 2
     plot(runs, Path(args.out))

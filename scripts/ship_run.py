@@ -44,6 +44,9 @@ def training_info(run: Path, checkpoint_name: str, command: str, note: str | Non
         "best_val_sdr": totals["best_val_sdr"], "val_num": cfg.get("val_num"),
         "checkpoint": checkpoint_name, "checkpoint_epoch": at["epoch"] + 1, "checkpoint_step": at["step"],
         "cpu_minutes_at_checkpoint": round(offset + at["cpu_min"], 1), "command": command,
+        # the learning curve, one [CPU-minutes, mixtures seen, val SDR] per validated epoch: a later segment's
+        # lineage curve (scripts/plot_curves.py LABEL=weights:NAME) outlives the run folder
+        "curve": [[round(c, 2), n, v] for c, n, v in zip(r["cpu_min"], r["seen"], r["val_sdr"])],
         **({"rcop_stage": {"cpu_minutes": round(offset, 1), "steps": pre["step"]}} if pre else {}),
         **({"note": note} if note else {}),
     }

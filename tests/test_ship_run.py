@@ -4,6 +4,8 @@ run folder, the weights loading back by name and equal to the checkpoint's (as f
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ from avsep_cli import checkpoint, registry
 from avsep_cli.cli import main
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ship_run.py"
+PLOT = SCRIPT.with_name("plot_curves.py")
 
 
 def _ship(*args) -> subprocess.CompletedProcess:
@@ -75,6 +78,20 @@ def test_a_run_continued_from_shipped_weights_records_its_lineage(tiny_corpus, t
     assert abs(b["training"]["cpu_minutes_total"] - total) <= 0.1
     assert "with its parents 4 steps" in r.stdout
     assert "init_from" not in a["training"]
+
+    # each segment keeps its learning curve, so the lineage's curve outlives the run folders
+    rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    val = [x for x in rows if x.get("type") == "epoch"]
+    assert b["training"]["curve"] == [[round(x["cpu_min"], 2), x["step"] * 2, x["val_sdr"]] for x in val]
+    for d in ("a", "b"):
+        shutil.rmtree(tmp_path / d)
+    png = tmp_path / "lineage.png"
+    p = subprocess.run([sys.executable, str(PLOT), "tiny=weights:tiny-b", "-o", str(png), "--table"],
+                       capture_output=True, text=True, env={**os.environ, "AVSEP_WEIGHTS": str(weights)})
+    assert p.returncode == 0, p.stderr
+    best = max(a["training"]["best_val_sdr"], b["training"]["best_val_sdr"])
+    assert f"| tiny | {best:.2f} | {b['training']['cpu_minutes_total']} | 4 | 8 |" in p.stdout
+    assert png.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_folder_that_is_not_a_run_is_one_line_and_writes_nothing(tmp_path):
