@@ -66,7 +66,9 @@ case "$NAME" in
   avpc-rcop)    epochs=12; cap=180; lr 5,10; args=(--method avpc --rcop --rcop-epochs 4 --rcop-lr-steps 2,3) ;;
   # previous: 1,700 steps -> 3,000 steps, ~110 CPU-min. 1e-4 for 70 % of the segment, as AVPC's later
   # segments: AVPC's segment 1 peaked before its drop at 40 %, and its segment 2 gained 1.7 dB at 1e-4
-  sop)          epochs=30; cap=180; lr 21,27; args=(--method sop) ;;
+  # (bf16 sizes; in fp32, session 12's AVX2 EPYC: 5-7 CPU-min per epoch, so 16 epochs)
+  sop)          epochs=30; cap=180; lr 21,27; args=(--method sop)
+                if [ "$PRECISION" = fp32 ]; then epochs=16; lr 11,14; fi ;;
   # the 3-mix curriculum: from the 2-mix weights (FROM, else the 2-mix run's best), about an hour more
   avpc-mix3)    epochs=11; cap=90; lr 5,9; args=(--method avpc --mix 3 --init-from "${FROM:-$RUNS/avpc/best.pt}") ;;
   sop-mix3)     epochs=16; cap=90; lr 7,13; args=(--method sop --mix 3 --init-from "${FROM:-$RUNS/sop/best.pt}") ;;
