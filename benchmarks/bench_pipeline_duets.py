@@ -7,7 +7,7 @@ passes when both stems are closer to their own reference and at least 3 dB (the 
 This is what a user with a video gets; `avsep eval` scores the separators alone, with the true boxes.
 
     python benchmarks/bench_pipeline_duets.py --root corpus [--method avpc] [--weights NAME|PATH] [--true-boxes]
-        [--json out.json]
+        [--guide auto|crops|name] [--split test] [--json out.json]
 """
 
 from __future__ import annotations
@@ -30,11 +30,14 @@ def main() -> None:
     ap.add_argument("--method", default="avpc")
     ap.add_argument("--weights", default=None, help="shipped name or checkpoint (default: the method's shipped default)")
     ap.add_argument("--detect-imgsz", type=int, default=None)
+    ap.add_argument("--guide", default="auto", choices=("auto", "crops", "name"),
+                    help="what guides each player: its crops, the class prototype of its track's name, or auto "
+                         "(Separator's default: name where the trunk has prototypes)")
     ap.add_argument("--true-boxes", action="store_true", help="the clips' true boxes instead of the detector")
     ap.add_argument("--json", default=None, help="write every row here")
     args = ap.parse_args()
 
-    sep = Separator(args.method, args.weights, detect_imgsz=args.detect_imgsz)
+    sep = Separator(args.method, args.weights, detect_imgsz=args.detect_imgsz, guide=args.guide)
     clips = open_corpus(args.root).clips(split=args.split, kind="duet")
     rows, t0 = [], time.perf_counter()
     for clip in clips:
@@ -48,13 +51,13 @@ def main() -> None:
     other = np.array([r["sdr_other"] for r in rows])
     ok = np.isfinite(own) & (own > other) & (own >= 3.0)
     passing = sorted({r["clip"] for r in rows} - {r["clip"] for r, good in zip(rows, ok) if not good})
-    print(f"{args.method} ({sep.weights_name}): {len(clips)} duet clips ({args.split}), {len(rows)} players, "
+    print(f"{args.method} ({sep.weights_name}, guided by {args.guide}): {len(clips)} duet clips ({args.split}), {len(rows)} players, "
           f"{np.isfinite(own).sum()} tracked; mean SDR own {np.nanmean(own):.2f} dB, other {np.nanmean(other):.2f} dB; "
           f"closer to own {(np.isfinite(own) & (own > other)).sum()}/{len(rows)}; clips passing the demo "
           f"criterion: {len(passing)}/{len(clips)} {passing}; {time.perf_counter() - t0:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"method": args.method, "weights": sep.weights_name, "split": args.split, "rows": rows,
+            json.dump({"method": args.method, "weights": sep.weights_name, "split": args.split, "guide": args.guide, "rows": rows,
                        "passing_clips": passing}, f, indent=1)
 
 

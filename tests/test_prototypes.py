@@ -263,10 +263,59 @@ def test_a_named_class_the_detector_missed_is_forced(capsys, monkeypatch, tiny_p
                                                        {"class": "cello", "boxes": [[80, 20, 140, 100]] * n}]}))
     out = tmp_path / "stems"
     rc, _, err = _separate(capsys, monkeypatch, tiny_prototypes["folder"], tiny_weights, video, out,
-                           "--boxes", boxes, "--instruments", "violin,flute")
+                           "--boxes", boxes, "--instruments", "violin,flute", "--guide", "crops")
     assert rc == 0, err
     assert err.count("flute: not found in the picture") == 1
     manifest = json.loads((out / "manifest.json").read_text())
     got = [(i["cls"], i["guidance"], i["start"], i["end"]) for i in manifest["identities"]]
     assert got == [("violin", "crops", 0.0, 3.0), ("flute", "name", 0.0, 3.0)]
     assert sorted(p.name for p in out.iterdir()) == ["flute_1.wav", "manifest.json", "violin_1.wav"]
+
+
+def test_tracked_players_are_guided_by_the_name_of_their_track(capsys, monkeypatch, tiny_prototypes, tiny_weights,
+                                                              tmp_path):
+    """`--guide auto` (the default) and `name`: a tracked player whose class is the only one of its kind is
+    guided by its class prototype (its span and boxes stay its track's); two violins keep their crops (one
+    prototype would give them the same stem), and so does a class the prototypes do not know; `--guide crops`
+    is the papers' guidance. Without prototypes for the trunk, auto is crops and name one line."""
+    import mediagen as mg
+    import soundfile as sf
+
+    video = tmp_path / "quartet.mp4"
+    mg.make_media(video, seconds=3.0)
+    n = 12
+    players = [("violin", [4, 10, 40, 60]), ("trumpet", [44, 10, 80, 60]), ("violin", [84, 10, 120, 60]),
+               ("cello", [4, 64, 40, 116])]
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"fps": 4, "players": [{"class": c, "boxes": [b] * n} for c, b in players]}))
+    stems, kinds = {}, {}
+    for guide in ("auto", "name", "crops"):
+        out = tmp_path / guide
+        extra = () if guide == "auto" else ("--guide", guide)
+        rc, _, err = _separate(capsys, monkeypatch, tiny_prototypes["folder"], tiny_weights, video, out,
+                               "--boxes", boxes, *extra)
+        assert rc == 0, err
+        ids = json.loads((out / "manifest.json").read_text())["identities"]
+        kinds[guide] = {i["name"]: i["guidance"] for i in ids}
+        assert all(len(i["boxes"]) == n for i in ids)  # every player keeps its track's boxes
+        stems[guide] = {i["name"]: sf.read(out / i["file"])[0] for i in ids}
+        shared = "violin: 2 players share the class; each is guided by its crops"
+        assert err.count(shared) == (guide != "crops") and err.count("cello: no class prototype") == (guide != "crops")
+    assert kinds["auto"] == kinds["name"] == {"violin_1": "crops", "violin_2": "crops", "trumpet_1": "name",
+                                              "cello_1": "crops"}
+    assert set(kinds["crops"].values()) == {"crops"}
+    np.testing.assert_array_equal(stems["auto"]["trumpet_1"], stems["name"]["trumpet_1"])
+    assert np.abs(stems["name"]["trumpet_1"] - stems["crops"]["trumpet_1"]).max() > 1e-4  # the prototype steers
+    for name in ("violin_1", "violin_2", "cello_1"):
+        np.testing.assert_array_equal(stems["name"][name], stems["crops"][name])
+
+    empty = tmp_path / "no-prototypes"
+    empty.mkdir()
+    rc, _, err = _separate(capsys, monkeypatch, empty, tiny_weights, video, tmp_path / "auto2", "--boxes", boxes)
+    assert rc == 0, err
+    ids = json.loads((tmp_path / "auto2" / "manifest.json").read_text())["identities"]
+    assert {i["guidance"] for i in ids} == {"crops"}
+    rc, _, err = _separate(capsys, monkeypatch, empty, tiny_weights, video, tmp_path / "name2", "--boxes", boxes,
+                           "--guide", "name")
+    assert_one_error(rc, err, "no class prototypes ship for the visual trunk")
+    assert not (tmp_path / "name2").exists()

@@ -29,6 +29,12 @@ class Format(str, Enum):
     flac = "flac"
 
 
+class Guide(str, Enum):
+    auto = "auto"
+    crops = "crops"
+    name = "name"
+
+
 class Bits(str, Enum):  # a choice, not a number: 16 and 24 are PCM, 32 is float
     pcm16 = "16"
     pcm24 = "24"
@@ -42,6 +48,7 @@ def separate(
     weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Shipped weights name (avsep weights list) or a checkpoint/.safetensors file; default: the method's shipped weights."),
     detector: Optional[str] = typer.Option(None, "--detector", help="Shipped detector name or weights file: ours (avsep train --method detector) or any ultralytics model (e.g. Open Images V7); default: the shipped detector."),
     instruments: Optional[str] = typer.Option(None, "--instruments", "-i", help="Separate only these classes, e.g. violin,cello: each guided by its tracked players' crops, or by its class prototype where none is seen or the input is audio only."),
+    guide: Guide = typer.Option(Guide.auto, "--guide", help="What guides each tracked player: crops (its own crops, as the papers do), name (the class prototype of the name its track was given; players who share a class keep their crops) or auto (name where the weights' trunk has class prototypes, else crops)."),
     boxes: Optional[Path] = typer.Option(None, "--boxes", help="Known boxes instead of the detector (a corpus sidecar JSON or {fps, players: [{class, boxes}]})."),
     conf: float = typer.Option(0.1, "--conf", callback=common.bounded(0, 1), help="Detection confidence threshold, 0 to 1 (tracks also take boxes down to half of it)."),
     detect_fps: float = typer.Option(4.0, "--detect-fps", callback=common.bounded(1, 240), help="Frames per second given to the detector and tracker, 1 to 240 (the guidance crops are taken at 1 fps)."),
@@ -80,7 +87,8 @@ def separate(
     dev = common.resolve_device(device)
     sep = Separator(method, weights, detector or "auto", device=dev, conf=conf, detect_fps=detect_fps,
                     min_duration=min_duration, on_empty=on_empty, full_length=full_length, residual=residual,
-                    batch_windows=batch_windows, detect_imgsz=detect_imgsz, precision=precision.value)
+                    batch_windows=batch_windows, detect_imgsz=detect_imgsz, precision=precision.value,
+                    guide=guide.value)
     with common.progress() as bar:
         task = bar.add_task("scan", total=2.0)
         steps = {"scan": 0.0, "separate": 1.0}
