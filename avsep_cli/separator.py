@@ -12,9 +12,9 @@ each streamed, so memory does not grow with the video's length: decode -> scan -
    half (`OverlapAdd`); each window is separated for every identity visible in it (all of them with
    `full_length`), guided by that identity's crops at the window's frame times (seconds -> guidance-grid
    index; an identity not visible then uses its nearest crop in time), or, with `guide` "name" or "auto"
-   (the default), by the class prototype of the name its track was given where that name is its own in the
-   clip and the trunk has prototypes (`prototypes`); windows go through the model in batches. What comes out per window is the method's estimates at 11,025 Hz, or, for full-band output,
-   its masks.
+   (the default; see GUIDES), by the class prototype of the name its track was given (`prototypes`);
+   windows go through the model in batches. What comes out per window is the method's estimates at
+   11,025 Hz, or, for full-band output, its masks.
 4. **Write** (`outputs`): the windows are merged by overlap-add with a triangle window (weights
    min(n+1, L-n), normalised by their sum, so an identity model gives back the mixture exactly), at the
    models' rate or, full band, with the masks applied to every channel of the input at its own rate;
@@ -55,9 +55,10 @@ log = logging.getLogger(__name__)
 
 SEPARABLE = ("avpc", "sop", "ialcms", "tiny")
 # What guides each tracked player: its crops (the methods' own guidance), or the class prototype of the name
-# its track was given (`name`; players who share a class keep their crops); `auto`: by name where the method's
-# trunk has shipped class prototypes, else crops. Measured end to end on the val duets (README): by name
-# AVPC's stems gain 3.0 dB and IAL-CMS's 0.6 dB over its crops, so `auto` is the default.
+# its track was given (`name`; players who share a class keep their crops). `auto`, the default: by name for
+# the methods that pool their visual features (AVPC, Sound-of-Pixels) where the trunk has shipped class
+# prototypes, else crops; IAL-CMS keeps its crops. End to end on the val duets (README), by name AVPC's
+# stems gain 3.0 dB [0.9, 5.2] over its crops, IAL-CMS's 0.6 dB [-0.6, 2.4].
 GUIDES = ("auto", "crops", "name")
 FADE_S = 0.05
 
@@ -521,6 +522,8 @@ class Separator:
         Without prototypes for the method's trunk, "name" is an error and "auto" keeps every player's crops."""
         from avsep_cli import prototypes
 
+        if self.guide == "auto" and getattr(self.method, "guidance", "frames") == "crops":
+            return set()  # IAL-CMS: trained on crops, it attends over their layout, which a class' mean map blurs
         try:
             if getattr(self.method, "model", None) is None:
                 raise AvsepError(f"method {self.method_name} has no visual trunk, so no class prototypes")

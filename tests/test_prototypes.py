@@ -274,8 +274,8 @@ def test_a_named_class_the_detector_missed_is_forced(capsys, monkeypatch, tiny_p
 
 def test_tracked_players_are_guided_by_the_name_of_their_track(capsys, monkeypatch, tiny_prototypes, tiny_weights,
                                                               tmp_path):
-    """`--guide auto` (the default) and `name`: a tracked player whose class is the only one of its kind is
-    guided by its class prototype (its span and boxes stay its track's); two violins keep their crops (one
+    """`--guide auto` (the default, for a method that pools its visual features) and `name`: a tracked
+    player whose class is the only one of its kind is guided by its class prototype (its span and boxes stay its track's); two violins keep their crops (one
     prototype would give them the same stem), and so does a class the prototypes do not know; `--guide crops`
     is the papers' guidance. Without prototypes for the trunk, auto is crops and name one line."""
     import mediagen as mg
@@ -308,6 +308,16 @@ def test_tracked_players_are_guided_by_the_name_of_their_track(capsys, monkeypat
     assert np.abs(stems["name"]["trumpet_1"] - stems["crops"]["trumpet_1"]).max() > 1e-4  # the prototype steers
     for name in ("violin_1", "violin_2", "cello_1"):
         np.testing.assert_array_equal(stems["name"][name], stems["crops"][name])
+
+    # a method trained on crops (IAL-CMS: `guidance = "crops"`) keeps them under auto; name still overrides
+    monkeypatch.setattr(MaskMethod, "guidance", "crops", raising=False)
+    for guide, want in (("auto", {"crops"}), ("name", {"crops", "name"})):
+        rc, _, err = _separate(capsys, monkeypatch, tiny_prototypes["folder"], tiny_weights, video,
+                               tmp_path / f"{guide}-crops-method", "--boxes", boxes, "--guide", guide)
+        assert rc == 0, err
+        ids = json.loads((tmp_path / f"{guide}-crops-method" / "manifest.json").read_text())["identities"]
+        assert {i["guidance"] for i in ids} == want
+    monkeypatch.undo()
 
     empty = tmp_path / "no-prototypes"
     empty.mkdir()
