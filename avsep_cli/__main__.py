@@ -3,7 +3,8 @@
 Signals are set up before anything heavy is imported (torch takes seconds): SIGTERM raises
 `Terminated`, a KeyboardInterrupt, so a terminated run cleans up like an interrupted one (temporary
 files and staged outputs removed) and says so in one line, and Ctrl-C during start-up is the same one
-line instead of a traceback. Both are also remembered (`errors.on_signal`), so one whose exception
+line instead of a traceback (one that arrives while the CLI's imports load torch is held until they
+end: an exception raised inside torch's C++ start-up aborts the process). Both are also remembered (`errors.on_signal`), so one whose exception
 third-party code swallows (a bare `except:` around an optional import) still stops the run, before its
 outputs are committed (`errors.check_signals`).
 """
@@ -12,7 +13,7 @@ import os
 import signal
 import sys
 
-from avsep_cli.errors import check_signals, on_signal, quiet_signal_unraisable, stopped
+from avsep_cli.errors import check_signals, deferred_signals, on_signal, quiet_signal_unraisable, stopped
 
 
 def main() -> int:
@@ -22,7 +23,8 @@ def main() -> int:
         signal.signal(signal.SIGINT, on_signal)
     quiet_signal_unraisable()  # a signal that lands in a weakref callback: no "Exception ignored" traceback
     try:
-        from avsep_cli.cli import main as cli_main
+        with deferred_signals():  # the CLI's imports load torch, whose C++ start-up cannot be interrupted
+            from avsep_cli.cli import main as cli_main
 
         code = cli_main()
         if code not in (130, 143):

@@ -5,6 +5,8 @@ exception is an internal error (exit code 1). Library code raises the most speci
 callers of the Python API can catch what they care about.
 """
 
+import contextlib
+
 
 class AvsepError(Exception):
     """Bad input or usage: the user can fix it. Exit code 2."""
@@ -37,15 +39,30 @@ def stopped(e: KeyboardInterrupt) -> int:
 
 
 _received: list[int] = []  # signals seen by `on_signal` in this process
+_deferred: list[bool] = []  # non-empty inside `deferred_signals`
 
 
 def on_signal(signum, frame) -> None:
     """The handler of SIGINT and SIGTERM (see avsep_cli.__main__): remember the signal, then raise
-    KeyboardInterrupt or `Terminated` so that clean-up runs."""
+    KeyboardInterrupt or `Terminated` so that clean-up runs (inside `deferred_signals`: only remember)."""
     import signal
 
     _received.append(signum)
-    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    if not _deferred:
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+@contextlib.contextmanager
+def deferred_signals():
+    """Signals only remembered while the body runs, raised when it ends (`check_signals`): for imports of
+    extensions whose C++ cannot carry a Python exception (a KeyboardInterrupt raised inside torch's
+    pybind11 start-up ends the process with `terminate called ...` and SIGABRT, not with our one line)."""
+    _deferred.append(True)
+    try:
+        yield
+    finally:
+        _deferred.pop()
+    check_signals()
 
 
 def worker_pool(processes: int):

@@ -394,3 +394,25 @@ def test_worker_pools_close_quietly_under_our_signal_handlers():
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout == "closed\n" and proc.stderr == "", proc.stderr
+
+
+def test_a_signal_during_deferred_start_up_is_held_until_it_ends(monkeypatch):
+    """Ctrl-C while the CLI's imports load torch (whose C++ start-up cannot carry a Python exception) is
+    remembered, and raised once the imports are done: the run still stops with its one line."""
+    from avsep_cli import errors
+
+    monkeypatch.setattr(errors, "_received", [])
+    previous = signal.signal(signal.SIGINT, errors.on_signal)
+    reached = False
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with errors.deferred_signals():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # the handler runs here, between bytecodes, and must not raise
+                reached = True
+        assert reached and errors._received == [signal.SIGINT] and errors._deferred == []
+        with pytest.raises(KeyboardInterrupt):  # outside, the handler raises at once, as before
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    finally:
+        signal.signal(signal.SIGINT, previous)
