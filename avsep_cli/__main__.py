@@ -4,9 +4,9 @@ Signals are set up before anything heavy is imported (torch takes seconds): SIGT
 `Terminated`, a KeyboardInterrupt, so a terminated run cleans up like an interrupted one (temporary
 files and staged outputs removed) and says so in one line, and Ctrl-C during start-up is the same one
 line instead of a traceback (one that arrives while the CLI's imports load torch is held until they
-end: an exception raised inside torch's C++ start-up aborts the process). Both are also remembered (`errors.on_signal`), so one whose exception
-third-party code swallows (a bare `except:` around an optional import) still stops the run, before its
-outputs are committed (`errors.check_signals`).
+end: an exception raised inside torch's C++ start-up aborts the process). Both are also remembered
+(`errors.on_signal`), so one whose exception third-party code swallows (a bare `except:` around an
+optional import) still stops the run, before its outputs are committed (`errors.check_signals`).
 """
 
 import os

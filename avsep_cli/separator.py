@@ -37,6 +37,7 @@ import math
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -438,7 +439,8 @@ class Separator:
                     tracks.append(Track(tid, classes.index(cls), list(range(n_frames)), [np.zeros(4)] * n_frames,
                                         [0.0] * n_frames))
                     crops[tid] = protos.guidance([cls], self.method)[0]  # (K, C, h, w) features
-        by_name = self._guide_by_name(tracks, classes, crops, result) if self.guide != "crops" else set()
+        by_name = (self._guide_by_name(tracks, classes, crops, result, named[1] if named else None)
+                   if self.guide != "crops" else set())
         if named is None and not tracks:
             if self.on_empty == "error":
                 raise AvsepError(f"no instrument detected in {path} (--on-empty whole-frame separates the whole frame)")
@@ -515,7 +517,8 @@ class Separator:
                  for i in identities}
         return identities, crops
 
-    def _guide_by_name(self, tracks: list[Track], classes: list[str], crops: dict, result: SeparationResult) -> set[int]:
+    def _guide_by_name(self, tracks: list[Track], classes: list[str], crops: dict, result: SeparationResult,
+                       protos=None) -> set[int]:
         """`guide` name or auto: each tracked player whose class is the only one of its kind in the clip is
         guided by its class' prototype in place of its crops (its span and boxes stay its track's) -> their
         track ids. Players who share a class keep their crops: one prototype would give them the same stem.
@@ -527,26 +530,23 @@ class Separator:
         try:
             if getattr(self.method, "model", None) is None:
                 raise AvsepError(f"method {self.method_name} has no visual trunk, so no class prototypes")
-            protos = prototypes.for_method(self.method)
+            protos = protos or prototypes.for_method(self.method)  # already loaded for --instruments
             protos.guidance([], self.method)  # refuses prototypes without the method's view
         except AvsepError:
             if self.guide == "name":
                 raise
             return set()
         tracked = [t for t in tracks if t.track_id >= 0 and t.cls >= 0]
-        count = {c: sum(t.cls == c for t in tracked) for c in {t.cls for t in tracked}}
+        count = Counter(t.cls for t in tracked)
         for c in sorted(c for c, n in count.items() if n > 1):
             _warn(result, f"{classes[c]}: {count[c]} players share the class; each is guided by its crops")
         out = set()
-        for t in tracked:
-            if count[t.cls] > 1:
-                continue
-            try:
-                prototypes.check_names([classes[t.cls]], protos.classes)
+        for t in (t for t in tracked if count[t.cls] == 1):
+            try:  # the view was checked above: only an unknown class fails here
+                crops[t.track_id] = protos.guidance([classes[t.cls]], self.method)[0]  # (K, C, h, w) features
             except AvsepError:  # a class the prototypes do not know (another detector's): its crops
                 _warn(result, f"{classes[t.cls]}: no class prototype; guided by its crops")
                 continue
-            crops[t.track_id] = protos.guidance([classes[t.cls]], self.method)[0]  # (K, C, h, w) features
             out.add(t.track_id)
         return out
 
