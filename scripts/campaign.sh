@@ -55,8 +55,10 @@ lr() { plan=(--lr-steps "$1"); }
 case "$NAME" in
   # previous weights: 550 steps -> 900 steps a segment, ~110 CPU-min
   ialcms)       epochs=9; cap=180; warmup 170 85; args=(--method ialcms) ;;
-  # previous: 2,300 steps (767 separator updates) -> 2,200 steps, ~110 CPU-min (not yet measured here)
-  ialcms-sup)   epochs=22; cap=180; warmup 410 205; args=(--method ialcms --supervised) ;;
+  # previous: 2,300 steps (767 separator updates) -> 7,000 steps, ~60 CPU-min in bf16 (0.8 CPU-min per
+  # epoch on session 14's EPYC with AVX512-BF16: supervised steps cost a third of the unsupervised ones),
+  # the warm-ups scaled as `ialcms`'s: lambda_ial full after 55 % of the batches, lambda_av after 83 %
+  ialcms-sup)   epochs=70; cap=180; warmup 1290 645; args=(--method ialcms --supervised) ;;
   # the ablation: as many separator updates as `ialcms` (every third batch, with or without the critic)
   ialcms-noial) epochs=9; cap=180; warmup 170 85; args=(--method ialcms --no-ial) ;;
   # previous: 1,100 steps -> 2,000 steps a segment, ~110 CPU-min
@@ -81,11 +83,14 @@ if [ -n "${FROM:-}" ] && [[ "$NAME" != *-mix3 ]]; then
   # the segment.
   # Without bf16 units (fp32 + channels-last, session 10's and 12's AVX2 EPYC: AVPC 5.3 CPU-min per epoch,
   # IAL-CMS 12.2) the same ~110 CPU-min buy fewer epochs.
-  case "$NAME-$PRECISION" in
-    avpc-bf16)   epochs=30; lr 21,27 ;;
-    avpc-fp32)   epochs=20; lr 14,18 ;;
-    ialcms-bf16) epochs=19 ;;
-    ialcms-fp32) epochs=9 ;;
+  # Segment 3 of AVPC (session 14's EPYC with AVX512-BF16, 1.5 CPU-min per epoch): about 75 CPU-min,
+  # 1e-4 for 70 % again.
+  case "$NAME-$PRECISION-${SEG:-2}" in
+    avpc-bf16-3) epochs=50; lr 35,45 ;;
+    avpc-bf16-*) epochs=30; lr 21,27 ;;
+    avpc-fp32-*) epochs=20; lr 14,18 ;;
+    ialcms-bf16-*) epochs=19 ;;
+    ialcms-fp32-*) epochs=9 ;;
   esac
   [ "$NAME" = avpc-rcop ] && args=(--method avpc)  # RCoP was the first segment's stage 1
   args+=(--init-from "$FROM")
