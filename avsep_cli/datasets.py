@@ -255,19 +255,25 @@ class MixSeparate(_Base):
     solo clip, the same class or even clip allowed, avpc/dataset/music.py 40) or "classes" (N different
     classes); `mean`: each source divided by N (the references mix the mean of their sources), else summed.
     With `features` (a `features.TrunkFeatureStore`), frozen-trunk features (N, K, 512, h, w) replace the
-    frames (no frame augmentation then).
+    frames (no frame augmentation then); with `proto_share` > 0, each source is guided by its class'
+    prototype (`prototypes`, class -> (C, h, w) features: set it before the first item) repeated over the K
+    frame times, with that probability.
     """
 
     def __init__(self, root, split: str = "train", *, mix: int = 2, length: int = 1000, seed: int = 0,
                  segment: int = dsp.SEGMENT, n_frames: int = 3, frame_gap: int = 24, frame_size: int = 224,
                  train: bool = True, gain_db: float = 3.0, features=None, levels: str = "db", augment: str = "scale",
-                 partners: str = "classes", mean: bool = False):
+                 partners: str = "classes", mean: bool = False, prototypes: dict | None = None,
+                 proto_share: float = 0.0):
         super().__init__(root, split, length=length, seed=seed, segment=segment, n_frames=n_frames,
                          frame_gap=frame_gap, frame_size=frame_size, train=train, gain_db=gain_db, levels=levels,
                          augment=augment)
         if partners not in ("any", "classes"):
             raise ValueError(f"partners {partners!r}: expected any or classes")
         self.mix, self.features, self.partners, self.mean = mix, features, partners, mean
+        if proto_share > 0 and features is None:
+            raise ValueError("prototypes guide in place of cached features: pass features too")
+        self.prototypes, self.proto_share = prototypes, float(proto_share)
         self.by_class: dict[str, list[Clip]] = {}
         for c in sorted(self.corpus.clips(split=split, kind="solo"), key=lambda c: (c.classes, c.id)):
             self.by_class.setdefault(c.classes[0], []).append(c)
@@ -293,7 +299,9 @@ class MixSeparate(_Base):
             wav = self.reader.audio(clip)
             start = self._start(rng, len(wav))
             stems.append(self._level(window(wav, start, self.segment), rng) / (self.mix if self.mean else 1))
-            if self.features is not None:
+            if self.proto_share > 0 and rng.random() < self.proto_share:  # (K, C, h, w), K copies
+                frames.append(self.prototypes[clip.classes[0]].expand(self.n_frames, -1, -1, -1).clone())
+            elif self.features is not None:
                 times = frame_times(start / dsp.SAMPLE_RATE, self.segment, self.n_frames, self.frame_gap)
                 frames.append(self.features.get(clip, times))
             else:

@@ -56,10 +56,11 @@ log = logging.getLogger(__name__)
 
 SEPARABLE = ("avpc", "sop", "ialcms", "tiny")
 # What guides each tracked player: its crops (the methods' own guidance), or the class prototype of the name
-# its track was given (`name`; players who share a class keep their crops). `auto`, the default: by name for
-# the methods that pool their visual features (AVPC, Sound-of-Pixels) where the trunk has shipped class
-# prototypes, else crops; IAL-CMS keeps its crops. End to end on the val duets (README), by name AVPC's
-# stems gain 3.0 dB [0.9, 5.2] over its crops, IAL-CMS's 0.6 dB [-0.6, 2.4].
+# its track was given (`name`; players who share a class keep their crops). `auto`, the default: by name
+# where the weights' trunk has shipped class prototypes, else crops. End to end on the val duets (README), by
+# name AVPC's stems gained 3.0 dB [0.9, 5.2] over its crops (session 12), supervised IAL-CMS's 1.8 [0.7, 3.2]
+# and unsupervised IAL-CMS's 1.3 [-0.0, 3.2] (session 15; in session 12, before tracking joined a player
+# boxed twice and with earlier weights, IAL-CMS's gain was 0.6 [-0.6, 2.4] and `auto` kept its crops).
 GUIDES = ("auto", "crops", "name")
 FADE_S = 0.05
 
@@ -525,8 +526,6 @@ class Separator:
         Without prototypes for the method's trunk, "name" is an error and "auto" keeps every player's crops."""
         from avsep_cli import prototypes
 
-        if self.guide == "auto" and getattr(self.method, "guidance", "frames") == "crops":
-            return set()  # IAL-CMS: trained on crops, it attends over their layout, which a class' mean map blurs
         try:
             if getattr(self.method, "model", None) is None:
                 raise AvsepError(f"method {self.method_name} has no visual trunk, so no class prototypes")

@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--detect-imgsz", type=int, default=None)
     ap.add_argument("--guide", default="auto", choices=("auto", "crops", "name"),
                     help="what guides each player: its crops, the class prototype of its track's name, or auto "
-                         "(Separator's default: name for AVPC and Sound-of-Pixels, crops for IAL-CMS)")
+                         "(Separator's default: name where the weights' trunk has class prototypes, else crops)")
     ap.add_argument("--true-boxes", action="store_true", help="the clips' true boxes instead of the detector")
     ap.add_argument("--json", default=None, help="write every row here")
     args = ap.parse_args()

@@ -14,7 +14,7 @@
 # A run whose folder has a last.pt resumes (its config.json keeps everything but the length and the CPU
 # cap; the CPU time of all its resumes counts towards that cap).
 set -euo pipefail
-NAME=${1:?usage: campaign.sh NAME (ialcms, ialcms-sup, ialcms-noial, avpc, avpc-rcop, sop, avpc-mix3, sop-mix3)}
+NAME=${1:?usage: campaign.sh NAME (ialcms, ialcms-sup, ialcms-noial, avpc, avpc-proto, avpc-rcop, sop, avpc-mix3, sop-mix3)}
 RUNS=${RUNS:-$HOME/avsep-runs/r18}
 CORPUS=${CORPUS:-$HOME/avsep-runs/broad}
 PYTHON=${PYTHON:-python}
@@ -63,6 +63,9 @@ case "$NAME" in
   ialcms-noial) epochs=9; cap=180; warmup 170 85; args=(--method ialcms --no-ial) ;;
   # previous: 1,100 steps -> 2,000 steps a segment, ~110 CPU-min
   avpc)         epochs=20; cap=180; lr 8,16; args=(--method avpc) ;;
+  # AVPC with a share of its sources guided by their class' prototype (as `avsep separate --guide auto`
+  # guides them); from the default weights (FROM)
+  avpc-proto)   epochs=20; cap=180; lr 8,16; args=(--method avpc --option proto_guidance=0.5) ;;
   # previous: 200 + 1,000 steps -> RCoP 400 steps (LR drops at 2, 3 of 4 epochs, as the reference's 20,30
   # of 40), then 1,200 Mix-and-Separate steps: about the compute of `avpc` (not yet measured here)
   avpc-rcop)    epochs=12; cap=180; lr 5,10; args=(--method avpc --rcop --rcop-epochs 4 --rcop-lr-steps 2,3) ;;
@@ -85,15 +88,26 @@ if [ -n "${FROM:-}" ] && [[ "$NAME" != *-mix3 ]]; then
   # IAL-CMS 12.2) the same ~110 CPU-min buy fewer epochs.
   # Segment 3 of AVPC (session 14's EPYC with AVX512-BF16, 1.5 CPU-min per epoch): about 75 CPU-min,
   # 1e-4 for 70 % again.
+  # Segment 4 of AVPC and segment 2 of IAL-CMS supervised (session 15, the same EPYC: IAL-CMS supervised
+  # 0.8 CPU-min per epoch, its segment 1 still rising at its end, at full lambdas from the first batch),
+  # started as 55 and 100 epochs, two runs on the two cores, re-planned after 24 and 41 epochs to these
+  # lengths when avpc-proto joined them (about 35 CPU-min each): three runs finishing inside the session.
+  # IAL-CMS supervised drops its separator's LR x0.1 for the last 15 % (the reference keeps 1e-4
+  # throughout; AVPC's segments peaked right after their drops).
   case "$NAME-$PRECISION-${SEG:-2}" in
     avpc-bf16-3) epochs=50; lr 35,45 ;;
+    avpc-bf16-4) epochs=44; lr 30,40 ;;
+    avpc-proto-bf16-*) epochs=24; lr 17,22 ;;
+    ialcms-sup-bf16-*) epochs=85; plan+=(--lr-steps 72) ;;
     avpc-bf16-*) epochs=30; lr 21,27 ;;
     avpc-fp32-*) epochs=20; lr 14,18 ;;
     ialcms-bf16-*) epochs=19 ;;
     ialcms-fp32-*) epochs=9 ;;
   esac
   [ "$NAME" = avpc-rcop ] && args=(--method avpc)  # RCoP was the first segment's stage 1
-  args+=(--init-from "$FROM")
+  # a new data seed per segment: with --seed 0 alone a segment replays its parent's mixtures epoch for
+  # epoch (the segments up to session 15's did)
+  args+=(--init-from "$FROM" --data-seed "${SEG:-2}")
   NAME="$NAME-s${SEG:-2}"
 fi
 

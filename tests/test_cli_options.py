@@ -47,6 +47,7 @@ CASES = [
     ("train", "--steps-per-epoch", ["0"], "an integer >= 1"),
     ("train", "--mix", ["1", "5"], "an integer in [2, 4]"),
     ("train", "--seed", ["-1", str(2**32)], "an integer in [0, 4294967295]"),
+    ("train", "--data-seed", ["-1", str(2**32)], "an integer in [0, 4294967295]"),
     ("train", "--val-num", ["-1"], "an integer >= 0"),
     ("train", "--num-workers", ["-1"], "an integer >= 0"),
     ("train", "--segment", ["0", "1000", str(2**20 + 1)], "an integer in [1024, 1048576]"),

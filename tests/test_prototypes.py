@@ -274,7 +274,7 @@ def test_a_named_class_the_detector_missed_is_forced(capsys, monkeypatch, tiny_p
 
 def test_tracked_players_are_guided_by_the_name_of_their_track(capsys, monkeypatch, tiny_prototypes, tiny_weights,
                                                               tmp_path):
-    """`--guide auto` (the default, for a method that pools its visual features) and `name`: a tracked
+    """`--guide auto` (the default) and `name`: a tracked
     player whose class is the only one of its kind is guided by its class prototype (its span and boxes stay its track's); two violins keep their crops (one
     prototype would give them the same stem), and so does a class the prototypes do not know; `--guide crops`
     is the papers' guidance. Without prototypes for the trunk, auto is crops and name one line."""
@@ -309,9 +309,9 @@ def test_tracked_players_are_guided_by_the_name_of_their_track(capsys, monkeypat
     for name in ("violin_1", "violin_2", "cello_1"):
         np.testing.assert_array_equal(stems["name"][name], stems["crops"][name])
 
-    # a method trained on crops (IAL-CMS: `guidance = "crops"`) keeps them under auto; name still overrides
+    # a method trained on crops (IAL-CMS: `guidance = "crops"`) is guided by name under auto too
     monkeypatch.setattr(MaskMethod, "guidance", "crops", raising=False)
-    for guide, want in (("auto", {"crops"}), ("name", {"crops", "name"})):
+    for guide, want in (("auto", {"crops", "name"}), ("name", {"crops", "name"}), ("crops", {"crops"})):
         rc, _, err = _separate(capsys, monkeypatch, tiny_prototypes["folder"], tiny_weights, video,
                                tmp_path / f"{guide}-crops-method", "--boxes", boxes, "--guide", guide)
         assert rc == 0, err
@@ -329,3 +329,48 @@ def test_tracked_players_are_guided_by_the_name_of_their_track(capsys, monkeypat
                            "--guide", "name")
     assert_one_error(rc, err, "no class prototypes ship for the visual trunk")
     assert not (tmp_path / "name2").exists()
+
+
+def test_proto_guidance_trains_sources_on_their_class_prototype(tiny_corpus, tmp_path, monkeypatch, capsys):
+    """`--option proto_guidance=P` (AVPC, Sound-of-Pixels): each training source is guided by its class'
+    prototype (of the run's own trunk) instead of its frames' cached features with probability P."""
+    import shutil
+
+    from avsep_cli.cli import main
+    from avsep_cli.datasets import MixSeparate
+    from avsep_cli.features import TrunkFeatureStore
+    from avsep_cli.training.run import class_prototypes
+
+    root = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, root)
+    monkeypatch.setenv("AVSEP_WEIGHTS", str(tmp_path / "weights"))
+    common = ["train", "--method", "avpc", "--preset", "cpu", "--root", str(root), "--epochs", "1", "--steps-per-epoch",
+              "1", "--batch-size", "2", "--val-num", "0", "--cache-features"]
+    assert main([*common, "--run", str(tmp_path / "r0")]) == 0
+    # no prototypes for this trunk yet: one line
+    rc = main([*common, "--run", str(tmp_path / "r1"), "--init-from", str(tmp_path / "r0"), "--option", "proto_guidance=0.5"])
+    assert rc == 2 and "no class prototypes" in capsys.readouterr().err
+    assert main(["weights", "prototypes", "--root", str(root), "--trunk", str(tmp_path / "r0" / "last.pt"), "-o", "protos-r0",
+                 "--per-class", "2"]) == 0
+    model = registry.build(registry.resolve(str(tmp_path / "r0" / "last.pt")))
+    store = TrunkFeatureStore(root, model.frame_net.trunk, "resnet18")
+    protos = class_prototypes(model, "r0")
+    assert set(protos) >= {"violin", "flute"} and all(p.shape == (512, 7, 7) for p in protos.values())
+    got = {}
+    for share in (0.0, 0.5, 1.0):
+        ds = MixSeparate(root, "train", mix=2, length=8, features=store, partners="any", prototypes=protos, proto_share=share)
+        ds.set_epoch(0)
+        kinds = []
+        for i in range(len(ds)):
+            item = ds[i]
+            for j, cls in enumerate(item["labels"].tolist()):
+                proto = protos[ds.classes[cls]].expand(3, -1, -1, -1)
+                kinds.append(bool(torch.equal(item["feats"][j], proto)))
+        got[share] = kinds
+    assert not any(got[0.0]) and all(got[1.0]) and 0 < sum(got[0.5]) < len(got[0.5])
+    # the run itself: prototypes of its trunk (--init-from r0) found and used, an out-of-range share refused
+    assert main([*common, "--run", str(tmp_path / "r2"), "--init-from", str(tmp_path / "r0"),
+                 "--option", "proto_guidance=0.5"]) == 0
+    assert checkpoint.load(tmp_path / "r2" / "last.pt")["config"]["options"]["proto_guidance"] == 0.5
+    rc = main([*common, "--run", str(tmp_path / "r3"), "--option", "proto_guidance=2"])
+    assert rc == 2 and "expected a share in [0, 1]" in capsys.readouterr().err

@@ -14,7 +14,7 @@ import mediagen as mg
 from avsep_cli import checkpoint, dsp, layout, media
 from avsep_cli.datasets import square_crop
 from avsep_cli.separator import CropStore, InjectedBoxes, OverlapAdd, Separator, _Timer
-from avsep_cli.tracking import OnlineTracker
+from avsep_cli.tracking import OnlineTracker, Track, merge_tracks
 from clihelp import assert_one_error, run
 
 
@@ -109,6 +109,47 @@ def test_tracking_follows_two_players_merges_gaps_and_drops_flickers():
     assert a.first == 0 and a.last == n - 1 and a.frames == list(range(10)) + list(range(21, n))
     assert len(tracker.raw) == 4 and len(raw) == 3 and len(set(raw.values())) == 2  # the flicker's track is dropped
     np.testing.assert_allclose(a.box_at(15), [25, 20, 75, 90])  # interpolated across the gap
+
+
+def test_tracking_joins_a_player_boxed_twice_but_not_two_players_of_a_class():
+    fps, n = 4.0, 24
+    tracker = OnlineTracker(fps, conf=0.25, min_duration=1.0, merge_gap=3.0)
+    for f in range(n):
+        tracker.update(np.asarray([
+            [10, 20, 60, 120, 0.9, 2],  # player A (class 2) ...
+            [15, 30, 45, 80, 0.3, 2],  # ... and a second, weaker box on part of it, in the same class
+            [70, 20, 120, 120, 0.8, 2],  # player B, also class 2, beside A (a tenth of it overlaps A's box)
+            [150, 10, 250, 150, 0.85, 5],  # player C, a large instrument of another class ...
+            [170, 40, 200, 90, 0.7, 1],  # ... with a small one of class 1 standing in front of it
+        ], dtype=float))
+    identities, raw = tracker.finish()
+    assert len(tracker.raw) == 5
+    assert sorted(t.cls for t in identities) == [1, 2, 2, 5]  # A's second box joined A; B, C and D stay
+    a = min((t for t in identities if t.cls == 2), key=lambda t: t.boxes[0][0])
+    assert a.frames[0] <= 1 and a.last == n - 1
+    assert all(np.array_equal(b, [10, 20, 60, 120]) for b in a.boxes)  # the confident box wins every frame
+    assert sum(1 for ident in raw.values() if ident == a.track_id) == 2
+    # the weaker raw track is listed first, so its crops give way to A's own (CropStore.view: later wins)
+    ids = [r for r, ident in raw.items() if ident == a.track_id]
+    assert tracker.raw[ids[-1]].confs[0] == pytest.approx(0.9)
+
+
+def test_tracking_joins_two_raw_tracks_of_a_player_that_share_a_frame():
+    tracks = [Track(1, 0), Track(2, 0)]
+    for f in range(0, 21):
+        tracks[0].add(f, np.array([10.0, 10, 50, 90]), 0.6, 0)
+    for f in range(20, 24):
+        tracks[1].add(f, np.array([12.0, 10, 52, 90]), 0.8, 0)
+    identities, raw = merge_tracks(tracks, 4.0, 1.0, 3.0)
+    assert len(identities) == 1 and identities[0].frames == list(range(24)) and list(raw.items()) == [(2, 1), (1, 1)]
+    np.testing.assert_array_equal(identities[0].boxes[20], [12, 10, 52, 90])  # frame 20: the surer box
+    # with the step off (a share above 1 never happens) they stay two identities of one class
+    assert len(merge_tracks([Track(1, 0, *_copy(tracks[0])), Track(2, 0, *_copy(tracks[1]))], 4.0, 1.0, 3.0,
+                            duplicate_overlap=1.1)[0]) == 2
+
+
+def _copy(t: Track) -> tuple:
+    return list(t.frames), [b.copy() for b in t.boxes], list(t.confs), dict(t.class_votes)
 
 
 # --- guidance crops ----------------------------------------------------------------------------------

@@ -3,6 +3,8 @@ exact resume, Ctrl-C, distributed training on gloo, and the `tiny` method end to
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import signal
@@ -285,6 +287,31 @@ def test_curriculum_init_from_a_two_mix_run(tiny_corpus, tmp_path, capsys):
     assert main(["train", *common, "--run", str(tmp_path / "bad"), "--init-from", str(tmp_path / "nothing")]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "weights not found:" in err and "(not a file, and no shipped weights have that name)" in err
+
+
+def test_data_seed_draws_new_training_mixtures_and_keeps_the_rest(tiny_corpus, tmp_path, capsys):
+    from avsep_cli.training.run import build_system
+    from avsep_cli.training.trainer import epoch_batches
+
+    def first_item(cfg):
+        _, data = build_system(cfg)
+        data.set_epoch(0)
+        return data[0]
+
+    plain, again, other = (small_cfg(tiny_corpus, seed=0, **kw) for kw in ({}, {"data_seed": 0}, {"data_seed": 7}))
+    assert plain.train_seed == again.train_seed == 0 and other.train_seed == 7 and other.seed == 0
+    a, b, c = first_item(plain), first_item(again), first_item(other)
+    assert torch.equal(a["mixture"], b["mixture"]) and not torch.equal(a["mixture"], c["mixture"])
+    assert epoch_batches(64, 2, 0, 0, 4) != epoch_batches(64, 2, 7, 0, 4)
+    # a config.json written before the field existed reads as data_seed None: the training seed is --seed
+    d = {k: v for k, v in dataclasses.asdict(small_cfg(tiny_corpus, seed=3)).items() if k != "data_seed"}
+    assert TrainConfig.from_dict(d).train_seed == 3
+    common = ["--method", "tiny", "--root", str(tiny_corpus), "--epochs", "1", "--steps-per-epoch", "1",
+              "--batch-size", "2", "--segment", str(SEG), "--val-num", "0"]
+    assert main(["train", *common, "--run", str(tmp_path / "r"), "--data-seed", "5"]) == 0
+    assert TrainConfig.load(tmp_path / "r" / "config.json").data_seed == 5
+    assert main(["train", "--resume", str(tmp_path / "r"), "--data-seed", "6", "--epochs", "2"]) == 2
+    assert "a resumed run keeps the data seed of its config.json" in " ".join(capsys.readouterr().err.split())
 
 
 def test_train_bad_input(tmp_path, capsys):

@@ -35,6 +35,7 @@ def train(
     run: Optional[Path] = typer.Option(None, "--run", "--run-dir", help="Run folder (default runs/<method>); under torchrun write --run-dir, since torchrun's own parser reads --run as its --run-path."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder."),
     seed: int = typer.Option(0, "--seed", callback=common.bounded(0, common.SEED_MAX), help="Seed of everything random."),
+    data_seed: Optional[int] = typer.Option(None, "--data-seed", callback=common.bounded(0, common.SEED_MAX), help="Seed of the training mixtures and batch order only (default: --seed); the validation set and the initialisation keep --seed. A later segment started with --init-from from a run of the same --seed takes a new one, else it sees that run's mixtures again, epoch for epoch."),
     val_num: int = typer.Option(32, "--val-num", callback=common.bounded(0), help="Validation mixtures (0: no validation)."),
     num_workers: int = typer.Option(0, "--num-workers", callback=common.bounded(0), help="Data-loading worker processes (0: in the main process)."),
     segment: int = typer.Option(65535, "--segment", callback=common.bounded(1024, 2**20), help="Samples per training window (1024 to 1048576)."),
@@ -81,6 +82,9 @@ def train(
     if speed_opts and (resume is not None or method == DETECTOR):
         raise AvsepError(f"{', '.join(speed_opts)}: " + ("a resumed run keeps the precision and layout of its config.json"
                                                          if resume is not None else "not available for --method detector"))
+    if data_seed is not None and (resume is not None or method == DETECTOR):
+        raise AvsepError("--data-seed: " + ("a resumed run keeps the data seed of its config.json" if resume is not None
+                                            else "not available for --method detector (it takes --seed)"))
     if precision not in (None, "fp32", "bf16"):
         raise AvsepError(f"--precision {precision}: expected fp32 or bf16")
     if resume is not None:
@@ -139,7 +143,7 @@ def train(
         defaults = METHOD_DEFAULTS[method]
         steps = _epochs_list(lr_steps, "--lr-steps")
         base = dict(dataset=dataset, root=str(root), batch_size=batch_size, steps_per_epoch=steps_per_epoch, mix=mix,
-                    seed=seed, val_num=val_num, num_workers=num_workers, segment=segment, preset=preset,
+                    seed=seed, data_seed=data_seed, val_num=val_num, num_workers=num_workers, segment=segment, preset=preset,
                     cache_features=cache_features, max_minutes=max_minutes,
                     max_cpu_minutes=max_cpu_minutes or 0.0, precision=precision or "fp32", channels_last=channels_last)
         run_dir = run or Path("runs") / (method + ("-rcop" if rcop else ""))

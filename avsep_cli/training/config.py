@@ -36,6 +36,10 @@ class TrainConfig:
     precision: str = "fp32"
     channels_last: bool = False  # 4-D weights and activations NHWC (faster convolutions on CPU)
     seed: int = 0
+    # the training draws (mixtures, their gains and crops, batch order) from this seed instead of `seed`, which
+    # keeps the validation set and the initialisation: a later segment started from earlier weights
+    # (init_from) takes a new one, else it replays the mixtures of the segment before it, epoch for epoch
+    data_seed: int | None = None
     num_workers: int = 0
     mix: int = 2  # sources per training mixture
     segment: int = 65535  # samples per training window (~5.94 s: 256 STFT frames, as in the papers)
@@ -49,6 +53,10 @@ class TrainConfig:
     preset: str = "paper"  # model preset: paper (published configuration) or cpu (smaller, for CPU training)
     model: dict = field(default_factory=dict)  # the method's model config (its own dataclass, as a dict)
     options: dict = field(default_factory=dict)  # the method's training options (IAL-CMS: training/ialcms.IALOptions)
+
+    @property
+    def train_seed(self) -> int:
+        return self.seed if self.data_seed is None else self.data_seed
 
     def save(self, path: Path) -> None:
         from avsep_cli.fsio import atomic_path

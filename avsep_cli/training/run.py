@@ -55,10 +55,17 @@ METHOD_DEFAULTS = {
 # Mix-and-Separate data and targets of the mask methods (TrainConfig.options), the references' by default:
 # target rule (systems.MaskTargets), source levels and frame augmentation (datasets), mix partners, mean mixing
 MASK_OPTIONS = {
-    "avpc": {"target": "avpc", "levels": "avpc", "augment": "reference", "partners": "any", "mean": True},
-    "sop": {"target": "sop", "levels": "uniform", "augment": "reference", "partners": "any", "mean": True},
-    "tiny": {"target": "dominant", "levels": "db", "augment": "scale", "partners": "classes", "mean": False},
+    "avpc": {"target": "avpc", "levels": "avpc", "augment": "reference", "partners": "any", "mean": True,
+             "proto_guidance": 0.0},
+    "sop": {"target": "sop", "levels": "uniform", "augment": "reference", "partners": "any", "mean": True,
+            "proto_guidance": 0.0},
+    "tiny": {"target": "dominant", "levels": "db", "augment": "scale", "partners": "classes", "mean": False,
+             "proto_guidance": 0.0},
 }
+# proto_guidance (ours, not the papers'; 0 = off): the share of training sources guided by their class'
+# prototype (the mean trunk feature of the train split's crops, `avsep weights prototypes`) instead of their
+# own frames' features, as `avsep separate --guide auto` guides them; needs --cache-features and prototypes
+# made with the run's trunk
 LEGACY_MASK_OPTIONS = MASK_OPTIONS["tiny"]  # how avsep trained before issue 16 (legacy networks)
 
 
@@ -126,7 +133,7 @@ def build_system(cfg: TrainConfig, visual_weights: str | None = None):
         from avsep_cli.training.systems import ClassifierSystem
 
         data = classification_data(cfg.root, "train", length=max(cfg.batch_size * max(cfg.steps_per_epoch, 1), 64),
-                                   seed=cfg.seed, frame_size=cfg.model["frame_size"])
+                                   seed=cfg.train_seed, frame_size=cfg.model["frame_size"])
         if cfg.model["num_classes"] != len(data.classes):
             cfg.model["num_classes"] = len(data.classes)
             model = checkpoint.MODELS[cfg.method](**cfg.model)
@@ -139,7 +146,7 @@ def build_system(cfg: TrainConfig, visual_weights: str | None = None):
             from avsep_cli.models.resnet import load_trunk_weights
 
             load_trunk_weights(model.avpc.frame_net.trunk, visual_weights)
-        data = RCoPPairs(cfg.root, "train", length=max(cfg.batch_size * max(cfg.steps_per_epoch, 1), 64), seed=cfg.seed,
+        data = RCoPPairs(cfg.root, "train", length=max(cfg.batch_size * max(cfg.steps_per_epoch, 1), 64), seed=cfg.train_seed,
                          frame_size=cfg.model["frame_size"])
         return RCoPSystem(model, cfg.method, cfg.model), data
     if cfg.method == "ialcms":
@@ -160,10 +167,31 @@ def build_system(cfg: TrainConfig, visual_weights: str | None = None):
         store = TrunkFeatureStore(cfg.root, trunk, "resnet18-dilated" if cfg.method == "sop" else "resnet18",
                                   cfg.model["frame_size"])
     o = cfg.options
-    data = MixSeparate(cfg.root, "train", mix=cfg.mix, length=length, seed=cfg.seed, segment=cfg.segment,
+    p = float(o.get("proto_guidance", 0.0))
+    if not 0.0 <= p <= 1.0:
+        raise AvsepError(f"--option proto_guidance={o['proto_guidance']}: expected a share in [0, 1]")
+    if p > 0 and store is None:
+        raise AvsepError("--option proto_guidance needs --cache-features: prototypes are trunk features")
+    # the prototypes themselves are set by `train` once the trunk holds its final weights (--init-from, --resume)
+    data = MixSeparate(cfg.root, "train", mix=cfg.mix, length=length, seed=cfg.train_seed, segment=cfg.segment,
                        frame_size=cfg.model["frame_size"], features=store, levels=o["levels"], augment=o["augment"],
-                       partners=o["partners"], mean=o["mean"])
+                       partners=o["partners"], mean=o["mean"], proto_share=p)
     return system, data
+
+
+def class_prototypes(model, name: str) -> dict[str, torch.Tensor]:
+    """class -> (C, h, w) prototype of `model`'s trunk in its view (proto_guidance), in the cached features'
+    layout: the shipped file made with the same trunk weights (`prototypes.for_method`). `name`: what the
+    trunk is called in messages."""
+    from types import SimpleNamespace
+
+    from avsep_cli import prototypes
+
+    protos = prototypes.for_method(SimpleNamespace(model=model, name=name))
+    key = prototypes.view_of(model).key
+    if key not in protos.maps:
+        raise AvsepError(f"prototypes {protos.name!r} hold no {key} maps (they have {', '.join(protos.maps)})")
+    return {c: m.float() for c, m in zip(protos.classes, protos.maps[key])}
 
 
 def _build_ialcms(cfg: TrainConfig, model):
@@ -196,10 +224,10 @@ def _build_ialcms(cfg: TrainConfig, model):
         store = TrunkFeatureStore(cfg.root, trunk, kind, size)
     legacy = bool(cfg.model.get("legacy"))
     if opts.supervised:  # solo clips of different classes, x U(0.5, 1.5), summed (the reference's solo set)
-        data = MixSeparate(cfg.root, "train", mix=cfg.mix, length=length, seed=cfg.seed, segment=cfg.segment,
+        data = MixSeparate(cfg.root, "train", mix=cfg.mix, length=length, seed=cfg.train_seed, segment=cfg.segment,
                            frame_size=size, features=store, levels="db" if legacy else "uniform")
     else:  # every item itself a mixture: synthetic duets of two solos of different classes (the reference)
-        data = MixtureOfMixtures(cfg.root, "train", length=length, seed=cfg.seed, segment=cfg.segment,
+        data = MixtureOfMixtures(cfg.root, "train", length=length, seed=cfg.train_seed, segment=cfg.segment,
                                  frame_size=size, crop_size=size, features=store, items=opts.items,
                                  levels="db" if legacy else "uniform")
     return system, data
@@ -340,6 +368,8 @@ def train(cfg: TrainConfig | None, run_dir: Path, *, device: torch.device, resum
     trainer = Trainer(system, cfg, data, device, run_dir, on_step=on_step)
     if resume:  # before config.json is rewritten: a checkpoint that is refused leaves the run as it was
         trainer.resume(run_dir / "last.pt")
+    if getattr(data, "proto_share", 0.0) > 0:  # the trunk's final weights are in: its prototypes
+        data.prototypes = class_prototypes(system.model, visual_weights or cfg.init_from or str(run_dir))
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(run_dir / "config.json")

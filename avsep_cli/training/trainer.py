@@ -362,7 +362,7 @@ class Trainer:
                 break
             if hasattr(self.train_set, "set_epoch"):
                 self.train_set.set_epoch(self.epoch)
-            batches = epoch_batches(len(self.train_set), cfg.batch_size, cfg.seed, self.epoch, self.steps_per_epoch,
+            batches = epoch_batches(len(self.train_set), cfg.batch_size, cfg.train_seed, self.epoch, self.steps_per_epoch,
                                     self.rank, self.world)[self.step_in_epoch :]
             t_data = t_step = 0.0
             if self.step_in_epoch == 0:
