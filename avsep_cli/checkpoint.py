@@ -268,4 +268,4 @@ def build_model(data: dict, source: str | os.PathLike | None = None) -> torch.nn
 
 
 def _load_builtin_models() -> None:
-    from avsep_cli.models import avpc, ialcms, sop, tiny, trunk_classifier  # noqa: F401  (register on import)
+    from avsep_cli.models import audio_tagger, avpc, ialcms, sop, tiny, trunk_classifier  # noqa: F401  (register on import)

@@ -515,6 +515,38 @@ class FrameClassification(_Base):
         return {"image": img.contiguous(), "label": torch.tensor(self.class_index[cls])}
 
 
+class AudioTagging(_Base):
+    """Mixtures of 1 to `max_sources` solo clips of different classes with the set of classes sounding, for
+    the audio tagger (`models/audio_tagger.py`). Each source at a level drawn in [-gain_db, +gain_db] dB in
+    training (0 dB in validation), windows of `segment` samples at random times.
+    Item: mixture (L,) float32, target (classes,) float32 multi-hot."""
+
+    def __init__(self, root, split: str = "train", *, length: int = 1000, seed: int = 0, segment: int = dsp.SEGMENT,
+                 max_sources: int = 3, train: bool = True, gain_db: float = 6.0):
+        super().__init__(root, split, length=length, seed=seed, segment=segment, n_frames=1, frame_gap=0,
+                         frame_size=224, train=train, gain_db=gain_db)
+        self.by_class: dict[str, list[Clip]] = {}
+        for c in sorted(self.corpus.clips(split=split, kind="solo"), key=lambda c: (c.classes, c.id)):
+            self.by_class.setdefault(c.classes[0], []).append(c)
+        if not self.by_class:
+            raise AvsepError(f"no solo clips in split {split!r} of {root}")
+        self.pool = sorted(self.by_class)
+        self.max_sources = max(1, min(int(max_sources), len(self.pool)))
+
+    def _item(self, index: int) -> dict:
+        rng = self._rng(index)
+        n = int(rng.integers(1, self.max_sources + 1))
+        chosen = [self.pool[k] for k in rng.choice(len(self.pool), size=n, replace=False)]
+        mix = np.zeros(self.segment, np.float64)
+        target = torch.zeros(len(self.classes))
+        for cls in chosen:
+            clip = self.by_class[cls][int(rng.integers(len(self.by_class[cls])))]
+            wav = self.reader.audio(clip)
+            mix += window(wav, self._start(rng, len(wav)), self.segment) * self._gain(rng)
+            target[self.class_index[cls]] = 1.0
+        return {"mixture": torch.from_numpy(mix.astype(np.float32)), "target": target}
+
+
 class PictureCrops(torch.utils.data.Dataset):
     """Crops of players in stills rendered from one split's pictures (`corpus.stills`), for training the
     visual trunk to name instruments of picture families it has not seen.

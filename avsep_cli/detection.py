@@ -386,12 +386,16 @@ class Detector:
     def __call__(self, frames: np.ndarray) -> list[np.ndarray]:
         """(N, H, W, 3) uint8 RGB -> N (M, 6) float32 arrays: x1 y1 x2 y2 in pixels, confidence, class index.
         With a classifier, the class is its most probable one and the confidence the detector's."""
+        return [boxes for boxes, _ in self.named(frames)]
+
+    def named(self, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """As `__call__`, with each frame's (M, classes) classifier probabilities (None without a classifier)."""
         out = []
         for boxes, probs in self.detect(frames):
-            if probs is not None:
+            if probs is not None and len(probs):
                 boxes = boxes.copy()
-                boxes[:, 5] = probs.argmax(1) if len(probs) else boxes[:, 5]
-            out.append(boxes)
+                boxes[:, 5] = probs.argmax(1)
+            out.append((boxes, probs))
         return out
 
     def detect(self, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:

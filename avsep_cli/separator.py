@@ -7,7 +7,10 @@ each streamed, so memory does not grow with the video's length: decode -> scan -
 2. **Scan** (frames): detect instruments, track them (`tracking`), and keep, on a coarser guidance grid
    (`guide_fps`), a square padded crop of every tracked instrument plus a square whole-frame view (the
    fallback when nothing is detected). Only crops are kept, never frames, and they wait in a temporary
-   folder (`CropStore`), not in memory.
+   folder (`CropStore`), not in memory. Each track is named by the crop classifier's vote or, with
+   `naming` "audio-visual" (and "auto" where an audio tagger is shipped), by the classifier's
+   probabilities weighed against which classes the audio tagger hears (`naming`; one more pass over the
+   audio, tagged window by window).
 3. **Separate** (audio): the mixture is cut into windows of the method's training length overlapping by
    half (`OverlapAdd`); each window is separated for every identity visible in it (all of them with
    `full_length`), guided by that identity's crops at the window's frame times (seconds -> guidance-grid
@@ -50,6 +53,7 @@ from avsep_cli import dsp, fsio, media, outputs, registry
 from avsep_cli.boxes import validate_boxes
 from avsep_cli.datasets import square_crop
 from avsep_cli.errors import AvsepError, OutputError
+from avsep_cli.naming import NAMINGS
 from avsep_cli.tracking import OnlineTracker, Track
 
 log = logging.getLogger(__name__)
@@ -275,6 +279,7 @@ class SeparationResult:
     manifest: dict = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    naming: dict = field(default_factory=dict)  # how the players were named (`Separator._name_by_sound`)
 
 
 class _Timer:
@@ -304,7 +309,8 @@ class Separator:
                  device: str | torch.device = "cpu", conf: float = 0.1, detect_fps: float = 4.0,
                  guide_fps: float = 1.0, min_duration: float = 1.0, on_empty: str = "auto",
                  full_length: bool = False, residual: bool = False, batch_windows: int = 4,
-                 detect_imgsz: int | None = None, precision: str = "fp32", guide: str = "auto"):
+                 detect_imgsz: int | None = None, precision: str = "fp32", guide: str = "auto",
+                 naming: str = "auto", tagger: str | Path | None = None):
         from avsep_cli.methods import get_method
 
         if method not in SEPARABLE:
@@ -313,6 +319,8 @@ class Separator:
             raise AvsepError(f"--on-empty must be whole-frame or error, not {on_empty!r}")
         if guide not in GUIDES:
             raise AvsepError(f"--guide must be {' or '.join(GUIDES)}, not {guide!r}")
+        if naming not in NAMINGS:
+            raise AvsepError(f"--naming must be {' or '.join(NAMINGS)}, not {naming!r}")
         if not (math.isfinite(detect_fps) and math.isfinite(guide_fps) and 0 < guide_fps <= detect_fps):
             raise AvsepError("need 0 < guidance fps <= detection fps (finite)")
         if not (0 <= conf <= 1 and math.isfinite(min_duration) and min_duration >= 0 and batch_windows >= 1):
@@ -333,6 +341,22 @@ class Separator:
         self.k = max(1, self.method.frames_per_source)
         self.frame_gap = float(getattr(self.method, "frame_gap", 3.0))
         self.frame_size = int(getattr(self.method, "frame_size", 224))
+        self.naming = naming
+        self.tagger = self._tagger(naming, tagger)
+
+    def _tagger(self, naming: str, spec):
+        """The audio tagger that naming "audio-visual" (or "auto", where one is shipped) weighs in; None for
+        naming by the picture alone."""
+        if naming == "visual":
+            if spec is not None:
+                raise AvsepError("--tagger: --naming visual names the players by the picture alone")
+            return None
+        from avsep_cli.naming import AudioTagger
+
+        tagger = AudioTagger.load(str(spec), self.device) if spec is not None else AudioTagger.shipped(self.device)
+        if tagger is None and naming == "audio-visual":
+            raise AvsepError("--naming audio-visual needs audio tagger weights (none shipped: pass --tagger FILE)")
+        return tagger
 
     def _detector(self, detector, conf: float, imgsz: int | None):
         if isinstance(detector, str) and detector == "auto":
@@ -407,7 +431,10 @@ class Separator:
             tracks, _ = self._scan(path, info.duration, self.detector, store, _Timer(), lambda stage, frac: None)
         finally:
             store.close()
-        return self._identities(tracks, list(self.detector.classes))
+        classes = list(self.detector.classes)
+        if info.has_audio:
+            self._name_by_sound(path, info, tracks, classes, None, _Timer())
+        return self._identities(tracks, classes)
 
     def _named(self, instruments: list[str] | None):
         """-> (class names in order, their prototypes) for `instruments`, or None; unknown names are one line."""
@@ -425,6 +452,7 @@ class Separator:
             _warn(result, w)
         tracks, crops = self._scan(path, info.duration, detector, store, timer, progress) if detector else ([], {})
         classes = list(getattr(detector, "classes", None) or [])
+        result.naming = self._name_by_sound(path, info, tracks, classes, result.audio_stream, timer)
         if named is not None:  # only the named classes; each one not tracked is guided by its prototype
             names, protos = named
             tracks = [t for t in tracks if classes[t.cls] in names]
@@ -482,12 +510,15 @@ class Separator:
             frames = np.stack([f for _, _, f in batch])
             with timer("detect"):
                 if isinstance(detector, InjectedBoxes):
-                    dets = detector.at([t for _, t, _ in batch])
+                    dets, probs = detector.at([t for _, t, _ in batch]), [None] * len(batch)
+                elif hasattr(detector, "named"):  # with the classifier's probabilities, for naming by sound
+                    dets, probs = zip(*detector.named(frames))
                 else:
                     dets = detector(frames)
+                    probs = [None] * len(dets)
             with timer("track"):
-                for (i, _, frame), d in zip(batch, dets):
-                    seen = tracker.update(d)
+                for (i, _, frame), d, p in zip(batch, dets, probs):
+                    seen = tracker.update(d, p)
                     g = int(round(i / self.guide_every))
                     if i % self.guide_every == 0:
                         h, w = frame.shape[:2]
@@ -517,6 +548,36 @@ class Separator:
         crops = {i.track_id: store.view([raw for raw, ident in raw_to_id.items() if ident == i.track_id])
                  for i in identities}
         return identities, crops
+
+    def _name_by_sound(self, path: Path, info, tracks: list[Track], classes: list[str], audio_stream,
+                       timer: _Timer) -> dict:
+        """Naming "audio-visual": rename the tracked players by picture and sound together (`naming.assign`)
+        -> what was done, for the manifest. Tracks without the classifier's probabilities (injected boxes,
+        a detector that names its own classes) keep the picture's names."""
+        tracked = [t for t in tracks if t.track_id >= 0 and t.cls >= 0]
+        if self.tagger is None or not tracked or any(t.class_probs is None for t in tracked):
+            return {"by": "picture"}
+        from avsep_cli import naming
+
+        with timer("name"):
+            chunks = media.iter_audio(path, dsp.SAMPLE_RATE, chunk_seconds=30.0, duration=info.duration,
+                                      audio_stream=audio_stream)
+            starts, probs = naming.tag_stream(self.tagger, chunks)
+        span = (min(t.first for t in tracked) / self.detect_fps, (max(t.last for t in tracked) + 1) / self.detect_fps)
+        tagged = naming.presence(starts, probs, span)
+        audio = np.full(len(classes), 0.5)  # a class the tagger does not know: no evidence either way
+        for j, c in enumerate(self.tagger.classes):
+            if c in classes:
+                audio[classes.index(c)] = tagged[j]
+        picture = naming.picture_probs([t.class_probs for t in tracked], len(classes))
+        renamed = []
+        for t, c in zip(tracked, naming.assign(picture, audio, names=[t.cls for t in tracked])):
+            if c != t.cls:
+                renamed.append({"track": t.track_id, "picture": classes[t.cls], "name": classes[c]})
+                t.cls = c
+        return {"by": "picture and sound", "tagger": self.tagger.info(), "weight": naming.AUDIO_WEIGHT,
+                "presence": {c: round(float(p), 4) for c, p in zip(classes, audio) if c in self.tagger.classes},
+                "renamed": renamed}
 
     def _guide_by_name(self, tracks: list[Track], classes: list[str], crops: dict, result: SeparationResult,
                        protos=None) -> set[int]:
@@ -682,6 +743,7 @@ class Separator:
             "device": str(self.device),
             "precision": self.precision,  # what the method's network ran in (fp32, or bf16 autocast)
             "guide": self.guide,  # asked for; each identity's `guidance` says what it got
+            "naming": {"asked": self.naming, **result.naming},
             # sample_rate, channels, format, bits, high-band rule, residual file
             **outputs.audio_fields(options, result.sample_rate, result.channels),
             "window": {"samples": self.segment, "hop": self.segment // 2, "frames_per_window": self.k,

@@ -42,12 +42,18 @@ class Track:
     boxes: list[np.ndarray] = field(default_factory=list)  # (4,) x1 y1 x2 y2 pixels, one per frame
     confs: list[float] = field(default_factory=list)
     class_votes: dict[int, float] = field(default_factory=dict)
+    # the classifier's class probabilities summed over the detections, each weighted by its confidence
+    # (None without a classifier): what `naming.assign` weighs against the sound
+    class_probs: np.ndarray | None = None
 
-    def add(self, frame: int, box: np.ndarray, conf: float, cls: int) -> None:
+    def add(self, frame: int, box: np.ndarray, conf: float, cls: int, probs: np.ndarray | None = None) -> None:
         self.frames.append(frame)
         self.boxes.append(np.asarray(box, dtype=np.float64))
         self.confs.append(float(conf))
         self.class_votes[cls] = self.class_votes.get(cls, 0.0) + float(conf)
+        if probs is not None:
+            p = float(conf) * np.asarray(probs, np.float64)
+            self.class_probs = p if self.class_probs is None else self.class_probs + p
 
     @property
     def first(self) -> int:
@@ -123,14 +129,17 @@ class OnlineTracker:
         self.raw: dict[int, Track] = {}
         self.frame = 0
 
-    def update(self, dets: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        """dets (M, 6) x1 y1 x2 y2 conf cls of the next frame -> [(raw track id, box)] tracked in it."""
+    def update(self, dets: np.ndarray, probs: np.ndarray | None = None) -> list[tuple[int, np.ndarray]]:
+        """dets (M, 6) x1 y1 x2 y2 conf cls of the next frame (and, with a classifier, (M, classes) class
+        probabilities of each) -> [(raw track id, box)] tracked in it."""
         out = []
         if len(dets):
             for row in self.tracker.update(_Detections(np.asarray(dets))):
-                tid, det = int(row[4]), np.asarray(dets)[int(row[7])]
+                k = int(row[7])
+                tid, det = int(row[4]), np.asarray(dets)[k]
                 # record the detection itself (not the Kalman estimate): crops follow what was seen
-                self.raw.setdefault(tid, Track(tid, int(det[5]))).add(self.frame, det[:4], det[4], int(det[5]))
+                self.raw.setdefault(tid, Track(tid, int(det[5]))).add(self.frame, det[:4], det[4], int(det[5]),
+                                                                      None if probs is None else probs[k])
                 out.append((tid, det[:4]))
         else:
             self.tracker.update(_Detections(np.zeros((0, 6))))
@@ -214,4 +223,6 @@ def merge_tracks(tracks: list[Track], fps: float, min_duration: float, merge_gap
         for g in reversed(gs):  # weakest first
             for t in g:
                 raw_to_id[t.track_id] = merged.track_id
+        probs = [t.class_probs for g in gs for t in g if t.class_probs is not None]
+        merged.class_probs = np.sum(probs, axis=0) if probs else None
     return identities, raw_to_id

@@ -7,7 +7,7 @@ passes when both stems are closer to their own reference and at least 3 dB (the 
 This is what a user with a video gets; `avsep eval` scores the separators alone, with the true boxes.
 
     python benchmarks/bench_pipeline_duets.py --root corpus [--method avpc] [--weights NAME|PATH] [--true-boxes]
-        [--guide auto|crops|name] [--split test] [--json out.json]
+        [--guide auto|crops|name] [--naming auto|visual|audio-visual] [--tagger NAME|PATH] [--split test] [--json out.json]
 """
 
 from __future__ import annotations
@@ -33,11 +33,15 @@ def main() -> None:
     ap.add_argument("--guide", default="auto", choices=("auto", "crops", "name"),
                     help="what guides each player: its crops, the class prototype of its track's name, or auto "
                          "(Separator's default: name where the weights' trunk has class prototypes, else crops)")
+    ap.add_argument("--naming", default="auto", choices=("auto", "visual", "audio-visual"),
+                    help="how players are named: the picture alone, or picture and sound (Separator's default: auto)")
+    ap.add_argument("--tagger", default=None, help="audio tagger weights for --naming (default: the shipped one)")
     ap.add_argument("--true-boxes", action="store_true", help="the clips' true boxes instead of the detector")
     ap.add_argument("--json", default=None, help="write every row here")
     args = ap.parse_args()
 
-    sep = Separator(args.method, args.weights, detect_imgsz=args.detect_imgsz, guide=args.guide)
+    sep = Separator(args.method, args.weights, detect_imgsz=args.detect_imgsz, guide=args.guide, naming=args.naming,
+                    tagger=args.tagger)
     clips = open_corpus(args.root).clips(split=args.split, kind="duet")
     rows, t0 = [], time.perf_counter()
     for clip in clips:
@@ -57,7 +61,8 @@ def main() -> None:
           f"criterion: {len(passing)}/{len(clips)} {passing}; {time.perf_counter() - t0:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"method": args.method, "weights": sep.weights_name, "split": args.split, "guide": args.guide, "rows": rows,
+            json.dump({"method": args.method, "weights": sep.weights_name, "split": args.split, "guide": args.guide,
+                       "naming": args.naming, "tagger": sep.tagger.name if sep.tagger else None, "rows": rows,
                        "passing_clips": passing}, f, indent=1)
 
 

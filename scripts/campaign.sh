@@ -68,7 +68,12 @@ case "$NAME" in
   avpc-proto)   epochs=20; cap=180; lr 8,16; args=(--method avpc --option proto_guidance=0.5) ;;
   # previous: 200 + 1,000 steps -> RCoP 400 steps (LR drops at 2, 3 of 4 epochs, as the reference's 20,30
   # of 40), then 1,200 Mix-and-Separate steps: about the compute of `avpc` (not yet measured here)
-  avpc-rcop)    epochs=12; cap=180; lr 5,10; args=(--method avpc --rcop --rcop-epochs 4 --rcop-lr-steps 2,3) ;;
+  avpc-rcop)    epochs=12; cap=180; lr 5,10; args=(--method avpc --rcop --rcop-epochs 4 --rcop-lr-steps 2,3)
+                # on the campaign trunk with bf16 (session 16): RCoP 8 epochs (drops at 4 and 6, as the
+                # reference's 20,30 of 40), then 45 epochs of Mix-and-Separate with 1e-4 for 70 % (AVPC's later
+                # segments' schedule), about 100 CPU-minutes
+                if [ "$PRECISION" = bf16 ]; then epochs=45; lr 32,40
+                  args=(--method avpc --rcop --rcop-epochs 8 --rcop-lr-steps 4,6); fi ;;
   # previous: 1,700 steps -> 3,000 steps, ~110 CPU-min. 1e-4 for 70 % of the segment, as AVPC's later
   # segments: AVPC's segment 1 peaked before its drop at 40 %, and its segment 2 gained 1.7 dB at 1e-4
   # (bf16 sizes; in fp32, session 12's AVX2 EPYC: 5-7 CPU-min per epoch, so 16 epochs)
@@ -98,7 +103,12 @@ if [ -n "${FROM:-}" ] && [[ "$NAME" != *-mix3 ]]; then
     avpc-bf16-3) epochs=50; lr 35,45 ;;
     avpc-bf16-4) epochs=44; lr 30,40 ;;
     avpc-proto-bf16-*) epochs=24; lr 17,22 ;;
+    # segment 4 (session 16): 70 epochs, sized to end inside the session beside two other runs
+    ialcms-sup-bf16-4) epochs=70; plan+=(--lr-steps 60) ;;
     ialcms-sup-bf16-*) epochs=85; plan+=(--lr-steps 72) ;;
+    # Sound-of-Pixels segment 3 (session 16, 1.25 CPU-min per epoch): 45 epochs bring its lineage past
+    # three CPU-hours; 1e-4 for 70 % again
+    sop-bf16-3) epochs=45; lr 32,40 ;;
     avpc-bf16-*) epochs=30; lr 21,27 ;;
     avpc-fp32-*) epochs=20; lr 14,18 ;;
     ialcms-bf16-*) epochs=19 ;;

@@ -33,8 +33,9 @@ def training_info(run: Path, checkpoint_name: str, command: str, note: str | Non
     cfg = json.loads((run / "config.json").read_text())
     r = read_run(run)
     rows, totals, pre = r["epochs"], r["end"], r["stage1"]
-    val = [x for x in rows if x.get("val_sdr") is not None]
-    at = max(val, key=lambda x: x["val_sdr"]) if checkpoint_name == "best.pt" and val else rows[-1]
+    key = f"val_{cfg.get('monitor', 'sdr')}"  # what picked best.pt: SDR for separators (the audio tagger: recall)
+    val = [x for x in rows if x.get(key) is not None]
+    at = max(val, key=lambda x: x[key]) if checkpoint_name == "best.pt" and val else rows[-1]
     offset = pre["cpu_min"] if pre else 0.0
     training = {
         "batch_size": cfg["batch_size"], "preset": cfg.get("preset"), "precision": cfg.get("precision", "fp32"),
@@ -48,6 +49,8 @@ def training_info(run: Path, checkpoint_name: str, command: str, note: str | Non
         # lineage curve (scripts/plot_curves.py LABEL=weights:NAME) outlives the run folder
         "curve": [[round(c, 2), n, v] for c, n, v in zip(r["cpu_min"], r["seen"], r["val_sdr"])],
         **({"rcop_stage": {"cpu_minutes": round(offset, 1), "steps": pre["step"]}} if pre else {}),
+        **({} if key == "val_sdr" else {f"best_{key}": max((x[key] for x in val), default=None),
+                                         f"curve_{key}": [[x["cpu_min"], x["step"] * cfg["batch_size"], x[key]] for x in val]}),
         **({"note": note} if note else {}),
     }
     if cfg.get("init_from"):
@@ -118,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t = e["training"]
     print(f"{e['name']}: {e['parameters']:,} parameters, sha256 {e['sha256'][:12]}; {t['steps']:,} steps, "
-          f"{t['samples_seen']:,} mixtures, {t['cpu_minutes']} CPU-min, best val SDR {t['best_val_sdr']}"
+          f"{t['samples_seen']:,} mixtures, {t['cpu_minutes']} CPU-min, "
+          + next((f"best {k[5:].replace('_', ' ')} {v}" for k, v in t.items() if k.startswith("best_val_") and v is not None),
+                 "no validation")
           + (f"; with its parents {t['steps_total']:,} steps, {t['cpu_minutes_total']} CPU-min"
              if "cpu_minutes_total" in t else ""))
     return 0

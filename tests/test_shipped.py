@@ -35,6 +35,14 @@ def test_every_shipped_model_loads_and_runs():
     assert {"visual-trunk", "avpc", "sop"} <= {e["method"] for e in rows}
     g = torch.Generator().manual_seed(0)
     for e in rows:
+        if e["method"] == "audio-tagger":  # presence probabilities of 3 s of noise, one per class
+            from avsep_cli.naming import AudioTagger
+
+            tagger = AudioTagger.load(e["name"])
+            assert sum(p.numel() for p in tagger.model.parameters()) == e["parameters"]
+            probs = tagger.probs((torch.randn(1, 3 * dsp.SAMPLE_RATE, generator=g) * 0.1).numpy())
+            assert probs.shape == (1, len(tagger.classes)) and np.isfinite(probs).all()
+            continue
         if e["method"] == "visual-trunk":
             model = registry.build(registry.resolve(e["name"])).eval()
             assert sum(p.numel() for p in model.parameters()) == e["parameters"]
@@ -108,3 +116,21 @@ def test_the_default_detector_is_named_by_a_shipped_trunk_checked_by_sha256(monk
                     "visual-trunk-broad" if "-broad-" in e["name"] else "visual-trunk")
             assert e["trunk"] == want, e["name"]
     assert isinstance(sep.detector.classifier, classifier.CropClassifier)
+
+
+def test_the_shipped_tagger_hears_the_demo_players_and_names_them_with_the_picture():
+    """The audio tagger knows the classifier's classes; on the demo clip (a test duet: pictures and sound
+    of families held out of training) the two instruments playing are the two it is most sure of, and
+    naming by picture and sound (the default where a tagger is shipped) keeps the picture's right names."""
+    from avsep_cli import naming
+
+    tagger = naming.AudioTagger.shipped()
+    assert tagger is not None and registry.default_for("audio-tagger")["sha256"] == tagger.sha256
+    sep = Separator("avpc")
+    assert set(tagger.classes) == set(sep.detector.classes)
+    info = media.probe(DEMO.video)
+    starts, probs = naming.tag_stream(tagger, media.iter_audio(DEMO.video, dsp.SAMPLE_RATE, duration=info.duration))
+    heard = naming.presence(starts, probs, (0.0, info.duration))
+    top2 = {tagger.classes[i] for i in np.argsort(-heard)[:2]}
+    assert top2 == set(DEMO.classes), dict(zip(tagger.classes, heard.round(3)))
+    assert sep.tagger is not None and sorted(i.cls for i in sep.find_players(DEMO.video)) == sorted(DEMO.classes)

@@ -35,6 +35,12 @@ class Guide(str, Enum):
     name = "name"
 
 
+class Naming(str, Enum):
+    auto = "auto"
+    visual = "visual"
+    audio_visual = "audio-visual"
+
+
 class Bits(str, Enum):  # a choice, not a number: 16 and 24 are PCM, 32 is float
     pcm16 = "16"
     pcm24 = "24"
@@ -49,6 +55,8 @@ def separate(
     detector: Optional[str] = typer.Option(None, "--detector", help="Shipped detector name or weights file: ours (avsep train --method detector) or any ultralytics model (e.g. Open Images V7); default: the shipped detector."),
     instruments: Optional[str] = typer.Option(None, "--instruments", "-i", help="Separate only these classes, e.g. violin,cello: each guided by its tracked players' crops, or by its class prototype where none is seen or the input is audio only."),
     guide: Guide = typer.Option(Guide.auto, "--guide", help="What guides each tracked player: crops (its own crops, as the papers do), name (the class prototype of the name its track was given; players who share a class keep their crops) or auto (name where the weights' trunk has class prototypes, as every shipped separator's has; else crops)."),
+    naming: Naming = typer.Option(Naming.auto, "--naming", help="How tracked players are named: visual (the crop classifier's vote), audio-visual (the classifier's probabilities weighed against the audio tagger's: which classes sound) or auto (audio-visual where an audio tagger is shipped or given)."),
+    tagger: Optional[str] = typer.Option(None, "--tagger", help="Audio tagger weights for --naming (shipped name or file; default: the shipped tagger)."),
     boxes: Optional[Path] = typer.Option(None, "--boxes", help="Known boxes instead of the detector (a corpus sidecar JSON or {fps, players: [{class, boxes}]})."),
     conf: float = typer.Option(0.1, "--conf", callback=common.bounded(0, 1), help="Detection confidence threshold, 0 to 1 (tracks also take boxes down to half of it)."),
     detect_fps: float = typer.Option(4.0, "--detect-fps", callback=common.bounded(1, 240), help="Frames per second given to the detector and tracker, 1 to 240 (the guidance crops are taken at 1 fps)."),
@@ -88,7 +96,7 @@ def separate(
     sep = Separator(method, weights, detector or "auto", device=dev, conf=conf, detect_fps=detect_fps,
                     min_duration=min_duration, on_empty=on_empty, full_length=full_length, residual=residual,
                     batch_windows=batch_windows, detect_imgsz=detect_imgsz, precision=precision.value,
-                    guide=guide.value)
+                    guide=guide.value, naming=naming.value, tagger=tagger)
     with common.progress() as bar:
         task = bar.add_task("scan", total=2.0)
         steps = {"scan": 0.0, "separate": 1.0}
@@ -98,6 +106,9 @@ def separate(
                                    on_progress=lambda stage, frac: bar.update(task, completed=steps[stage] + frac,
                                                                               description=stage))
     out = Console()  # warnings went to the log (stderr) once, as they happened
+    for r in result.naming.get("renamed", []):
+        out.print(f"track {r['track']}: named {r['name']} by picture and sound (the picture alone: {r['picture']})",
+                  highlight=False)
     for ident in result.identities:
         out.print(f"{output / ident.file}  {ident.cls} (track {ident.track_id}, "
                   f"{ident.start:.1f}-{ident.end:.1f} s, conf {ident.mean_conf:.2f})", highlight=False)

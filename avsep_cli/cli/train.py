@@ -5,7 +5,8 @@ checkpoints every epoch and the best by validation SDR in `--run DIR`; `--resume
 exactly; Ctrl-C saves a checkpoint first. Under `torchrun --nproc_per_node K` it trains with
 DistributedDataParallel (IAL-CMS, with its two alternating optimisers, trains in one process). Methods: tiny
 (a test model), avpc, sop, visual-trunk and ialcms (unsupervised on mixtures of mixtures by default,
-`--supervised` on Mix-and-Separate; `--no-*` switches for the paper's ablations) and detector (an
+`--supervised` on Mix-and-Separate; `--no-*` switches for the paper's ablations), audio-tagger (which
+classes sound in mixtures of 1 to `--mix` solos; it helps name the players) and detector (an
 ultralytics YOLO trained from its architecture yaml on the corpus boxes; `--model`, `--imgsz`, `--every`;
 its mAP50 on the test split is printed and saved in RUN/detector.json).
 """
@@ -25,13 +26,13 @@ DETECTOR = "detector"  # trained by ultralytics (training/detector.py), not by t
 
 
 def train(
-    method: Optional[str] = typer.Option(None, "--method", "-m", help="tiny, avpc, sop, visual-trunk, ialcms or detector."),
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="tiny, avpc, sop, visual-trunk, ialcms, audio-tagger or detector."),
     dataset: str = typer.Option("synth", "--dataset", help="synth (our corpus) or music (MUSIC in our layout)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Data root (corpus or organised MUSIC)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", callback=common.bounded(1), help="Epochs (default 10, detector 30; with --resume: extend the run to this many)."),
     batch_size: int = typer.Option(8, "--batch-size", callback=common.bounded(1), help="Mixtures per step (per process under torchrun); detector: images per batch."),
     steps_per_epoch: int = typer.Option(100, "--steps-per-epoch", callback=common.bounded(1), help="Optimiser steps per epoch."),
-    mix: int = typer.Option(2, "--mix", callback=common.bounded(2, 4), help="Sources per training mixture (2, 3 or 4)."),
+    mix: int = typer.Option(2, "--mix", callback=common.bounded(2, 4), help="Sources per training mixture (2, 3 or 4); audio-tagger: up to this many (1 to --mix)."),
     run: Optional[Path] = typer.Option(None, "--run", "--run-dir", help="Run folder (default runs/<method>); under torchrun write --run-dir, since torchrun's own parser reads --run as its --run-path."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder."),
     seed: int = typer.Option(0, "--seed", callback=common.bounded(0, common.SEED_MAX), help="Seed of everything random."),
@@ -133,6 +134,10 @@ def train(
         model_overrides = {k: False for k, on in (("spatial_attention", no_spatial_attention),
                                                   ("channel_attention", no_channel_attention), ("adain", no_adain),
                                                   ("av_contrast", no_av_contrast)) if on}
+        if method == "audio-tagger":
+            visual = [f for f, on in (("--visual-weights", visual_weights), ("--cache-features", cache_features)) if on]
+            if visual:
+                raise AvsepError(f"{', '.join(visual)}: the audio tagger has no visual trunk")
         if frame_size is not None:
             if method != "visual-trunk":
                 raise AvsepError("--frame-size: a visual-trunk option (the separators' frame size is their preset's)")

@@ -22,7 +22,7 @@ from avsep_cli.training.trainer import Trainer, dist_info, init_distributed, see
 
 log = logging.getLogger("avsep")
 
-METHODS = ("tiny", "avpc", "sop", "visual-trunk", "avpc-rcop", "ialcms")
+METHODS = ("tiny", "avpc", "sop", "visual-trunk", "avpc-rcop", "ialcms", "audio-tagger")
 
 # Per-method training defaults, as the authors' code trains each method (docs/fidelity.md). An "epoch" is
 # --steps-per-epoch steps of --batch-size mixtures: the references' epochs are 806 iterations at batch 64
@@ -46,6 +46,8 @@ METHOD_DEFAULTS = {
                   "grad_clip": 0.0, "amp": False},
     # trunk pre-training on the corpus pictures (our substitute for ImageNet): AdamW, cosine-free steps
     "visual-trunk": {"lr": {"default": 1e-3}, "optimizer": "adamw", "weight_decay": 1e-4, "monitor": "acc"},
+    # the audio tagger (ours, naming.py): AdamW, picks best.pt by the val mixtures' top-n recall
+    "audio-tagger": {"lr": {"default": 1e-3}, "optimizer": "adamw", "weight_decay": 1e-4, "monitor": "recall"},
     # IAL-CMS separator (GeometricGANwAVC.yaml): Adam betas (0.9, 0.999), visual side 1e-3, audio side (encoder,
     # AV module, decoder) 1e-4, no weight decay, no LR schedule; the critic's own Adam lives in IALOptions
     "ialcms": {"lr": {"visual": 1e-3, "default": 1e-4}, "optimizer": "adam", "weight_decay": 0.0, "betas": (0.9, 0.999),
@@ -96,6 +98,10 @@ def model_config(method: str, preset: str, overrides: dict) -> dict:
         return {**asdict(SoPConfig.preset(preset)), **overrides}
     if method == "visual-trunk":
         return {"num_classes": 15, "frame_size": 224, **overrides}
+    if method == "audio-tagger":
+        from avsep_cli.models.audio_tagger import AudioTaggerConfig
+
+        return {**asdict(AudioTaggerConfig.preset(preset)), **overrides}
     if method == "ialcms":
         from avsep_cli.models.ialcms import IALCMSConfig
 
@@ -138,6 +144,16 @@ def build_system(cfg: TrainConfig, visual_weights: str | None = None):
             cfg.model["num_classes"] = len(data.classes)
             model = checkpoint.MODELS[cfg.method](**cfg.model)
         return ClassifierSystem(model, cfg.method, cfg.model), data
+    if cfg.method == "audio-tagger":
+        from avsep_cli.datasets import AudioTagging
+        from avsep_cli.training.systems import TaggerSystem
+
+        data = AudioTagging(cfg.root, "train", length=max(cfg.batch_size * max(cfg.steps_per_epoch, 1), 64),
+                            seed=cfg.train_seed, segment=cfg.segment, max_sources=max(cfg.mix, 1))
+        if cfg.model["num_classes"] != len(data.classes) or list(cfg.model["classes"]) != data.classes:
+            cfg.model.update(num_classes=len(data.classes), classes=list(data.classes))
+            model = checkpoint.MODELS[cfg.method](**cfg.model)
+        return TaggerSystem(model, cfg.method, cfg.model), data
     if cfg.method == "avpc-rcop":
         from avsep_cli.datasets import RCoPPairs
         from avsep_cli.training.systems import RCoPSystem
@@ -239,6 +255,8 @@ def make_validation(cfg: TrainConfig, system, device: torch.device) -> Callable[
         return None
     if cfg.method == "visual-trunk":
         return _classification_validation(cfg, system, device)
+    if cfg.method == "audio-tagger":
+        return _tagger_validation(cfg, system, device)
     from avsep_cli.training.systems import FIXED_SEGMENT, IALCMSMethod, MaskMethod
 
     try:
@@ -276,28 +294,67 @@ def classification_data(root, split: str, **kw):
     return (PictureCrops if "picture_families" in recipe else FrameClassification)(root, split, **kw)
 
 
-def _classification_validation(cfg: TrainConfig, system, device: torch.device) -> Callable[[], dict] | None:
-    """Accuracy on a fixed set of val pictures (val_num x 8 of them)."""
-    from avsep_cli.training.trainer import collate
-
+def _fixed_items(make: Callable[[], torch.utils.data.Dataset]) -> list | None:
+    """The items of a fixed validation set, built once (None, with a warning, where the split has none)."""
     try:
-        data = classification_data(cfg.root, "val", length=cfg.val_num * 8, seed=cfg.seed,
-                                   frame_size=cfg.model["frame_size"], train=False)
+        data = make()
     except AvsepError as e:
         log.warning("no validation: %s", e)
         return None
-    items = [data[i] for i in range(len(data))]
+    return [data[i] for i in range(len(data))]
+
+
+def _batches(items: list, size: int):
+    from avsep_cli.training.trainer import collate
+
+    for b in range(0, len(items), size):
+        yield collate(items[b : b + size])
+
+
+def _classification_validation(cfg: TrainConfig, system, device: torch.device) -> Callable[[], dict] | None:
+    """Accuracy on a fixed set of val pictures (val_num x 8 of them)."""
+    items = _fixed_items(lambda: classification_data(cfg.root, "val", length=cfg.val_num * 8, seed=cfg.seed,
+                                                     frame_size=cfg.model["frame_size"], train=False))
+    if items is None:
+        return None
 
     @torch.no_grad()
     def validate() -> dict:
         system.model.eval()
         correct = 0
-        for b in range(0, len(items), cfg.batch_size):
-            batch = collate(items[b : b + cfg.batch_size])
+        for batch in _batches(items, cfg.batch_size):
             logits = system.model(batch["image"].to(device))
             correct += int((logits.argmax(-1).cpu() == batch["label"]).sum())
         system.model.train()
         return {"acc": correct / len(items)}
+
+    return validate
+
+
+def _tagger_validation(cfg: TrainConfig, system, device: torch.device) -> Callable[[], dict] | None:
+    """Top-n recall and exact-set accuracy on fixed val mixtures of 1 to `mix` solos (val_num x 4 of them)."""
+    from avsep_cli.datasets import AudioTagging
+    from avsep_cli.models.audio_tagger import tagger_input
+    from avsep_cli.training.systems import top_n_recall
+
+    items = _fixed_items(lambda: AudioTagging(cfg.root, "val", length=cfg.val_num * 4, seed=cfg.seed,
+                                              segment=cfg.segment, max_sources=max(cfg.mix, 1), train=False))
+    if items is None:
+        return None
+
+    @torch.no_grad()
+    def validate() -> dict:
+        system.model.eval()
+        logits, target = [], []
+        for batch in _batches(items, cfg.batch_size):
+            logits.append(system.model(tagger_input(batch["mixture"]).to(device)).float().cpu())
+            target.append(batch["target"])
+        system.model.train()
+        lg, tg = torch.cat(logits), torch.cat(target)
+        n = tg.sum(1).long()
+        top = lg.argsort(dim=1, descending=True)
+        exact = [set(top[i, : n[i]].tolist()) == set(tg[i].nonzero().flatten().tolist()) for i in range(len(tg))]
+        return {"recall": float(top_n_recall(lg, tg)), "exact": sum(exact) / len(exact)}
 
     return validate
 

@@ -186,6 +186,40 @@ class ClassifierSystem(System):
         return {"loss": loss, "acc": (logits.argmax(-1) == batch["label"]).float().mean()}
 
 
+class TaggerSystem(System):
+    """The audio tagger: binary cross-entropy per class on mixtures of 1-3 solos. In training, one random
+    band of up to an eighth of the frequency bins and one of up to an eighth of the frames are zeroed
+    (SpecAugment-style masking) so that no single band or moment decides."""
+
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        from avsep_cli.models.audio_tagger import tagger_input
+
+        x = tagger_input(batch["mixture"])  # (B, 1, F, T)
+        b, _, nf, nt = x.shape
+        g = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
+        for dim, n in ((2, nf), (3, nt)):
+            width = torch.randint(0, n // 8 + 1, (b,), generator=g)
+            start = (torch.rand(b, generator=g) * (n - width)).long()
+            idx = torch.arange(n)
+            band = (idx[None] >= start[:, None]) & (idx[None] < (start + width)[:, None])  # (B, n)
+            x = x.masked_fill(band[:, None, :, None] if dim == 2 else band[:, None, None, :], 0.0)
+        with self.autocast():
+            logits = self.forward_model(x).float()
+        target = batch["target"].float()
+        loss = F.binary_cross_entropy_with_logits(logits, target)
+        return {"loss": loss, "recall": top_n_recall(logits, target)}
+
+
+def top_n_recall(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean share of each item's n sounding classes among its n highest logits (target (B, classes) multi-hot)."""
+    n = target.sum(1).long()
+    order = logits.argsort(dim=1, descending=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(logits.shape[1]).expand_as(order))
+    hit = ((ranks < n[:, None]) & (target > 0)).sum(1).float()
+    return (hit / n.clamp_min(1)).mean()
+
+
 class RCoPSystem(System):
     """RCoP stage 1: one clip's frames with its audio in two different mixtures; the two top-layer
     audio-visual representations co-predict each other (models/avpc.py: rcop_loss)."""
