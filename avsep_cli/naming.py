@@ -120,6 +120,19 @@ def presence(starts: np.ndarray, probs: np.ndarray, span: tuple[float, float]) -
     return probs[inside].mean(0) if inside.any() else probs.mean(0)
 
 
+def heard(tagger: AudioTagger, chunks: Iterable[np.ndarray], span: tuple[float, float],
+          classes: Sequence[str]) -> np.ndarray:
+    """Mono chunks at dsp.SAMPLE_RATE -> (len(classes),) presence of each of `classes` over `span` (seconds;
+    `presence`), 0.5 (no evidence either way) for a class the tagger does not know."""
+    tagged = presence(*tag_stream(tagger, chunks), span)
+    return np.array([tagged[tagger.classes.index(c)] if c in tagger.classes else 0.5 for c in classes])
+
+
+def tracks_span(tracks: Sequence, fps: float) -> tuple[float, float]:
+    """Seconds from the first sighting of any of `tracks` (tracking.Track) to the end of the last one."""
+    return min(t.first for t in tracks) / fps, (max(t.last for t in tracks) + 1) / fps
+
+
 def assign(picture: np.ndarray, audio: np.ndarray, weight: float = AUDIO_WEIGHT,
            candidates: int = CANDIDATES, names: Sequence[int] | None = None) -> list[int]:
     """picture (T, C): each track's class probabilities by the picture (rows summing to 1); audio (C,): each

@@ -562,13 +562,7 @@ class Separator:
         with timer("name"):
             chunks = media.iter_audio(path, dsp.SAMPLE_RATE, chunk_seconds=30.0, duration=info.duration,
                                       audio_stream=audio_stream)
-            starts, probs = naming.tag_stream(self.tagger, chunks)
-        span = (min(t.first for t in tracked) / self.detect_fps, (max(t.last for t in tracked) + 1) / self.detect_fps)
-        tagged = naming.presence(starts, probs, span)
-        audio = np.full(len(classes), 0.5)  # a class the tagger does not know: no evidence either way
-        for j, c in enumerate(self.tagger.classes):
-            if c in classes:
-                audio[classes.index(c)] = tagged[j]
+            audio = naming.heard(self.tagger, chunks, naming.tracks_span(tracked, self.detect_fps), classes)
         picture = naming.picture_probs([t.class_probs for t in tracked], len(classes))
         renamed = []
         for t, c in zip(tracked, naming.assign(picture, audio, names=[t.cls for t in tracked])):

@@ -49,13 +49,10 @@ def main() -> None:
         finally:
             store.close()
         tracks = [t for t in tracks if t.class_probs is not None]
-        owner = match_identities(sep._identities(tracks, classes), json.loads(clip.sidecar.read_text()))  # class -> name
-        starts, probs = naming.tag_stream(tagger, media.iter_audio(clip.video, dsp.SAMPLE_RATE, duration=info.duration))
-        span = (min(t.first for t in tracks) / sep.detect_fps, (max(t.last for t in tracks) + 1) / sep.detect_fps) \
-            if tracks else (0.0, info.duration)
-        tagged = naming.presence(starts, probs, span)
-        audio = np.array([tagged[tagger.classes.index(c)] if c in tagger.classes else 0.5 for c in classes])
         ids = sep._identities(tracks, classes)
+        owner = match_identities(ids, json.loads(clip.sidecar.read_text()))  # true class -> identity name
+        span = naming.tracks_span(tracks, sep.detect_fps) if tracks else (0.0, info.duration)
+        audio = naming.heard(tagger, media.iter_audio(clip.video, dsp.SAMPLE_RATE, duration=info.duration), span, classes)
         # true class -> the index of the track matched to that player (None: not tracked)
         truth = {cls: next((k for k, i in enumerate(ids) if i.name == owner.get(cls)), None) for cls in clip.classes}
         clips.append({"clip": clip.id, "truth": truth, "picture": naming.picture_probs([t.class_probs for t in tracks],
