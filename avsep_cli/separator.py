@@ -17,7 +17,9 @@ each streamed, so memory does not grow with the video's length: decode -> scan -
    index; an identity not visible then uses its nearest crop in time), or, with `guide` "name" or "auto"
    (the default; see GUIDES), by the class prototype of the name its track was given (`prototypes`);
    windows go through the model in batches. What comes out per window is the method's estimates at
-   11,025 Hz, or, for full-band output, its masks.
+   11,025 Hz, or, for full-band output, its masks; with `masks` "joint" (the default) the soft masks of the
+   identities visible in a window are first shared out among them by the Wiener rule (`dsp.joint_masks`),
+   so their stems add up to the window ("own": each identity's mask by its method's rule, the papers').
 4. **Write** (`outputs`): the windows are merged by overlap-add with a triangle window (weights
    min(n+1, L-n), normalised by their sum, so an identity model gives back the mixture exactly), at the
    models' rate or, full band, with the masks applied to every channel of the input at its own rate;
@@ -310,8 +312,8 @@ class Separator:
                  guide_fps: float = 1.0, min_duration: float = 1.0, on_empty: str = "auto",
                  full_length: bool = False, residual: bool = False, batch_windows: int = 4,
                  detect_imgsz: int | None = None, precision: str = "fp32", guide: str = "auto",
-                 naming: str = "auto", tagger: str | Path | None = None):
-        from avsep_cli.methods import get_method
+                 naming: str = "auto", tagger: str | Path | None = None, masks: str = "joint"):
+        from avsep_cli.methods import MASK_MODES, get_method
 
         if method not in SEPARABLE:
             raise AvsepError(f"--method {method!r} cannot separate a video; choose one of {', '.join(SEPARABLE[:3])}")
@@ -321,6 +323,8 @@ class Separator:
             raise AvsepError(f"--guide must be {' or '.join(GUIDES)}, not {guide!r}")
         if naming not in NAMINGS:
             raise AvsepError(f"--naming must be {' or '.join(NAMINGS)}, not {naming!r}")
+        if masks not in MASK_MODES:
+            raise AvsepError(f"--masks must be {' or '.join(MASK_MODES)}, not {masks!r}")
         if not (math.isfinite(detect_fps) and math.isfinite(guide_fps) and 0 < guide_fps <= detect_fps):
             raise AvsepError("need 0 < guidance fps <= detection fps (finite)")
         if not (0 <= conf <= 1 and math.isfinite(min_duration) and min_duration >= 0 and batch_windows >= 1):
@@ -341,7 +345,7 @@ class Separator:
         self.k = max(1, self.method.frames_per_source)
         self.frame_gap = float(getattr(self.method, "frame_gap", 3.0))
         self.frame_size = int(getattr(self.method, "frame_size", 224))
-        self.naming = naming
+        self.naming, self.masks = naming, masks
         self.tagger = self._tagger(naming, tagger)
 
     def _tagger(self, naming: str, spec):
@@ -677,9 +681,10 @@ class Separator:
                     todo, pending[:] = pending[: self.batch_windows], pending[self.batch_windows :]
                     # only (window, identity) pairs where the identity is visible run through the model
                     pairs = [(w, k) for w, (s0, _) in enumerate(todo) for k in range(S) if self._active(tracks[k], s0)]
-                    # per window and identity: the estimate (L,), or the mask (512, T) for full band
-                    shape = (dsp.N_FREQ, 1 + L // dsp.HOP) if stems.wants_masks else (L,)
-                    est = np.zeros((len(todo), S, *shape), np.float32 if stems.wants_masks else np.float64)
+                    # per window and identity: the estimate (L,), or the mask (512, T) for full band or joint masks
+                    as_masks = stems.wants_masks or self.masks == "joint"
+                    shape = (dsp.N_FREQ, 1 + L // dsp.HOP) if as_masks else (L,)
+                    est = np.zeros((len(todo), S, *shape), np.float32 if as_masks else np.float64)
                     for c in range(0, len(pairs), 2 * self.batch_windows):
                         chunk = pairs[c : c + 2 * self.batch_windows]
                         # crops and prototype features cannot share a batch: one model call for each kind
@@ -694,12 +699,16 @@ class Separator:
                                              classes=[[result.identities[k].cls] for _, k in group],
                                              **{"features" if by_name[group[0][1]] else "frames": guide})
                             with timer("model"), torch.no_grad():
-                                if stems.wants_masks:
-                                    separated = self.method.masks(batch)[:, 0].float().cpu().numpy()  # (P, 512, T)
+                                if as_masks:  # joint: soft, before AVPC's and Sound-of-Pixels' 0.5 threshold
+                                    soft = self.masks == "joint"
+                                    separated = self.method.masks(batch, soft=soft)[:, 0].float().cpu().numpy()  # (P, 512, T)
                                 else:
                                     separated = self.method.separate(batch)[:, 0].double().cpu().numpy()  # (P, L)
                             for (w, k), e in zip(group, separated):
                                 est[w, k] = e
+                    if self.masks == "joint":
+                        with timer("joint masks"):
+                            est = self._share_out(todo, est, {(w, k) for w, k in pairs}, stems.wants_masks)
                     for (s0, window), e in zip(todo, est):
                         stems.add(s0, window, e)
                     # samples before the first window still to run are final
@@ -724,6 +733,24 @@ class Separator:
             result.stems = {n: arrays[n] for n in names}
             result.residual = arrays.get("residual")
 
+    def _share_out(self, todo: list[tuple[int, np.ndarray]], masks: np.ndarray, ran: set[tuple[int, int]],
+                   keep_masks: bool) -> np.ndarray:
+        """Joint masks: in each window, the soft masks (W, S, 512, T) of the identities visible in it are shared
+        out by the Wiener rule (`dsp.joint_masks`), so their stems add up to the window; a window with one
+        visible identity keeps its own mask (its method's rule). -> the masks, or (W, S, L) estimates."""
+        binary = getattr(self.method, "binary", False)
+        out = torch.from_numpy(masks)
+        for w in range(len(masks)):
+            ks = [k for k in range(masks.shape[1]) if (w, k) in ran]
+            if len(ks) > 1:
+                out[w, ks] = dsp.joint_masks(out[w, ks])
+            elif ks and binary:
+                out[w, ks] = (out[w, ks] > 0.5).float()
+        if keep_masks:
+            return out.numpy()
+        mixture = torch.from_numpy(np.stack([window for _, window in todo])).float()  # (W, L)
+        return dsp.masked_waveforms(mixture, out).double().numpy()  # (W, S, L)
+
     # -- the manifest -------------------------------------------------------------------------------
 
     def _manifest(self, result: SeparationResult, detector, info, options: outputs.OutputOptions) -> dict:
@@ -738,6 +765,7 @@ class Separator:
             "precision": self.precision,  # what the method's network ran in (fp32, or bf16 autocast)
             "guide": self.guide,  # asked for; each identity's `guidance` says what it got
             "naming": {"asked": self.naming, **result.naming},
+            "masks": self.masks,  # own (each player's, the papers'), or joint (shared out by the Wiener rule)
             # sample_rate, channels, format, bits, high-band rule, residual file
             **outputs.audio_fields(options, result.sample_rate, result.channels),
             "window": {"samples": self.segment, "hop": self.segment // 2, "frames_per_window": self.k,

@@ -7,7 +7,7 @@ passes when both stems are closer to their own reference and at least 3 dB (the 
 This is what a user with a video gets; `avsep eval` scores the separators alone, with the true boxes.
 
     python benchmarks/bench_pipeline_duets.py --root corpus [--method avpc] [--weights NAME|PATH] [--true-boxes]
-        [--guide auto|crops|name] [--naming auto|visual|audio-visual] [--tagger NAME|PATH] [--split test] [--json out.json]
+        [--guide auto|crops|name] [--naming auto|visual|audio-visual] [--tagger NAME|PATH] [--masks joint|own] [--split test] [--json out.json]
 """
 
 from __future__ import annotations
@@ -35,13 +35,15 @@ def main() -> None:
                          "(Separator's default: name where the weights' trunk has class prototypes, else crops)")
     ap.add_argument("--naming", default="auto", choices=("auto", "visual", "audio-visual"),
                     help="how players are named: the picture alone, or picture and sound (Separator's default: auto)")
+    ap.add_argument("--masks", default="joint", choices=("joint", "own"),
+                    help="joint: the players' soft masks shared out by the Wiener rule (avsep separate's default); own: each player's")
     ap.add_argument("--tagger", default=None, help="audio tagger weights for --naming (default: the shipped one)")
     ap.add_argument("--true-boxes", action="store_true", help="the clips' true boxes instead of the detector")
     ap.add_argument("--json", default=None, help="write every row here")
     args = ap.parse_args()
 
     sep = Separator(args.method, args.weights, detect_imgsz=args.detect_imgsz, guide=args.guide, naming=args.naming,
-                    tagger=args.tagger)
+                    tagger=args.tagger, masks=args.masks)
     clips = open_corpus(args.root).clips(split=args.split, kind="duet")
     rows, t0 = [], time.perf_counter()
     for clip in clips:
@@ -62,7 +64,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"method": args.method, "weights": sep.weights_name, "split": args.split, "guide": args.guide,
-                       "naming": args.naming, "tagger": sep.tagger.name if sep.tagger else None, "rows": rows,
+                       "naming": args.naming, "masks": args.masks, "tagger": sep.tagger.name if sep.tagger else None, "rows": rows,
                        "passing_clips": passing}, f, indent=1)
 
 

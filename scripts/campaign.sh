@@ -14,7 +14,7 @@
 # A run whose folder has a last.pt resumes (its config.json keeps everything but the length and the CPU
 # cap; the CPU time of all its resumes counts towards that cap).
 set -euo pipefail
-NAME=${1:?usage: campaign.sh NAME (ialcms, ialcms-sup, ialcms-noial, avpc, avpc-proto, avpc-rcop, sop, avpc-mix3, sop-mix3)}
+NAME=${1:?usage: campaign.sh NAME (ialcms, ialcms-sup, ialcms-sup-wide, ialcms-noial, avpc, avpc-proto, avpc-rcop, sop, avpc-mix3, sop-mix3)}
 RUNS=${RUNS:-$HOME/avsep-runs/r18}
 CORPUS=${CORPUS:-$HOME/avsep-runs/broad}
 PYTHON=${PYTHON:-python}
@@ -59,6 +59,11 @@ case "$NAME" in
   # epoch on session 14's EPYC with AVX512-BF16: supervised steps cost a third of the unsupervised ones),
   # the warm-ups scaled as `ialcms`'s: lambda_ial full after 55 % of the batches, lambda_av after 83 %
   ialcms-sup)   epochs=70; cap=180; warmup 1290 645; args=(--method ialcms --supervised) ;;
+  # a larger preset per CPU-hour (session 17): the cpu preset at twice the audio width (ngf 32, dim 256), from
+  # scratch, its schedule scaled to about the compute of ialcms-sup's segment 1 (62 CPU-min for 70 epochs):
+  # warm-ups at the same share of the batches
+  ialcms-sup-wide) epochs=26; cap=75; warmup 480 240
+                args=(--method ialcms --supervised --model-option ngf=32 --model-option dim=256) ;;
   # the ablation: as many separator updates as `ialcms` (every third batch, with or without the critic)
   ialcms-noial) epochs=9; cap=180; warmup 170 85; args=(--method ialcms --no-ial) ;;
   # previous: 1,100 steps -> 2,000 steps a segment, ~110 CPU-min
@@ -109,6 +114,9 @@ if [ -n "${FROM:-}" ] && [[ "$NAME" != *-mix3 ]]; then
     # Sound-of-Pixels segment 3 (session 16, 1.25 CPU-min per epoch): 45 epochs bring its lineage past
     # three CPU-hours; 1e-4 for 70 % again
     sop-bf16-3) epochs=45; lr 32,40 ;;
+    # AVPC-RCoP segment 2 (session 17, 1.4 CPU-min per epoch): 60 epochs bring its lineage near three
+    # CPU-hours; 1e-4 for 70 % again
+    avpc-rcop-bf16-2) epochs=60; lr 42,54 ;;
     avpc-bf16-*) epochs=30; lr 21,27 ;;
     avpc-fp32-*) epochs=20; lr 14,18 ;;
     ialcms-bf16-*) epochs=19 ;;

@@ -53,7 +53,13 @@ def training_info(run: Path, checkpoint_name: str, command: str, note: str | Non
                                          f"curve_{key}": [[x["cpu_min"], x["step"] * cfg["batch_size"], x[key]] for x in val]}),
         **({"note": note} if note else {}),
     }
-    if cfg.get("init_from"):
+    own_stage1 = pre and Path(cfg.get("init_from") or "").resolve().parent == (run / "rcop").resolve()
+    if own_stage1:  # stage 2 started from this run's own RCoP stage (campaign.sh after an interrupted stage
+        # 1): that stage is in the run's figures already (CPU-minutes), not a parent to add again
+        training["cpu_minutes_total"] = totals["cpu_min"]
+        training["steps_total"] = totals["steps"] + pre["step"]
+        training["samples_seen_total"] = totals["seen"] + pre["step"] * cfg["batch_size"]
+    elif cfg.get("init_from"):
         training["init_from"] = parent_info(Path(cfg["init_from"]))
         before = training["init_from"].get("cpu_minutes_total")
         if before is not None:  # the whole lineage's compute, segment after segment

@@ -66,7 +66,7 @@ class ConstantMasks:
         b, s = batch.frames.shape[:2]
         return self.value * batch.mixture[:, None].expand(b, s, -1)
 
-    def masks(self, batch: MixBatch) -> torch.Tensor:
+    def masks(self, batch: MixBatch, soft: bool = False) -> torch.Tensor:
         b, s = batch.frames.shape[:2]
         return torch.full((b, s, dsp.N_FREQ, 1 + batch.mixture.shape[-1] // dsp.HOP), self.value)
 

@@ -76,7 +76,7 @@ class IdentityMethod:
 
 
 def test_separator_with_identity_model_reproduces_the_mixture(tiny_weights, duet):
-    sep = Separator("tiny", tiny_weights, None, full_length=True, residual=True, batch_windows=3)
+    sep = Separator("tiny", tiny_weights, None, full_length=True, residual=True, batch_windows=3, masks="own")
     sep.method, sep.segment = IdentityMethod(), IdentityMethod.segment  # windows of 8192 samples, hop 4096
     result = sep.separate_file(duet.video, boxes=duet.sidecar)
     mixture = media.load_audio(duet.video, dsp.SAMPLE_RATE, duration=media.probe(duet.video).duration)

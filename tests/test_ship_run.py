@@ -98,3 +98,25 @@ def test_a_folder_that_is_not_a_run_is_one_line_and_writes_nothing(tmp_path):
     r = _ship(tmp_path, "--name", "x", "--method", "avpc", "--command", "c", "--weights-dir", tmp_path / "w")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("ship_run: ")
     assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())
+
+
+def test_a_stage_2_started_from_its_own_rcop_stage_counts_that_stage_once(tmp_path, monkeypatch):
+    """campaign.sh resumes an RCoP run interrupted in stage 1 by starting stage 2 with --init-from RUN/rcop/
+    last.pt: the stage is in the run's figures already (read_run adds its CPU-minutes), so it must not be
+    added again as a parent; its steps and mixtures join the totals."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    from ship_run import training_info
+
+    run = tmp_path / "run"
+    (run / "rcop").mkdir(parents=True)
+    rows = lambda cpu, step, val: json.dumps({"type": "epoch", "epoch": 0, "step": step, "cpu_min": cpu,  # noqa: E731
+                                              "wall_min": cpu, **({"val_sdr": val} if val is not None else {})})
+    (run / "rcop" / "metrics.jsonl").write_text(rows(18.7, 800, None) + "\n")
+    (run / "rcop" / "config.json").write_text(json.dumps({"batch_size": 8}))
+    (run / "rcop" / "last.pt").write_bytes(b"x")
+    (run / "metrics.jsonl").write_text(rows(30.0, 2000, 2.5) + "\n" + rows(62.4, 4500, 3.4) + "\n")
+    (run / "config.json").write_text(json.dumps({"batch_size": 8, "init_from": str(run / "rcop" / "last.pt")}))
+    t = training_info(run, "last.pt", "campaign.sh avpc-rcop", None)["training"]
+    assert t["cpu_minutes"] == t["cpu_minutes_total"] == 81.1 and t["rcop_stage"] == {"cpu_minutes": 18.7, "steps": 800}
+    assert t["steps"] == 4500 and t["steps_total"] == 5300 and t["samples_seen_total"] == 5300 * 8
+    assert "init_from" not in t

@@ -67,7 +67,7 @@ def test_demo_with_the_defaults_separates_each_player(capsys, tmp_path):
     rc, stdout, err = run(capsys, "separate", DEMO.video, "-o", out)  # the shipped detector and AVPC weights
     assert rc == 0, err
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["weights"]["name"] == registry.default_for("avpc")["name"]
+    assert manifest["weights"]["name"] == registry.default_for("avpc")["name"] and manifest["masks"] == "joint"
     assert manifest["detector"]["sha256"] == registry.default_for("detector")["sha256"]
     side = json.loads(DEMO.sidecar.read_text())
     owner = evaluate.match_identities(manifest["identities"], side)  # tracked boxes on the player (mean IoU >= 0.5)

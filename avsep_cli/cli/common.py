@@ -33,6 +33,15 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
+class Masks(str, Enum):
+    own = "own"
+    joint = "joint"
+
+
+MASKS_HELP = ("own: each player's mask as its method gives it (the papers; AVPC and Sound-of-Pixels threshold "
+              "theirs at 0.5), or joint: the soft masks of the players heard together shared out by the Wiener "
+              "rule, so the stems add up to the mixture (not in the papers; README, Joint masks).")
+
 PRECISION_HELP = ("fp32 (default), or bf16: the networks run under bfloat16 autocast, the signal path (STFT, "
                   "masks, iSTFT) in float32; faster on CPUs with AVX512-BF16/AMX (see README, Inference precision).")
 

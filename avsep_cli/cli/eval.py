@@ -19,7 +19,7 @@ from rich.table import Table
 from avsep_cli import evaluate
 from avsep_cli.cli import common
 from avsep_cli.errors import AvsepError
-from avsep_cli.methods import available, get_method
+from avsep_cli.methods import available, get_method, with_masks
 
 
 class Protocol(str, Enum):
@@ -47,6 +47,7 @@ def eval_(
     weights: Optional[str] = typer.Option(None, "--weights", help="Weights of a learned method: a shipped name or a file (default: its shipped weights)."),
     precision: common.Precision = typer.Option(common.Precision.fp32, "--precision", help=common.PRECISION_HELP + " Reference methods run no network."),
     cycles: Optional[int] = typer.Option(None, "--cycles", callback=common.bounded(0), help="AVPC: predictive-coding cycles at test time (default: as trained)."),
+    masks: common.Masks = typer.Option(common.Masks.own, "--masks", help=common.MASKS_HELP + " Default own, for figures beside the papers' (avsep separate's default is joint); joint rows are named NAME+joint."),
     force: bool = common.ForceOption,
     device: str = common.DeviceOption,
 ) -> None:
@@ -63,6 +64,7 @@ def eval_(
                 raise AvsepError(f"--cycles applies to AVPC only, not --method {m.name}")
             m.model.test_cycles = cycles
             m.name = f"{m.name}-c{cycles}"
+    methods = [with_masks(m, masks.value) for m in methods]
     win = evaluate.parse_window(window)
     if num < 1 or batch_size < 1:
         raise AvsepError("--num and --batch-size must be at least 1")
@@ -89,7 +91,7 @@ def eval_(
                 evaluate.write_plots(plots, m.name, kept)
 
     setup = {"data": str(data), "split": split, "mix": mix, "num": num, "seed": seed, "window": win,
-             "duets": duets, "precision": precision.value, "items": [i.key for i in items]}
+             "duets": duets, "precision": precision.value, "masks": masks.value, "items": [i.key for i in items]}
     _print_tables(reports, setup)
     if json_path:
         evaluate.write_json(json_path, evaluate.report_json(reports, setup))

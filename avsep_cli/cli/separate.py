@@ -57,6 +57,7 @@ def separate(
     guide: Guide = typer.Option(Guide.auto, "--guide", help="What guides each tracked player: crops (its own crops, as the papers do), name (the class prototype of the name its track was given; players who share a class keep their crops) or auto (name where the weights' trunk has class prototypes, as every shipped separator's has; else crops)."),
     naming: Naming = typer.Option(Naming.auto, "--naming", help="How tracked players are named: visual (the crop classifier's vote), audio-visual (the classifier's probabilities weighed against the audio tagger's: which classes sound) or auto (audio-visual where an audio tagger is shipped or given)."),
     tagger: Optional[str] = typer.Option(None, "--tagger", help="Audio tagger weights for --naming (shipped name or file; default: the shipped tagger)."),
+    masks: common.Masks = typer.Option(common.Masks.joint, "--masks", help=common.MASKS_HELP),
     boxes: Optional[Path] = typer.Option(None, "--boxes", help="Known boxes instead of the detector (a corpus sidecar JSON or {fps, players: [{class, boxes}]})."),
     conf: float = typer.Option(0.1, "--conf", callback=common.bounded(0, 1), help="Detection confidence threshold, 0 to 1 (tracks also take boxes down to half of it)."),
     detect_fps: float = typer.Option(4.0, "--detect-fps", callback=common.bounded(1, 240), help="Frames per second given to the detector and tracker, 1 to 240 (the guidance crops are taken at 1 fps)."),
@@ -96,7 +97,7 @@ def separate(
     sep = Separator(method, weights, detector or "auto", device=dev, conf=conf, detect_fps=detect_fps,
                     min_duration=min_duration, on_empty=on_empty, full_length=full_length, residual=residual,
                     batch_windows=batch_windows, detect_imgsz=detect_imgsz, precision=precision.value,
-                    guide=guide.value, naming=naming.value, tagger=tagger)
+                    guide=guide.value, naming=naming.value, tagger=tagger, masks=masks.value)
     with common.progress() as bar:
         task = bar.add_task("scan", total=2.0)
         steps = {"scan": 0.0, "separate": 1.0}

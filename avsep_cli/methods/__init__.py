@@ -43,9 +43,56 @@ class MaskingMethod(Method, Protocol):
     """A method whose estimates are masks on the mixture's STFT (every learned one): `masks` gives them
     without applying them, so the same masks can be applied elsewhere (full-band outputs, `outputs.py`)."""
 
-    def masks(self, batch: MixBatch) -> torch.Tensor:
+    def masks(self, batch: MixBatch, soft: bool = False) -> torch.Tensor:
         """-> (B, S, 512, T) masks on the linear grid of `dsp.stft(batch.mixture)` (T = 1 + L // 256):
-        what `separate` multiplies the mixture STFT by."""
+        what `separate` multiplies the mixture STFT by; `soft`: before any threshold (AVPC and
+        Sound-of-Pixels binarise theirs at 0.5)."""
+
+
+MASK_MODES = ("own", "joint")  # each source's mask as its method gives it (the papers), or shared out jointly
+
+
+class JointMasks:
+    """A masking method whose S soft masks per mixture are shared out among the sources (`dsp.joint_masks`:
+    the Wiener rule) before they are applied: the estimates add up to the mixture. Reported as
+    "NAME+joint"; everything else (pictures, window, weights) is the wrapped method's."""
+
+    def __init__(self, method: MaskingMethod):
+        self.method, self.name = method, f"{method.name}+joint"
+
+    def __getattr__(self, attr: str):  # frames_per_source, frame_gap, model, segment, ...: the method's
+        if attr == "method":  # not set yet (copying, unpickling): no recursion
+            raise AttributeError(attr)
+        return getattr(self.method, attr)
+
+    def masks(self, batch: MixBatch, soft: bool = True) -> torch.Tensor:
+        from avsep_cli import dsp
+
+        return dsp.joint_masks(self.method.masks(batch, soft=True))
+
+    def separate(self, batch: MixBatch) -> torch.Tensor:
+        """-> (B, S, L): the mixture in consecutive windows of the method's segment (as its own `separate`
+        cuts it; any length in one window for nets that take one), each separated with joint masks."""
+        from dataclasses import replace
+
+        from avsep_cli import dsp
+
+        length = batch.mixture.shape[-1]
+        seg = getattr(self.method, "segment", None) or length
+        out = []
+        for c0 in range(0, length, seg):
+            part = replace(batch, mixture=batch.mixture[:, c0 : c0 + seg])
+            m = self.masks(part)  # (B, S, 512, T)
+            out.append(dsp.masked_waveforms(part.mixture.to(m.device).float(), m))  # (B, S, l)
+        return torch.cat(out, -1)
+
+
+def with_masks(method: Method, mode: str) -> Method:
+    """`method` as `--masks MODE` asks: "own" leaves it as it is, "joint" wraps a masking method in
+    `JointMasks`; methods without masks (the reference methods) are left as they are."""
+    if mode not in MASK_MODES:
+        raise AvsepError(f"--masks must be {' or '.join(MASK_MODES)}, not {mode!r}")
+    return JointMasks(method) if mode == "joint" and hasattr(method, "masks") else method
 
 
 _REGISTRY: dict[str, Callable[..., Method]] = {}

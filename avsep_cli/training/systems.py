@@ -286,9 +286,10 @@ class MaskMethod(InferencePrecision):
         return est.view(b, n_chunks, n, seg).permute(0, 2, 1, 3).reshape(b, n, n_chunks * seg)[..., :length]
 
     @torch.no_grad()
-    def masks(self, batch: MixBatch) -> torch.Tensor:
+    def masks(self, batch: MixBatch, soft: bool = False) -> torch.Tensor:
         """-> (B, N, 512, T) the masks `separate` applies, on the linear grid of the mixture's STFT (T = 1 +
-        L // 256), for one window of at most `segment` samples (zero-padded to it, as `separate` pads)."""
+        L // 256), for one window of at most `segment` samples (zero-padded to it, as `separate` pads);
+        `soft`: the sigmoid masks before the 0.5 threshold (what joint masks share out)."""
         dev = next(self.model.parameters()).device
         mixture = batch.mixture.to(dev).float()  # (B, L)
         feats = batch.features is not None
@@ -299,7 +300,7 @@ class MaskMethod(InferencePrecision):
             raise ValueError(f"masks() takes one window of at most {seg} samples, not {length}")
         logits, _ = mask_logits(self.model, F.pad(mixture, (0, seg - length)), frames, feats, self.autocast)
         lin = signal_warp(self.model).unwarp(torch.sigmoid(logits))  # (B, N, 512, T_seg)
-        if self.binary:
+        if self.binary and not soft:
             lin = (lin > 0.5).float()
         return lin[..., : 1 + length // dsp.HOP]
 
@@ -341,8 +342,9 @@ class IALCMSMethod(InferencePrecision):
         return waves.view(b, s, -1)
 
     @torch.no_grad()
-    def masks(self, batch: MixBatch) -> torch.Tensor:
-        """-> (B, S, 512, T) the soft masks `separate` applies (the mel masks on the linear grid), T = 1 + L // 256."""
+    def masks(self, batch: MixBatch, soft: bool = True) -> torch.Tensor:
+        """-> (B, S, 512, T) the soft masks `separate` applies (the mel masks on the linear grid), T = 1 + L // 256.
+        They are soft either way (`soft` is for the masking-method interface)."""
         from avsep_cli.training.ialcms import linear_masks
 
         self.model.eval()
