@@ -60,9 +60,9 @@ case "$NAME" in
   # the warm-ups scaled as `ialcms`'s: lambda_ial full after 55 % of the batches, lambda_av after 83 %
   ialcms-sup)   epochs=70; cap=180; warmup 1290 645; args=(--method ialcms --supervised) ;;
   # a larger preset per CPU-hour (session 17): the cpu preset at twice the audio width (ngf 32, dim 256), from
-  # scratch, its schedule scaled to about the compute of ialcms-sup's segment 1 (62 CPU-min for 70 epochs):
-  # warm-ups at the same share of the batches
-  ialcms-sup-wide) epochs=26; cap=75; warmup 480 240
+  # scratch, its schedule scaled to about the compute of ialcms-sup's segment 1 (62 CPU-min for 70 epochs;
+  # 1.5 CPU-min per epoch here): warm-ups at the same share of the batches
+  ialcms-sup-wide) epochs=42; cap=75; warmup 774 387
                 args=(--method ialcms --supervised --model-option ngf=32 --model-option dim=256) ;;
   # the ablation: as many separator updates as `ialcms` (every third batch, with or without the critic)
   ialcms-noial) epochs=9; cap=180; warmup 170 85; args=(--method ialcms --no-ial) ;;
@@ -114,9 +114,9 @@ if [ -n "${FROM:-}" ] && [[ "$NAME" != *-mix3 ]]; then
     # Sound-of-Pixels segment 3 (session 16, 1.25 CPU-min per epoch): 45 epochs bring its lineage past
     # three CPU-hours; 1e-4 for 70 % again
     sop-bf16-3) epochs=45; lr 32,40 ;;
-    # AVPC-RCoP segment 2 (session 17, 1.4 CPU-min per epoch): 60 epochs bring its lineage near three
+    # AVPC-RCoP segment 2 (session 17, 1.46 CPU-min per epoch): 68 epochs bring its lineage to three
     # CPU-hours; 1e-4 for 70 % again
-    avpc-rcop-bf16-2) epochs=60; lr 42,54 ;;
+    avpc-rcop-bf16-2) epochs=68; lr 47,61 ;;
     avpc-bf16-*) epochs=30; lr 21,27 ;;
     avpc-fp32-*) epochs=20; lr 14,18 ;;
     ialcms-bf16-*) epochs=19 ;;

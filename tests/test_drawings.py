@@ -1,8 +1,7 @@
-"""Procedural drawings: every style draws every class, deterministically, fast, and the styles differ."""
+"""Procedural drawings: every style draws every class, deterministically, and the styles differ (their speed:
+`benchmarks/bench_synth.py`, not asserted here)."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
@@ -12,16 +11,12 @@ from avsep_cli.corpus import drawings, pictures
 
 def test_every_style_draws_every_class():
     assert len(drawings.STYLES) >= 10 and drawings.STYLES[0] == "flat"
-    times = []
     for style in drawings.STYLES:
         for cls in pictures.CLASSES:
-            t = time.perf_counter()
             a = drawings.draw(cls, 1, 224, style)
-            times.append(time.perf_counter() - t)
             assert a.shape == (224, 224, 4) and a.dtype == np.uint8
             assert (a[..., 3] > 24).mean() > 0.01, (cls, style)  # something is drawn
             assert (a[..., 3] == 0).mean() > 0.1  # a transparent background around it
-    assert np.median(times) < 0.06  # ~15 ms on an idle machine
 
 
 def test_deterministic_and_varied():

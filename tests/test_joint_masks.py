@@ -13,6 +13,7 @@ import torch
 
 from avsep_cli import dsp, layout, media
 from avsep_cli.cli import main
+from avsep_cli.errors import AvsepError
 from avsep_cli.methods import JointMasks, MixBatch, get_method, with_masks
 from avsep_cli.separator import Separator
 from clihelp import assert_one_error, run
@@ -129,6 +130,10 @@ def test_cli_masks_option_and_manifest(capsys, tiny_weights, tiny_corpus, tmp_pa
     capsys.readouterr()
     assert_one_error(*run(capsys, *base, "-o", tmp_path / "bad", "--masks", "wiener")[::2], "--masks")
     assert not (tmp_path / "bad").exists()
+    with pytest.raises(AvsepError, match="--masks must be own or joint"):  # the library says the same
+        Separator("tiny", tiny_weights, None, masks="wiener")
+    with pytest.raises(AvsepError, match="--masks must be own or joint"):
+        with_masks(get_method("tiny", weights=str(tiny_weights)), "both")
 
 
 def test_eval_joint_rows(capsys, tiny_weights, tiny_corpus, tmp_path):

@@ -316,11 +316,10 @@ def test_each_background_kind_and_degradation_can_be_forced_and_changes_the_fram
         assert np.abs(sc.frames.astype(int) - off.frames).mean() > 0.3, name
 
 
-def test_six_second_clip_renders_fast():
-    import time
+def test_six_second_clip_renders_every_frame_and_box():
+    """A 6-s duet at 8 fps: 48 frames and each player's box in every frame (how fast: benchmarks/bench_synth.py)."""
     pics = [drawings.draw("violin", 0, S), drawings.draw("tuba", 0, S)]
-    scene.render_scene(pics, 4, 8.0, S, np.random.default_rng(0))
-    t0 = time.perf_counter()
-    for seed in range(4):
-        scene.render_scene(pics, 48, 8.0, S, np.random.default_rng(seed))
-    assert (time.perf_counter() - t0) / 4 < 0.6  # ~0.1 s on an idle machine; generous for a busy one
+    for seed in range(2):
+        frames, boxes = scene.render_scene(pics, 48, 8.0, S, np.random.default_rng(seed))
+        assert frames.shape == (48, S, S, 3) and frames.dtype == np.uint8 and boxes.shape == (2, 48, 4)
+        assert np.isfinite(boxes).all() and frames.std() > 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,18 +37,16 @@ def cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, cache):
     root = tmp_path_factory.mktemp("tiny") / "corpus"
-    t0 = time.perf_counter()
     G.generate(root, workers=2, seed=0, cache_dir=cache, **OPTS)
-    return root, time.perf_counter() - t0
+    return root
 
 
 def _files(root: Path, pattern: str) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob(pattern)) if p.is_file()}
 
 
-def test_tiny_preset_is_fast_and_in_music_layout(corpus):
-    root, seconds = corpus
-    assert seconds < 60, f"tiny preset took {seconds:.1f} s"
+def test_tiny_preset_is_in_music_layout(corpus):
+    root = corpus
     c = open_corpus(root)
     clips = c.clips()
     assert 0 < len(clips) <= 20
@@ -84,7 +81,7 @@ def test_tiny_preset_is_fast_and_in_music_layout(corpus):
 
 
 def test_same_seed_gives_identical_stems_and_sidecars_other_seed_differs(corpus, tmp_path, cache):
-    root, _ = corpus
+    root = corpus
     again = tmp_path / "again"
     G.generate(again, workers=1, seed=0, cache_dir=cache, **OPTS)  # other worker count, same seed
     a_stems, b_stems = _files(root, "*.flac"), _files(again, "*.flac")
@@ -101,7 +98,7 @@ def test_same_seed_gives_identical_stems_and_sidecars_other_seed_differs(corpus,
 
 
 def test_decoded_mixture_is_sum_of_stems_and_stems_sound(corpus):
-    root, _ = corpus
+    root = corpus
     for clip in open_corpus(root).clips():
         mix = media.load_audio(clip.video, sr=G.SR)
         stems = [media.read_audio_file(p, sr=G.SR) for p in clip.stems.values()]
@@ -125,7 +122,7 @@ def _palette(rgba: np.ndarray) -> np.ndarray:
 
 
 def test_boxes_lie_in_frame_and_cover_the_drawn_instrument(corpus):
-    root, _ = corpus
+    root = corpus
     ratios = []
     for clip in open_corpus(root).clips():
         side = json.loads(clip.sidecar.read_text())
@@ -191,7 +188,7 @@ def _logmel_stats(x: np.ndarray, sr: int) -> np.ndarray:
 
 
 def test_classes_are_audibly_distinct(corpus):
-    root, _ = corpus
+    root = corpus
     feats, labels, clip_of = [], [], []
     for clip in open_corpus(root).clips():
         for cls, path in clip.stems.items():
@@ -214,7 +211,7 @@ def test_classes_are_audibly_distinct(corpus):
 
 
 def test_resume_skips_finished_clips_and_restores_missing_ones(corpus, tmp_path, cache):
-    root, _ = corpus
+    root = corpus
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
     victim = sorted(copy.rglob("*.json"))
@@ -251,7 +248,7 @@ def test_missing_or_bogus_soundfont_is_one_clear_error(capsys, tmp_path):
 
 
 def test_folder_with_another_seeds_corpus_is_one_clear_error(capsys, corpus, cache):
-    root, _ = corpus
+    root = corpus
     before = _files(root, "*")
     code, err = _cli(capsys, "-o", root, "--size", "tiny", "--seed", 7, "--soundfont", TIM,
                      "--licence", "drawings-only", "--cache", cache)
@@ -319,7 +316,7 @@ def stereo_corpus(tmp_path_factory, cache):
 
 def test_stereo_clip_has_the_rate_and_channels_and_its_stems_sum_to_the_mixture(stereo_corpus, corpus):
     clips = open_corpus(stereo_corpus).clips()
-    mono = {c.id: c for c in open_corpus(corpus[0]).clips()}
+    mono = {c.id: c for c in open_corpus(corpus).clips()}
     assert len(clips) == 4 and all(c.kind == "duet" for c in clips)
     for clip in clips:
         info = media.probe(clip.video)
