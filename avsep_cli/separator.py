@@ -738,14 +738,11 @@ class Separator:
         """Joint masks: in each window, the soft masks (W, S, 512, T) of the identities visible in it are shared
         out by the Wiener rule (`dsp.joint_masks`), so their stems add up to the window; a window with one
         visible identity keeps its own mask (its method's rule). -> the masks, or (W, S, L) estimates."""
-        binary = getattr(self.method, "binary", False)
         out = torch.from_numpy(masks)
         for w in range(len(masks)):
             ks = [k for k in range(masks.shape[1]) if (w, k) in ran]
-            if len(ks) > 1:
-                out[w, ks] = dsp.joint_masks(out[w, ks])
-            elif ks and binary:
-                out[w, ks] = (out[w, ks] > 0.5).float()
+            if ks:
+                out[w, ks] = dsp.joint_masks(out[w, ks]) if len(ks) > 1 else self.method.own_rule(out[w, ks])
         if keep_masks:
             return out.numpy()
         mixture = torch.from_numpy(np.stack([window for _, window in todo])).float()  # (W, L)

@@ -67,7 +67,10 @@ class ThresholdedConstant:
         b, s = batch.frames.shape[:2]
         value = torch.tensor([[0.9 if c == "violin" else 0.3 for c in row] for row in batch.classes])  # (B, S)
         m = value[:, :, None, None].expand(b, s, dsp.N_FREQ, 1 + batch.mixture.shape[-1] // dsp.HOP).clone()
-        return m if soft else (m > 0.5).float()
+        return m if soft else self.own_rule(m)
+
+    def own_rule(self, masks: torch.Tensor) -> torch.Tensor:
+        return (masks > 0.5).float()
 
     def separate(self, batch: MixBatch) -> torch.Tensor:
         return dsp.masked_waveforms(batch.mixture, self.masks(batch))

@@ -48,6 +48,9 @@ class MaskingMethod(Method, Protocol):
         what `separate` multiplies the mixture STFT by; `soft`: before any threshold (AVPC and
         Sound-of-Pixels binarise theirs at 0.5)."""
 
+    def own_rule(self, masks: torch.Tensor) -> torch.Tensor:
+        """Soft masks -> what the method applies on its own (`masks(soft=False)` of the same batch)."""
+
 
 MASK_MODES = ("own", "joint")  # each source's mask as its method gives it (the papers), or shared out jointly
 

@@ -278,9 +278,7 @@ class MaskMethod(InferencePrecision):
         frames = frames.repeat_interleave(n_chunks, dim=0)
         logits, _ = mask_logits(self.model, padded, frames, feats, self.autocast)
         mask = torch.sigmoid(logits)  # (B*C, N, 256, T)
-        lin = signal_warp(self.model).unwarp(mask)
-        if self.binary:
-            lin = (lin > 0.5).float()
+        lin = self.own_rule(signal_warp(self.model).unwarp(mask))
         est = dsp.masked_waveforms(padded, lin, "linear")  # (B*C, N, seg)
         n = est.shape[1]
         return est.view(b, n_chunks, n, seg).permute(0, 2, 1, 3).reshape(b, n, n_chunks * seg)[..., :length]
@@ -300,9 +298,11 @@ class MaskMethod(InferencePrecision):
             raise ValueError(f"masks() takes one window of at most {seg} samples, not {length}")
         logits, _ = mask_logits(self.model, F.pad(mixture, (0, seg - length)), frames, feats, self.autocast)
         lin = signal_warp(self.model).unwarp(torch.sigmoid(logits))  # (B, N, 512, T_seg)
-        if self.binary and not soft:
-            lin = (lin > 0.5).float()
-        return lin[..., : 1 + length // dsp.HOP]
+        return (lin if soft else self.own_rule(lin))[..., : 1 + length // dsp.HOP]
+
+    def own_rule(self, masks: torch.Tensor) -> torch.Tensor:
+        """Soft masks -> the masks this method applies on its own: thresholded at 0.5 when `binary`."""
+        return (masks > 0.5).float() if self.binary else masks
 
 
 class IALCMSMethod(InferencePrecision):
@@ -356,6 +356,10 @@ class IALCMSMethod(InferencePrecision):
         lin = linear_masks(self.model, mixture, frames.flatten(0, 1), mix_index,
                            self._net_context(mixture.shape[-1]))  # (B*S, 512, T)
         return lin.view(b, s, *lin.shape[-2:])
+
+    def own_rule(self, masks: torch.Tensor) -> torch.Tensor:
+        """IAL-CMS applies its soft masks as they are."""
+        return masks
 
 
 FIXED_SEGMENT = {"avpc": dsp.SEGMENT, "sop": dsp.SEGMENT}  # nets whose depth needs 256 STFT frames
