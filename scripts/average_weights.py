@@ -1,8 +1,9 @@
 """Average the weights of several checkpoints of one model (the same run at different epochs: a
 stochastic-weight-averaging style ensemble in one network) into a new checkpoint.
 
-Every floating tensor is the plain mean of the inputs' (BatchNorm running statistics included); integer
-tensors (BatchNorm's step counters) come from the first input. The inputs must be the same model with the
+Every floating tensor is the plain mean of the inputs' (BatchNorm running statistics included); one that is
+equal in every input (a frozen trunk) is kept bit for bit, not recomputed; integer tensors (BatchNorm's step
+counters) come from the first input. The inputs must be the same model with the
 same config: shipped weights by name (sha256-checked) or files (training checkpoints, safetensors).
 
     python scripts/average_weights.py visual-trunk-broad runs/trunk-broad128/best.pt \
@@ -35,9 +36,9 @@ def average(specs: list[str]) -> dict:
             raise AvsepError(f"{spec} has other tensors than {specs[0]}")
     state = {}
     for k, v in first["state_dict"].items():
-        if v.is_floating_point():
+        if v.is_floating_point() and not all(torch.equal(m["state_dict"][k], v) for m in models[1:]):
             state[k] = torch.stack([m["state_dict"][k].float() for m in models]).mean(0)
-        else:
+        else:  # a frozen part (e.g. the visual trunk) stays bit for bit: its sha256 finds its prototype file
             state[k] = v
     return {"model_name": first["model_name"], "model_args": first["model_args"], "state_dict": state}
 

@@ -110,6 +110,10 @@ if [ -n "${FROM:-}" ] && [[ "$NAME" != *-mix3 ]]; then
     avpc-proto-bf16-*) epochs=24; lr 17,22 ;;
     # segment 4 (session 16): 70 epochs, sized to end inside the session beside two other runs
     ialcms-sup-bf16-4) epochs=70; plan+=(--lr-steps 60) ;;
+    # segments 5 and 6 (session 18): two runs side by side from segment 3's weights (data seeds 5 and 6), at
+    # the constant 1e-4 of the reference, every epoch's weights kept; the mean of both runs' epochs 60-90
+    # (scripts/ship_run.py RUNS/ialcms-sup-s5 --also RUNS/ialcms-sup-s6 --average-from 60) was shipped
+    ialcms-sup-bf16-5|ialcms-sup-bf16-6) epochs=90; plan+=(--lr-steps "" --keep-every 1) ;;
     ialcms-sup-bf16-*) epochs=85; plan+=(--lr-steps 72) ;;
     # Sound-of-Pixels segment 3 (session 16, 1.25 CPU-min per epoch): 45 epochs bring its lineage past
     # three CPU-hours; 1e-4 for 70 % again

@@ -6,7 +6,10 @@ and where it came) read from the run folder, so that no number in the manifest i
         --trunk visual-trunk-broad-ft --command "scripts/campaign.sh avpc" [--default] [--note TEXT]
 
 RUN is an `avsep train --run` folder (an RCoP run's stage 1 in RUN/rcop is counted); --checkpoint picks
-best.pt (default: the epoch with the best validation SDR) or last.pt. --trunk leaves the frozen visual
+best.pt (default: the epoch with the best validation SDR) or last.pt. --average-from EPOCH ships instead the
+mean of the run's kept epoch weights from that epoch on (`RUN/epochs/eNNN.pt`, `avsep train --keep-every`;
+stochastic weight averaging), with those of every --also RUN2: runs of the same recipe from the same
+weights with other --data-seed, whose steps and CPU-minutes are added to the figures. --trunk leaves the frozen visual
 trunk out of the file (it must equal those shipped weights). --weights-dir writes elsewhere than the
 package's weights/ (as $AVSEP_WEIGHTS does). The test-split metrics come later, from `avsep eval --json`
 through scripts/results_to_manifest.py.
@@ -18,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -76,6 +80,50 @@ def training_info(run: Path, checkpoint_name: str, command: str, note: str | Non
     return {"training": training, "corpus": corpus}
 
 
+def kept_epochs(run: Path, start: int) -> list[Path]:
+    """RUN/epochs/eNNN.pt from epoch `start` on, in epoch order."""
+    files = sorted((p for p in (run / "epochs").glob("e*.pt") if p.stem[1:].isdigit()), key=lambda p: int(p.stem[1:]))
+    files = [p for p in files if int(p.stem[1:]) >= start]
+    if not files:
+        raise ValueError(f"{run}: no kept epoch weights from epoch {start} on in {run / 'epochs'} "
+                         "(avsep train --keep-every)")
+    return files
+
+
+def average_info(info: dict, runs: list[Path], start: int) -> tuple[dict, list[Path]]:
+    """The figures of `training_info(runs[0], "last.pt", ...)` for the mean of the kept epochs of `runs`:
+    every run's steps, mixtures and CPU-minutes added (runs side by side: the longest wall time), the lineage
+    totals redone, and which epochs were averaged."""
+    t = info["training"]
+    cfgs = [json.loads((r / "config.json").read_text()) for r in runs]
+    same = ("method", "model", "options", "init_from", "batch_size", "preset", "mix")
+    for r, c in zip(runs[1:], cfgs[1:]):
+        bad = [k for k in same if c.get(k) != cfgs[0].get(k)]
+        if bad:
+            raise ValueError(f"{r} is not the recipe of {runs[0]} ({', '.join(bad)} differ)")
+    files = [f for r in runs for f in kept_epochs(r, start)]
+    for r in runs[1:]:
+        end = read_run(r)["end"]
+        t["steps"] += end["steps"]
+        t["samples_seen"] += end["seen"]
+        t["cpu_minutes"] = round(t["cpu_minutes"] + end["cpu_min"], 1)
+        t["wall_minutes"] = max(t["wall_minutes"], round(read_run(r)["epochs"][-1].get("wall_min", 0.0), 1))
+        if end["best_val_sdr"] is not None and (t["best_val_sdr"] is None or end["best_val_sdr"] > t["best_val_sdr"]):
+            t["best_val_sdr"] = end["best_val_sdr"]
+    parent = t.get("init_from", {})
+    if parent.get("cpu_minutes_total") is not None:
+        t["cpu_minutes_total"] = round(parent["cpu_minutes_total"] + t["cpu_minutes"], 1)
+        t["steps_total"] = parent["steps_total"] + t["steps"]
+        t["samples_seen_total"] = parent["samples_seen_total"] + t["samples_seen"]
+    for k in ("checkpoint_epoch", "checkpoint_step", "cpu_minutes_at_checkpoint"):
+        t.pop(k, None)
+    t["checkpoint"] = "average"
+    t["averaged"] = {"from_epoch": start, "checkpoints": len(files),
+                     "runs": [{"data_seed": c.get("data_seed"), "epochs": [int(f.stem[1:]) for f in kept_epochs(r, start)]}
+                              for r, c in zip(runs, cfgs)]}
+    return info, files
+
+
 def parent_info(src: Path) -> dict:
     """What a run continued from (`--init-from`): shipped weights (their manifest entry, so the figures
     accumulate over segments) or another run's checkpoint (its folder's figures)."""
@@ -108,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--method", required=True, help="avpc, avpc-rcop, sop, ialcms or ialcms-supervised")
     ap.add_argument("--command", required=True, help="the command that trained it, recorded as it is")
     ap.add_argument("--checkpoint", default="best.pt", choices=("best.pt", "last.pt"))
+    ap.add_argument("--average-from", type=int, metavar="EPOCH",
+                    help="ship the mean of RUN/epochs/eNNN.pt from this epoch on (avsep train --keep-every)")
+    ap.add_argument("--also", type=Path, action="append", default=[], metavar="RUN2",
+                    help="with --average-from: another run of the same recipe whose kept epochs join the mean")
     ap.add_argument("--trunk", help="shipped visual-trunk weights the model's frozen trunk equals (left out)")
     ap.add_argument("--default", action="store_true", help="make it its method's default")
     ap.add_argument("--note", help="free text recorded with the training figures")
@@ -119,9 +171,23 @@ def main(argv: list[str] | None = None) -> int:
 
     run = args.run.expanduser()
     try:
-        info = training_info(run, args.checkpoint, args.command, args.note)
-        e = registry.export(run / args.checkpoint, args.name, args.method, folder=args.weights_dir,
-                            default=args.default, extra=info, trunk=args.trunk)
+        if args.also and args.average_from is None:
+            raise ValueError("--also joins runs' kept epochs into a mean: give --average-from EPOCH too")
+        if args.average_from is None:
+            info = training_info(run, args.checkpoint, args.command, args.note)
+            e = registry.export(run / args.checkpoint, args.name, args.method, folder=args.weights_dir,
+                                default=args.default, extra=info, trunk=args.trunk)
+        else:
+            from average_weights import average
+
+            from avsep_cli import checkpoint
+
+            info, files = average_info(training_info(run, "last.pt", args.command, args.note),
+                                       [run, *(r.expanduser() for r in args.also)], args.average_from)
+            with tempfile.TemporaryDirectory() as tmp:
+                mean = checkpoint.save(Path(tmp) / "mean.pt", average([str(f) for f in files]))
+                e = registry.export(mean, args.name, args.method, folder=args.weights_dir, default=args.default,
+                                    extra=info, trunk=args.trunk)
     except (ValueError, OSError, KeyError, json.JSONDecodeError, AvsepError) as err:
         print(f"ship_run: {err}", file=sys.stderr)
         return 2

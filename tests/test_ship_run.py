@@ -120,3 +120,39 @@ def test_a_stage_2_started_from_its_own_rcop_stage_counts_that_stage_once(tmp_pa
     assert t["cpu_minutes"] == t["cpu_minutes_total"] == 81.1 and t["rcop_stage"] == {"cpu_minutes": 18.7, "steps": 800}
     assert t["steps"] == 4500 and t["steps_total"] == 5300 and t["samples_seen_total"] == 5300 * 8
     assert "init_from" not in t
+
+
+def test_the_mean_of_two_runs_kept_epochs_is_shipped_with_both_runs_figures(tiny_corpus, tmp_path, capsys):
+    """Stochastic weight averaging across two runs of one recipe (other --data-seed): the shipped weights are
+    the mean of the kept epochs from --average-from on, the figures the two runs' sums."""
+    common = ["train", "--method", "tiny", "--root", str(tiny_corpus), "--epochs", "3", "--steps-per-epoch", "2",
+              "--batch-size", "2", "--segment", "8192", "--val-num", "2", "--keep-every", "1"]
+    for name, seed in (("a", "1"), ("b", "2")):
+        assert main([*common, "--run", str(tmp_path / name), "--data-seed", seed]) == 0
+    capsys.readouterr()
+    weights = tmp_path / "weights"
+    r = _ship(tmp_path / "a", "--also", tmp_path / "b", "--average-from", "2", "--name", "tiny-avg", "--method",
+              "tiny", "--command", "two runs", "--weights-dir", weights)
+    assert r.returncode == 0, r.stderr
+    assert "12 steps, 24 mixtures" in r.stdout
+    t = registry.entry("tiny-avg", weights)["training"]
+    assert t["checkpoint"] == "average" and "checkpoint_epoch" not in t
+    assert t["averaged"] == {"from_epoch": 2, "checkpoints": 4, "runs": [{"data_seed": 1, "epochs": [2, 3]},
+                                                                         {"data_seed": 2, "epochs": [2, 3]}]}
+    ends = [[json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()][-1] for d in "ab"]
+    assert abs(t["cpu_minutes"] - sum(e["cpu_min"] for e in ends)) <= 0.1
+    kept = [checkpoint.load(tmp_path / d / "epochs" / f"e00{n}.pt")["state_dict"] for d in "ab" for n in (2, 3)]
+    loaded = registry.resolve("tiny-avg", folder=weights).data["state_dict"]
+    for k, v in kept[0].items():
+        if v.is_floating_point():
+            mean = torch.stack([s[k] for s in kept]).mean(0)
+            assert torch.allclose(loaded[k].float(), mean.half().float(), atol=1e-3), k
+    assert not torch.equal(kept[0][next(iter(kept[0]))], kept[2][next(iter(kept[0]))])  # the runs differ
+
+    # another recipe does not join, nor --also without --average-from: one line, nothing written
+    assert main([*common[:-2], "--run", str(tmp_path / "c"), "--batch-size", "1", "--keep-every", "1"]) == 0
+    for extra in (["--average-from", "1"], []):
+        r = _ship(tmp_path / "a", "--also", tmp_path / "c", *extra, "--name", "tiny-bad", "--method", "tiny",
+                  "--command", "c", "--weights-dir", weights)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("ship_run: "), r.stderr
+    assert not (weights / "tiny-bad.safetensors").exists()

@@ -275,6 +275,30 @@ def test_train_tiny_end_to_end_and_load_in_eval(tiny_corpus, tmp_path, capsys):
     assert len(data["methods"]["tiny"]["sources"]) >= 4
 
 
+def test_kept_epoch_weights_average_into_a_model_eval_runs(tiny_corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    common = ["--steps-per-epoch", "1", "--batch-size", "2", "--segment", str(SEG), "--val-num", "0"]
+    assert main(["train", "--method", "tiny", "--root", str(tiny_corpus), "--run", str(run), "--epochs", "3",
+                 "--keep-every", "2", *common]) == 0
+    assert sorted(p.name for p in (run / "epochs").iterdir()) == ["e002.pt"]
+    # a resume may keep them from now on at another interval
+    assert main(["train", "--resume", str(run), "--epochs", "4", "--keep-every", "1"]) == 0
+    kept = sorted((run / "epochs").iterdir())
+    assert [p.name for p in kept] == ["e002.pt", "e004.pt"]
+    e4 = checkpoint.load(kept[1])
+    assert "optimizer" not in e4 and e4["epoch"] == 4
+    last = checkpoint.load(run / "last.pt")
+    assert all(torch.equal(last["state_dict"][k], v) for k, v in e4["state_dict"].items())  # the weights after epoch 4
+    e2 = checkpoint.load(kept[0])["state_dict"]
+    assert any(not torch.equal(e2[k], v) for k, v in e4["state_dict"].items() if v.is_floating_point())
+    avg = tmp_path / "avg.pt"
+    r = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "average_weights.py"),
+                        *map(str, kept), "-o", str(avg)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert main(["eval", "--method", "tiny", "--weights", str(avg), "--data", str(tiny_corpus), "--num", "2",
+                 "--window", "1s", "--no-duets"]) == 0
+
+
 def test_curriculum_init_from_a_two_mix_run(tiny_corpus, tmp_path, capsys):
     common = ["--method", "tiny", "--root", str(tiny_corpus), "--epochs", "1", "--steps-per-epoch", "1",
               "--batch-size", "2", "--segment", str(SEG), "--val-num", "0"]

@@ -48,6 +48,7 @@ def train(
     stills: Optional[int] = typer.Option(None, "--stills", callback=common.bounded(0, 1_000_000), help="Detector: this many more training images of 1-3 players rendered from the corpus' train pictures (default 0)."),
     agnostic: Optional[bool] = typer.Option(None, "--agnostic/--per-class", help="Detector: one class, instrument (a classifier names them; the shipped detector), or our 15 classes (default)."),
     max_cpu_minutes: Optional[float] = typer.Option(None, "--max-cpu-minutes", callback=common.bounded(0), help="Stop before an epoch would take the run past this much process CPU time, all threads and resumes counted (0 or absent: no limit; with --resume: replaces the run's own)."),
+    keep_every: Optional[int] = typer.Option(None, "--keep-every", callback=common.bounded(0), help="Keep the model weights after every N-th epoch in RUN/epochs/eNNN.pt, to average them later (scripts/average_weights.py); 0 or absent: none (with --resume: from now on)."),
     cache_features: bool = typer.Option(False, "--cache-features", help="Cache the frozen trunk's features per frame (much faster on CPU; no frame augmentation)."),
     rcop: bool = typer.Option(False, "--rcop", help="AVPC: RCoP self-supervised pre-training first (stage 1 in RUN/rcop), then Mix-and-Separate from it."),
     rcop_epochs: Optional[int] = typer.Option(None, "--rcop-epochs", callback=common.bounded(1), help="Epochs of the RCoP stage (default 40, the reference's)."),
@@ -100,7 +101,8 @@ def train(
             raise AvsepError("--root is required: the corpus (avsep data synth) with its boxes")
         unused = [f for f, on in (("--dataset music", dataset != "synth"), ("--rcop", rcop), ("--init-from", init_from),
                                   ("--visual-weights", visual_weights), ("--cache-features", cache_features),
-                                  ("--frame-size", frame_size is not None)) if on]
+                                  ("--frame-size", frame_size is not None),
+                                  ("--keep-every", keep_every is not None)) if on]
         if unused:
             raise AvsepError(f"{', '.join(unused)}: not available for --method detector")
         from avsep_cli.training.detector import DetectorConfig
@@ -150,7 +152,8 @@ def train(
         base = dict(dataset=dataset, root=str(root), batch_size=batch_size, steps_per_epoch=steps_per_epoch, mix=mix,
                     seed=seed, data_seed=data_seed, val_num=val_num, num_workers=num_workers, segment=segment, preset=preset,
                     cache_features=cache_features, max_minutes=max_minutes,
-                    max_cpu_minutes=max_cpu_minutes or 0.0, precision=precision or "fp32", channels_last=channels_last)
+                    max_cpu_minutes=max_cpu_minutes or 0.0, precision=precision or "fp32", channels_last=channels_last,
+                    keep_every=keep_every or 0)
         run_dir = run or Path("runs") / (method + ("-rcop" if rcop else ""))
         stages = []
         if rcop:  # stage 1: RCoP pre-training in RUN/rcop; stage 2 starts from its weights
@@ -190,6 +193,7 @@ def train(
                              visual_weights=str(visual_weights) if visual_weights else None,
                              epochs=epochs if resume is not None else None,
                              max_cpu_minutes=max_cpu_minutes if resume is not None else None,
+                             keep_every=keep_every if resume is not None else None,
                              **(replan if resume is not None else {}))
         except Interrupted as e:
             common.stderr.print(f"avsep: {e}", highlight=False)

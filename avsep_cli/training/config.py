@@ -48,6 +48,9 @@ class TrainConfig:
     monitor: str = "sdr"  # validation metric that picks best.pt (higher is better)
     max_minutes: float = 0.0  # stop at the first epoch end after this much training time (0: no limit)
     max_cpu_minutes: float = 0.0  # stop before an epoch would take the run's process CPU time past this (0: no limit)
+    # keep the model weights after every N-th epoch in RUN/epochs/eNNN.pt, for weight averaging
+    # (scripts/average_weights.py); 0: none
+    keep_every: int = 0
     cache_features: bool = False  # frozen-trunk features computed once and cached (no frame augmentation)
     init_from: str = ""  # start from another run's weights (curriculum: 2-mix -> 3-/4-mix); fresh optimiser
     preset: str = "paper"  # model preset: paper (published configuration) or cpu (smaller, for CPU training)

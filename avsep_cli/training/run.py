@@ -382,11 +382,12 @@ def _init_from(model: torch.nn.Module, cfg: TrainConfig) -> None:
 
 
 def train(cfg: TrainConfig | None, run_dir: Path, *, device: torch.device, resume: bool = False,
-          epochs: int | None = None, max_cpu_minutes: float | None = None, on_step: Callable | None = None,
-          visual_weights: str | None = None, lr_steps: tuple | None = None,
+          epochs: int | None = None, max_cpu_minutes: float | None = None, keep_every: int | None = None,
+          on_step: Callable | None = None, visual_weights: str | None = None, lr_steps: tuple | None = None,
           schedule_options: dict | None = None) -> list[dict]:
     """Train `cfg.method`; with `resume`, continue the run in `run_dir` from its last checkpoint (its own
-    config, optionally with more `epochs`, another CPU budget `max_cpu_minutes`, or its schedules re-planned:
+    config, optionally with more `epochs`, another CPU budget `max_cpu_minutes`, epoch weights kept from now
+    on every `keep_every` epochs, or its schedules re-planned:
     `lr_steps`, the epochs of its LR drops, and `schedule_options`, the method's `*_steps` options such as
     IAL-CMS's lambda warm-ups; a milestone moved before the run's position takes effect at once)."""
     run_dir = Path(run_dir)
@@ -406,6 +407,8 @@ def train(cfg: TrainConfig | None, run_dir: Path, *, device: torch.device, resum
             cfg.epochs = epochs
         if max_cpu_minutes is not None:
             cfg.max_cpu_minutes = max_cpu_minutes
+        if keep_every is not None:
+            cfg.keep_every = keep_every
         if lr_steps is not None:
             cfg.lr_steps = tuple(int(e) for e in lr_steps)
         if schedule_options:

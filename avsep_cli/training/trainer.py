@@ -405,6 +405,10 @@ class Trainer:
             self.save("last.pt")
             if improved:
                 self.save("best.pt")
+            if cfg.keep_every and self.epoch % cfg.keep_every == 0 and self.rank == 0:
+                # the model alone (no optimiser): weights to average, as shipped weights are
+                checkpoint.save(self.run_dir / "epochs" / f"e{self.epoch:03d}.pt",
+                                {**self.system.model_state(), "epoch": self.epoch, "global_step": self.global_step})
             self._write_metrics()
             log.info("epoch %d: %s", row["epoch"], {k: v for k, v in row.items() if k not in ("type",)})
             if self.on_step:
