@@ -121,6 +121,10 @@ if [ -n "${FROM:-}" ] && [[ "$NAME" != *-mix3 ]]; then
     # AVPC-RCoP segment 2 (session 17, 1.46 CPU-min per epoch): 68 epochs bring its lineage to three
     # CPU-hours; 1e-4 for 70 % again
     avpc-rcop-bf16-2) epochs=68; lr 47,61 ;;
+    # segments 3 and 4 (session 18): two runs side by side from segment 2's weights (data seeds 3 and 4) for
+    # weight averaging, as supervised IAL-CMS's segments 5 and 6: one epoch at 1e-3/1e-4, then x0.1 for good,
+    # every epoch's weights kept
+    avpc-rcop-bf16-3|avpc-rcop-bf16-4) epochs=40; lr 1; plan+=(--keep-every 1) ;;
     avpc-bf16-*) epochs=30; lr 21,27 ;;
     avpc-fp32-*) epochs=20; lr 14,18 ;;
     ialcms-bf16-*) epochs=19 ;;

@@ -58,6 +58,7 @@ CASES = [
     ("train", "--frame-size", ["0", "100", "2048"], "a multiple of 32 in [32, 1024]"),
     ("train", "--max-cpu-minutes", ["nan", "-inf", "-0.5"], "a number >= 0"),
     ("train", "--rcop-epochs", ["0"], "an integer >= 1"),
+    ("train", "--keep-every", ["-1"], "an integer >= 0"),
     ("eval", "--mix", ["1", "0", "-2"], "an integer >= 2"),
     ("eval", "--num", ["0"], "an integer >= 1"),
     ("eval", "--seed", ["-1"], "an integer in [0, 4294967295]"),
