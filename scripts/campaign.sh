@@ -123,7 +123,8 @@ if [ -n "${FROM:-}" ] && [[ "$NAME" != *-mix3 ]]; then
     avpc-rcop-bf16-2) epochs=68; lr 47,61 ;;
     # segments 3 and 4 (session 18): two runs side by side from segment 2's weights (data seeds 3 and 4) for
     # weight averaging, as supervised IAL-CMS's segments 5 and 6: one epoch at 1e-3/1e-4, then x0.1 for good,
-    # every epoch's weights kept
+    # every epoch's weights kept. Stopped after 18 and 17 epochs: their mean scored as -s2 on 128 val
+    # mixtures (3.49 against 3.55), not shipped
     avpc-rcop-bf16-3|avpc-rcop-bf16-4) epochs=40; lr 1; plan+=(--keep-every 1) ;;
     avpc-bf16-*) epochs=30; lr 21,27 ;;
     avpc-fp32-*) epochs=20; lr 14,18 ;;
