@@ -101,13 +101,14 @@ def average_info(info: dict, runs: list[Path], start: int) -> tuple[dict, list[P
         bad = [k for k in same if c.get(k) != cfgs[0].get(k)]
         if bad:
             raise ValueError(f"{r} is not the recipe of {runs[0]} ({', '.join(bad)} differ)")
-    files = [f for r in runs for f in kept_epochs(r, start)]
+    kept = [kept_epochs(r, start) for r in runs]
     for r in runs[1:]:
-        end = read_run(r)["end"]
+        other = read_run(r)
+        end = other["end"]
         t["steps"] += end["steps"]
         t["samples_seen"] += end["seen"]
         t["cpu_minutes"] = round(t["cpu_minutes"] + end["cpu_min"], 1)
-        t["wall_minutes"] = max(t["wall_minutes"], round(read_run(r)["epochs"][-1].get("wall_min", 0.0), 1))
+        t["wall_minutes"] = max(t["wall_minutes"], round(other["epochs"][-1].get("wall_min", 0.0), 1))
         if end["best_val_sdr"] is not None and (t["best_val_sdr"] is None or end["best_val_sdr"] > t["best_val_sdr"]):
             t["best_val_sdr"] = end["best_val_sdr"]
     parent = t.get("init_from", {})
@@ -118,9 +119,10 @@ def average_info(info: dict, runs: list[Path], start: int) -> tuple[dict, list[P
     for k in ("checkpoint_epoch", "checkpoint_step", "cpu_minutes_at_checkpoint"):
         t.pop(k, None)
     t["checkpoint"] = "average"
+    files = [f for fs in kept for f in fs]
     t["averaged"] = {"from_epoch": start, "checkpoints": len(files),
-                     "runs": [{"data_seed": c.get("data_seed"), "epochs": [int(f.stem[1:]) for f in kept_epochs(r, start)]}
-                              for r, c in zip(runs, cfgs)]}
+                     "runs": [{"data_seed": c.get("data_seed"), "epochs": [int(f.stem[1:]) for f in fs]}
+                              for fs, c in zip(kept, cfgs)]}
     return info, files
 
 
